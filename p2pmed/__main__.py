@@ -1,0 +1,5 @@
+import sys
+
+from p2pmed.cli import main
+
+sys.exit(main())
