@@ -1,0 +1,1 @@
+"""The clinical domain: message codec, plausibility ranges, alarm engine, sources, FHIR."""

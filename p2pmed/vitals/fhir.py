@@ -1,0 +1,187 @@
+"""FHIR R4 export: Observations following the R4 Vital Signs profiles, and waveforms as
+Observations with valueSampledData. Output is plain JSON-ready dicts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from p2pmed.core.errors import CodecError
+from p2pmed.vitals.codec import PLETH, Numerics, Param, StatusFlags, Waveform
+from p2pmed.vitals.ranges import RANGES
+
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+MDC = "urn:oid:2.16.840.1.113883.6.24"  # ISO/IEEE 11073-10101 nomenclature
+CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
+SD = "http://hl7.org/fhir/StructureDefinition/"
+VITALSIGNS_PROFILE = SD + "vitalsigns"
+
+# param -> (profile, [(LOINC code, display)], UCUM code, human unit)
+_VITALS: dict[Param, tuple[str, list[tuple[str, str]], str, str]] = {
+    Param.HR: ("heartrate", [("8867-4", "Heart rate")], "/min", "beats/minute"),
+    Param.SPO2: (
+        "oxygensat",
+        [
+            ("2708-6", "Oxygen saturation in Arterial blood"),
+            ("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry"),
+        ],
+        "%",
+        "%",
+    ),
+    Param.TEMP: ("bodytemp", [("8310-5", "Body temperature")], "Cel", "Cel"),
+    Param.RR: ("resprate", [("9279-1", "Respiratory rate")], "/min", "breaths/minute"),
+}
+_BP_PANEL = ("85354-9", "Blood pressure panel with all children optional")
+_BP_PARTS = {
+    Param.SYS: ("8480-6", "Systolic blood pressure"),
+    Param.DIA: ("8462-4", "Diastolic blood pressure"),
+}
+
+# MDC_ECG_ELEC_POTL_<lead> = 131328 + MDC lead number; MDC_PULS_OXIM_PLETH = 150452
+_LEAD_NUMBER = {
+    "I": 1,
+    "II": 2,
+    "V1": 3,
+    "V2": 4,
+    "V3": 5,
+    "V4": 6,
+    "V5": 7,
+    "V6": 8,
+    "III": 61,
+    "aVR": 62,
+    "aVL": 63,
+    "aVF": 64,
+    "MLII": 2,  # modified lead II: coded as lead II, named in code.text
+    "MLIII": 61,
+}
+
+
+def fhir_datetime(timestamp_us: int) -> str:
+    """UTC FHIR dateTime with microseconds, e.g. 2023-11-14T22:13:20.000000Z."""
+    try:
+        dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=timestamp_us)
+    except OverflowError as exc:
+        raise CodecError("timestamp", "not representable as a FHIR dateTime") from exc
+    return dt.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _base(code: dict[str, Any], patient_id: str, timestamp_us: int) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {"system": CATEGORY_SYSTEM, "code": "vital-signs", "display": "Vital Signs"}
+                ],
+                "text": "Vital Signs",
+            }
+        ],
+        "code": code,
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": fhir_datetime(timestamp_us),
+    }
+
+
+def _loinc(codes: list[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "coding": [{"system": LOINC, "code": c, "display": d} for c, d in codes],
+        "text": codes[0][1],
+    }
+
+
+def _quantity(value: float, ucum: str, unit: str) -> dict[str, Any]:
+    return {"value": value, "unit": unit, "system": UCUM, "code": ucum}
+
+
+def _notes(n: Numerics, params: list[Param]) -> list[dict[str, str]]:
+    notes = []
+    for p in params:
+        if n.suspect(p):
+            r = RANGES[p]
+            notes.append(
+                {
+                    "text": f"{p.name} value marked suspect: outside the plausible range "
+                    f"{r.low:g}-{r.high:g} {r.unit} or inconsistent; verify before use"
+                }
+            )
+    if n.flags & StatusFlags.SENSOR_FAULT:
+        notes.append({"text": "The device reported a sensor fault with this measurement"})
+    return notes
+
+
+def numerics_to_observations(n: Numerics) -> list[dict[str, Any]]:
+    """One Vital Signs Observation per present value; systolic and diastolic go into one
+    blood pressure panel. Suspect values are kept and carry a note."""
+    out: list[dict[str, Any]] = []
+    for p, (profile, codes, ucum, unit) in _VITALS.items():
+        v = n.value(p)
+        if v is None:
+            continue
+        obs = _base(_loinc(codes), n.patient_id, n.timestamp_us)
+        obs["meta"] = {"profile": [VITALSIGNS_PROFILE, SD + profile]}
+        obs["valueQuantity"] = _quantity(v, ucum, unit)
+        if notes := _notes(n, [p]):
+            obs["note"] = notes
+        out.append(obs)
+    if n.value(Param.SYS) is not None or n.value(Param.DIA) is not None:
+        obs = _base(_loinc([_BP_PANEL]), n.patient_id, n.timestamp_us)
+        obs["meta"] = {"profile": [VITALSIGNS_PROFILE, SD + "bp"]}
+        components = []
+        for p, code in _BP_PARTS.items():
+            comp: dict[str, Any] = {"code": _loinc([code])}
+            v = n.value(p)
+            if v is None:
+                comp["dataAbsentReason"] = {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+                            "code": "unknown",
+                            "display": "Unknown",
+                        }
+                    ]
+                }
+            else:
+                comp["valueQuantity"] = _quantity(v, "mm[Hg]", "mmHg")
+            components.append(comp)
+        obs["component"] = components
+        if notes := _notes(n, [Param.SYS, Param.DIA]):
+            obs["note"] = notes
+        out.append(obs)
+    return out
+
+
+def _decimal(x: float) -> float:
+    """Shortest decimal that round-trips the float32 wire value (0.005, not 0.00499999...)."""
+    return float(np.format_float_positional(np.float32(x), unique=True, trim="-"))
+
+
+def waveform_to_observation(w: Waveform, patient_id: str) -> dict[str, Any]:
+    """A WAVEFORM chunk as an Observation with valueSampledData (physical = data * factor)."""
+    if w.signal == PLETH:
+        coding = {"system": MDC, "code": "150452", "display": "MDC_PULS_OXIM_PLETH"}
+        text = "Plethysmogram"
+    else:
+        lead = _LEAD_NUMBER[w.signal]
+        name = {"MLII": "II", "MLIII": "III"}.get(w.signal, w.signal).upper()
+        coding = {
+            "system": MDC,
+            "code": str(131328 + lead),
+            "display": f"MDC_ECG_ELEC_POTL_{name}",
+        }
+        text = f"ECG lead {w.signal}"
+    obs = _base({"coding": [coding], "text": text}, patient_id, w.t0_us)
+    obs["category"] = [
+        {"coding": [{"system": CATEGORY_SYSTEM, "code": "procedure", "display": "Procedure"}]}
+    ]
+    obs["valueSampledData"] = {
+        "origin": {"value": 0, "unit": w.unit, "system": UCUM, "code": w.unit},
+        "period": round(1000 / w.sample_rate, 6),
+        "factor": _decimal(w.scale),
+        "dimensions": 1,
+        "data": " ".join(str(s) for s in w.samples),
+    }
+    return obs
