@@ -1,0 +1,117 @@
+"""The page against the real signaling server: token errors, insecure context, waiting room."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Page, Route, expect
+
+from signaling.testing import RunningServer, running_server
+from tests.web.conftest import WEB_DIR
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def server() -> AsyncIterator[RunningServer]:
+    with tempfile.TemporaryDirectory(prefix="p2pmed-web-sig-") as d:
+        async with running_server(d) as srv:
+            yield srv
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    ctx = await browser.new_context()
+    p = await ctx.new_page()
+    errors: list[str] = []
+    p.on("pageerror", lambda e: errors.append(str(e)))
+    yield p
+    await ctx.close()
+    assert not errors, errors
+
+
+async def _error_code(page: Page) -> str:
+    view = page.locator("#view-error")
+    await expect(view).to_be_visible(timeout=10_000)
+    await expect(page.locator("#main")).to_be_hidden()
+    return (await page.locator("#error-code").text_content()) or ""
+
+
+async def test_garbage_token_shows_error_view(page: Page, server: RunningServer) -> None:
+    await page.goto(server.join_url("not-a-token"))
+    assert await _error_code(page) == "token-malformed"
+    await expect(page.locator("#error-message")).to_contain_text("token")
+    await expect(page.locator("#conn-state")).to_have_text("Not connected")
+
+
+async def test_expired_token_shows_expiry(page: Page, server: RunningServer) -> None:
+    token = server.mint("s-exp", "clinician", ttl=60, now=time.time() - 3600)
+    await page.goto(server.join_url(token))
+    assert await _error_code(page) == "token-expired"
+    await expect(page.locator("#error-hint")).to_contain_text("expired")
+
+
+async def test_token_of_another_session_is_refused(page: Page, server: RunningServer) -> None:
+    token = server.mint("s-one", "clinician")
+    await page.goto(server.join_url(token) + "&session=s-two")
+    assert await _error_code(page) == "wrong-session"
+
+
+async def test_missing_token_shows_error(page: Page, server: RunningServer) -> None:
+    await page.goto(f"{server.url}/join")
+    assert await _error_code(page) == "token-missing"
+
+
+async def test_insecure_context_says_so(page: Page, server: RunningServer) -> None:
+    # Serve the real files under a plain-http, non-local origin: not a secure context.
+    async def fulfil(route: Route) -> None:
+        path = route.request.url.split("insecure.test", 1)[1].split("#")[0]
+        if path == "/join":
+            body = (WEB_DIR / "index.html").read_bytes()
+            await route.fulfill(body=body, content_type="text/html")
+        elif path.startswith("/static/"):
+            f = WEB_DIR / path.removeprefix("/static/")
+            ctype = "text/javascript" if f.suffix == ".js" else "text/css"
+            await route.fulfill(body=f.read_bytes(), content_type=ctype)
+        else:
+            await route.fulfill(status=404, body=b"")
+
+    await page.route("http://insecure.test/**", fulfil)
+    await page.goto("http://insecure.test/join#token=x")
+    assert await page.evaluate("window.isSecureContext") is False
+    assert await _error_code(page) == "insecure-context"
+    await expect(page.locator("#error-hint")).to_contain_text("HTTPS")
+
+
+async def test_waiting_room_admits_patient(page: Page, server: RunningServer) -> None:
+    session = "s-wait"
+    await page.goto(server.join_url(server.mint(session, "clinician")))
+    await expect(page.locator("#view-waiting")).to_be_visible(timeout=10_000)
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(server.ws_url)
+        await ws.send_json(
+            {"type": "join", "token": server.mint(session, "patient"), "endpoint_id": "pat-w"}
+        )
+        joined = await ws.receive_json(timeout=5)
+        assert joined["type"] == "joined" and joined["waiting"] is True
+        admit = page.get_by_role("button", name="Admit patient pat-w")
+        await expect(admit).to_be_visible(timeout=5_000)
+        await admit.focus()
+        await page.keyboard.press("Enter")  # keyboard operable
+        got = []
+        deadline = asyncio.get_running_loop().time() + 5
+        while asyncio.get_running_loop().time() < deadline:
+            msg = await ws.receive_json(timeout=5)
+            got.append(msg["type"])
+            if msg["type"] == "peer-joined":
+                assert msg["role"] == "clinician"
+                break
+        assert "peer-joined" in got
+        await expect(page.locator("#main")).to_be_visible(timeout=5_000)
+        await ws.close()

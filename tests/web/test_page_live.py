@@ -1,0 +1,263 @@
+"""The clinician page in a live session with a patient endpoint over the real relay.
+
+One page and one patient per module: the tests run in order on the same session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Page, expect
+
+from p2pmed.core.frame import MessageClass
+from p2pmed.vitals import codec
+from signaling.testing import RunningServer, running_server
+from tests.web.relay_patient import RelayPatient, flip_ciphertext_bit
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+RATE = 250
+CHUNK = 25  # samples per WAVEFORM message (100 ms)
+
+
+def ecg_mv(i: int) -> float:
+    """A crude PQRST beat at 75 /min: enough to see a moving trace."""
+    t = (i % 200) / RATE
+    return (
+        1.2 * math.exp(-(((t - 0.30) / 0.012) ** 2))
+        + 0.15 * math.exp(-(((t - 0.12) / 0.03) ** 2))
+        + 0.3 * math.exp(-(((t - 0.55) / 0.05) ** 2))
+    )
+
+
+@dataclass
+class Live:
+    server: RunningServer
+    page: Page
+    patient: RelayPatient
+    sent_numerics: list[codec.Numerics]
+    numerics_on: list[bool]
+
+
+async def _feed(p: RelayPatient, sent: list[codec.Numerics], on: list[bool]) -> None:
+    seq = 0
+    pseq = 0
+    n = 0
+    next_t = time.time()
+    while True:
+        now_us = int(time.time() * 1e6)
+        ecg = tuple(round(ecg_mv(seq + i) / 0.005) for i in range(CHUNK))
+        p.send(
+            MessageClass.MEDIUM,
+            codec.encode(codec.Waveform("II", RATE, now_us, seq, 0.005, "mV", ecg)),
+        )
+        count = (seq + CHUNK) // 2 - pseq  # 125 Hz: 12 or 13 samples per 100 ms
+        pleth = tuple(round(1000 * math.sin((pseq + i) / 20)) for i in range(count))
+        p.send(
+            MessageClass.MEDIUM,
+            codec.encode(codec.Waveform("PLETH", 125, now_us, pseq, 0.001, "1", pleth)),
+        )
+        pseq += count
+        if n % 10 == 0 and on[0]:
+            flags = codec.StatusFlags.SUSPECT_SPO2 if n >= 40 else codec.StatusFlags.NONE
+            num = codec.Numerics(
+                now_us,
+                "pat-1",
+                hr_x10=720 + n // 10,
+                sys_x10=1200,
+                dia_x10=800,
+                spo2_x100=9700,
+                temp_x100=3690,
+                rr_x10=160,
+                flags=flags,
+            )
+            sent.append(num)
+            p.send(MessageClass.MEDIUM, codec.encode(num))
+        seq += CHUNK
+        n += 1
+        next_t += CHUNK / RATE
+        await asyncio.sleep(max(0.0, next_t - time.time()))
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def live(browser: Browser) -> AsyncIterator[Live]:
+    with tempfile.TemporaryDirectory(prefix="p2pmed-web-live-") as d:
+        async with running_server(d) as srv:
+            ctx = await browser.new_context()
+            page = await ctx.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(srv.join_url(srv.mint("s-live", "clinician")))
+            await expect(page.locator("#view-waiting")).to_be_visible(timeout=10_000)
+            token = srv.mint("s-live", "patient")
+            async with RelayPatient(srv.ws_url, token) as patient:
+                await page.get_by_role("button", name="Admit patient pat-sim").click()
+                await patient.wait(lambda: patient.established)
+                sent: list[codec.Numerics] = []
+                on = [True]
+                feeder = asyncio.create_task(_feed(patient, sent, on))
+                yield Live(srv, page, patient, sent, on)
+                feeder.cancel()
+            await ctx.close()
+            assert not errors, errors
+
+
+async def test_sas_shown_and_can_be_marked_verified(live: Live) -> None:
+    page = live.page
+    assert live.patient.session is not None
+    await expect(page.locator("#sas")).to_have_text(live.patient.session.sas, timeout=5_000)
+    peer_fp = live.patient.identity.fingerprint()
+    await expect(page.locator("#peer-fp")).to_have_text(peer_fp)
+    assert live.patient.session.peer_fingerprint == await page.locator("#my-fp").text_content()
+    btn = page.get_by_role("button", name="Mark verified")
+    await btn.click()
+    await expect(page.locator("#verify-state")).to_have_text("Verified by you")
+
+
+async def test_numerics_on_screen_match_what_the_patient_sent(live: Live) -> None:
+    page = live.page
+    await expect(page.locator("#tile-hr")).to_have_attribute("data-state", "live", timeout=5_000)
+    for _ in range(50):
+        last = live.sent_numerics[-1]
+        shown = await page.locator("#val-hr").text_content()
+        if shown == f"{last.value(codec.Param.HR):.0f}":
+            break
+        await asyncio.sleep(0.1)
+    last = live.sent_numerics[-1]
+    assert shown == f"{last.value(codec.Param.HR):.0f}"
+    await expect(page.locator("#val-bp")).to_have_text("120/80")
+    await expect(page.locator("#val-temp")).to_have_text("36.9")
+    await expect(page.locator("#val-rr")).to_have_text("16")
+    await expect(page.locator("#val-spo2")).to_have_text("97")
+    await expect(page.locator("#conn-state")).to_have_text("Live via relay")
+    await expect(page.locator("#st-path")).to_have_text("relay")
+
+
+async def test_ecg_trace_is_drawn_and_moves(live: Live) -> None:
+    page = live.page
+    await expect(page.locator("#ecg-status")).to_have_text("250 Hz", timeout=5_000)
+    assert await page.evaluate("window.p2pmed.metrics.firstEcgDrawnMs") is not None
+    a = await page.locator("#ecg").screenshot()
+    await asyncio.sleep(0.5)
+    b = await page.locator("#ecg").screenshot()
+    assert a != b
+    drawn = await page.evaluate(
+        "(() => { const c = document.getElementById('ecg'); const d = c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
+        " for (let i = 1; i < d.length; i += 4) if (d[i] > 100) n++; return n; })()"
+    )
+    assert drawn > 500  # green trace pixels
+    assert await page.evaluate("window.p2pmed.metrics.ecgSourceGaps") == 0
+
+
+async def test_suspect_value_is_greyed_and_marked(live: Live) -> None:
+    page = live.page
+    await expect(page.locator("#tile-spo2")).to_have_attribute(
+        "data-state", "suspect", timeout=8_000
+    )
+    await expect(page.locator("#mark-spo2")).to_have_text("? SUSPECT")
+    await expect(page.locator("#tile-hr")).to_have_attribute("data-state", "live")
+
+
+async def test_numerics_that_stop_coming_turn_stale(live: Live) -> None:
+    page = live.page
+    live.numerics_on[0] = False
+    await expect(page.locator("#tile-hr")).to_have_attribute("data-state", "stale", timeout=6_000)
+    await expect(page.locator("#mark-hr")).to_have_text("STALE")
+    await expect(page.locator("#ecg-status")).to_have_text("250 Hz")  # the waveform is still live
+    live.numerics_on[0] = True
+    await expect(page.locator("#tile-hr")).to_have_attribute("data-state", "live", timeout=3_000)
+
+
+async def test_alarm_shown_by_priority_and_acknowledged_end_to_end(live: Live) -> None:
+    page = live.page
+    p = live.patient
+    now_us = int(time.time() * 1e6)
+    high = codec.Alarm(
+        41,
+        codec.Priority.HIGH,
+        codec.AlarmState.ACTIVE,
+        codec.AlarmCategory.PHYSIOLOGICAL,
+        now_us,
+        148.0,
+        "hr-high",
+        "pat-1",
+    )
+    low = codec.Alarm(
+        42,
+        codec.Priority.LOW,
+        codec.AlarmState.ACTIVE,
+        codec.AlarmCategory.TECHNICAL,
+        now_us,
+        None,
+        "low-battery",
+        "pat-1",
+    )
+    p.send(MessageClass.CRITICAL, codec.encode(low))
+    p.send(MessageClass.CRITICAL, codec.encode(high))
+    item = page.locator('#alarm-list li[data-alarm-id="41"]')
+    await expect(item).to_have_class("alarm alarm-high", timeout=5_000)
+    await expect(page.locator('#alarm-list li[data-alarm-id="42"]')).to_have_class(
+        "alarm alarm-low alarm-technical"
+    )
+    first = page.locator("#alarm-list li").first
+    await expect(first).to_have_attribute("data-alarm-id", "41")  # high priority on top
+    anim = await item.evaluate("(el) => getComputedStyle(el).animationName")
+    assert anim == "flash"
+    # keyboard only: Tab reaches the Acknowledge button, Enter presses it
+    await page.locator("body").focus()
+    for _ in range(30):
+        await page.keyboard.press("Tab")
+        label = await page.evaluate("document.activeElement.getAttribute('aria-label')")
+        if label == "Acknowledge high priority alarm hr-high":
+            break
+    assert label == "Acknowledge high priority alarm hr-high"
+    await page.keyboard.press("Enter")
+
+    def got_ack() -> bool:
+        return any(isinstance(codec.decode(m.data), codec.AlarmAck) for m in p.received())
+
+    await p.wait(got_ack)
+    acks = [codec.decode(m.data) for m in p.received()]
+    ack = next(a for a in acks if isinstance(a, codec.AlarmAck))
+    eid = await page.evaluate("sessionStorage.getItem('p2pmed-endpoint')")
+    assert (ack.alarm_id, ack.who) == (41, eid)
+    await expect(item).to_have_attribute("data-ack-delivered", "true", timeout=5_000)
+    await expect(item.locator(".ack-state")).to_have_text("✓ delivered to patient node")
+
+
+async def test_tampered_frame_is_rejected_counted_and_shown(live: Live) -> None:
+    page = live.page
+    before = await page.evaluate("window.p2pmed.metrics.rejected")
+    live.patient.mutate = flip_ciphertext_bit
+    await expect(page.locator("#rejected-note")).to_be_visible(timeout=5_000)
+    await expect(page.locator("#rejected-note")).to_contain_text("crypto/auth")
+    assert await page.evaluate("window.p2pmed.metrics.rejected") == before + 1
+    await expect(page.locator("#st-rejected")).to_have_text(str(before + 1))
+    await expect(page.locator("#tile-hr")).to_have_attribute("data-state", "live")
+
+
+async def test_lost_connection_is_obvious_then_recovers(live: Live) -> None:
+    page = live.page
+    live.patient.paused = True
+    await expect(page.locator("#lost-banner")).to_be_visible(timeout=3_000)
+    await expect(page.locator("#conn-state")).to_have_text("CONNECTION LOST")
+    await expect(page.locator("#tile-hr")).to_have_attribute("data-state", "stale")
+    await expect(page.locator("#mark-hr")).to_have_text("NOT LIVE")
+    await expect(page.locator("#ecg-status")).to_have_text("NOT LIVE — connection lost")
+    tech = page.locator('#alarm-list li[data-key="tech:all-paths-down"]')
+    await expect(tech).to_contain_text("TECHNICAL ALARM")
+    live.patient.paused = False
+    await expect(page.locator("#lost-banner")).to_be_hidden(timeout=8_000)
+    await expect(tech).to_have_count(0)
+    await expect(page.locator("#tile-hr")).to_have_attribute("data-state", "live", timeout=5_000)
+    # nothing lost: the ECG sample sequence has no hole after the outage
+    await asyncio.sleep(0.5)
+    assert await page.evaluate("window.p2pmed.metrics.ecgSourceGaps") == 0

@@ -1,0 +1,535 @@
+// The clinician page: joins from `{server}/join#token=...`, answers the patient's WebRTC offer, runs the
+// p2pmed session over the direct DataChannels and the signaling relay, and shows the vitals.
+import { Identity } from "./identity.js";
+import { Session, nowUs } from "./session.js";
+import { SignalingClient } from "./signaling.js";
+import { decode as decodeVitals, encodeAlarmAck, isEcg } from "./vitals.js";
+import { SweepTrace } from "./waveform.js";
+import { $, announce, showView, showError, Tiles, AlarmList } from "./ui.js";
+import { fromHex, MessageClass } from "./frame.js";
+
+const CHANNELS = [["control", 0], ["vitals", 1], ["bulk", 2]];
+const GRADES = ["normal", "mild", "moderate", "severe"];
+const now = () => performance.now() / 1000;
+
+// Test and benchmark hooks (read-only figures; no secrets).
+const metrics = {
+  firstEcgDrawnMs: null, latenciesUs: [], pageUs: [], delivered: {}, rejected: 0, rejectedReasons: {},
+  codecRejected: 0, ecgSourceGaps: 0, ecgSamples: 0, lastNumerics: null, alarmAcks: [], path: null,
+};
+window.p2pmed = { metrics, state: "starting" };
+
+function gradeOf(rtt, loss) {
+  let g = 0;
+  const lossT = [0.01, 0.05, 0.1], latT = [0.2, 0.5, 1.0];
+  for (let i = 0; i < 3; i++) if (loss > lossT[i] || rtt > latT[i]) g = i + 1;
+  return GRADES[g];
+}
+
+function sdpFingerprint(sdp) {
+  const m = /^a=fingerprint:sha-256 ([0-9A-Fa-f:]+)\s*$/m.exec(sdp || "");
+  if (!m) return new Uint8Array(32);
+  const raw = fromHex(m[1].replace(/:/g, ""));
+  return raw.length === 32 ? raw : new Uint8Array(32);
+}
+
+// The token travels in the fragment (never sent to the server in the URL). It is kept in sessionStorage
+// for reloads of this tab and removed from the address bar and history.
+function parseFragment() {
+  const params = new URLSearchParams(location.hash.replace(/^#/, ""));
+  let token = params.get("token") || "";
+  let session = params.get("session") || null;
+  if (token) {
+    sessionStorage.setItem("p2pmed-join", JSON.stringify({ token, session }));
+    history.replaceState(null, "", location.pathname);
+  } else {
+    try { ({ token, session } = JSON.parse(sessionStorage.getItem("p2pmed-join") || "{}")); } catch { /* none */ }
+  }
+  return { token: token || "", session: session || null };
+}
+
+function endpointId() {
+  let id = sessionStorage.getItem("p2pmed-endpoint");
+  if (!id) {
+    const b = crypto.getRandomValues(new Uint8Array(6));
+    id = "web-" + Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    sessionStorage.setItem("p2pmed-endpoint", id);
+  }
+  return id;
+}
+
+class App {
+  constructor(identity, token, session) {
+    this.identity = identity;
+    this.token = token;
+    this.eid = endpointId();
+    this.patientId = null;
+    this.sessionId = null;
+    this.session = null;
+    this.pc = null;
+    this.channels = [];
+    this.localStream = null;
+    this.iceServers = [];
+    this.lastVitals = -Infinity;
+    this.everLive = false;
+    this.ackSeqs = new Map(); // CRITICAL seq -> alarm list item
+    this.tiles = new Tiles();
+    this.alarms = new AlarmList((id, it) => this.ackAlarm(id, it));
+    this.ecg = new SweepTrace($("ecg"), {
+      color: "#39ff6a", mode: "ecg",
+      onFirstDraw: () => { metrics.firstEcgDrawnMs = performance.now(); },
+    });
+    this.pleth = new SweepTrace($("pleth"), { color: "#5ad1ff", mode: "pleth" });
+    const base = location.pathname.replace(/\/join\/?$/, "");
+    const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${base}/ws`;
+    this.httpBase = `${location.origin}${base}`;
+    this.sig = new SignalingClient({
+      wsUrl, token, endpointId: this.eid, session,
+      onMessage: (m) => this.onSignal(m),
+      onRelay: (peer, frame) => { if (peer === this.patientId && this.session) this.session.receive(frame, "relay"); },
+      onState: (up, joined) => this.onSignalState(up, joined),
+      onFatal: (code, message) => { window.p2pmed.state = "error"; showError(code, message); },
+    });
+  }
+
+  async start() {
+    $("my-fp").textContent = await this.identity.fingerprint();
+    $("btn-camera").addEventListener("click", () => this.toggleCamera());
+    $("btn-unmute").addEventListener("click", () => {
+      const v = $("remote-video");
+      v.muted = !v.muted;
+      $("btn-unmute").textContent = v.muted ? "Unmute patient audio" : "Mute patient audio";
+    });
+    $("btn-verify").addEventListener("click", () => this.markVerified());
+    this.sig.start();
+    setInterval(() => this.session && this.session.tick(), 50);
+    setInterval(() => this.renderStatus(), 200);
+    setInterval(() => this.pollStats(), 2000);
+    const loop = () => {
+      const t = now();
+      this.ecg.frame(t);
+      this.pleth.frame(t);
+      requestAnimationFrame(loop);
+    };
+    requestAnimationFrame(loop);
+  }
+
+  // ---- signaling ----
+  onSignalState(up, joined) {
+    if (up && joined) {
+      window.p2pmed.state = "joined";
+      this.sessionId = joined.session;
+      for (const p of joined.peers || []) {
+        if (p.role !== "patient") continue;
+        if (p.admitted) this.setPatient(p.endpoint_id);
+        else this.addWaiting(p.endpoint_id);
+      }
+      if (!this.patientId) {
+        showView("view-waiting");
+        $("conn-state").textContent = "Waiting for the patient";
+      }
+      this.fetchTurn();
+    }
+  }
+
+  async fetchTurn() {
+    try {
+      const r = await fetch(`${this.httpBase}/turn-credentials`, { headers: { Authorization: `Bearer ${this.token}` } });
+      if (r.ok) {
+        const body = await r.json();
+        this.iceServers = Array.isArray(body.iceServers) ? body.iceServers.filter((s) => s && s.urls) : [];
+      }
+    } catch { /* no TURN: direct and relay still work */ }
+  }
+
+  onSignal(m) {
+    switch (m.type) {
+      case "peer-waiting": if (m.role === "patient") this.addWaiting(m.endpoint_id); break;
+      case "peer-joined": if (m.role === "patient") this.setPatient(m.endpoint_id); break;
+      case "peer-left": if (m.endpoint_id === this.patientId) this.patientLeft(); break;
+      case "offer": this.onOffer(m).catch((e) => console.error("offer failed", e)); break;
+      case "candidate":
+        if (this.pc && m.from === this.patientId && m.candidate) this.pc.addIceCandidate(m.candidate).catch(() => {});
+        break;
+      case "error": console.warn("signaling error", m.code, m.message); break;
+      default: break;
+    }
+  }
+
+  addWaiting(id) {
+    if (this.patientId === id) return;
+    const list = $("waiting-list");
+    if (list.querySelector(`[data-endpoint="${CSS.escape(id)}"]`)) return;
+    const li = document.createElement("li");
+    li.dataset.endpoint = id;
+    const label = document.createElement("span");
+    label.textContent = `Patient ${id} is waiting`;
+    const btn = document.createElement("button");
+    btn.type = "button";
+    btn.textContent = "Admit patient";
+    btn.setAttribute("aria-label", `Admit patient ${id}`);
+    btn.addEventListener("click", () => {
+      btn.disabled = true;
+      btn.textContent = "Admitting…";
+      this.sig.sendJson({ type: "admit", endpoint_id: id });
+    });
+    li.append(label, btn);
+    list.append(li);
+    $("waiting-text").textContent = "A patient is waiting. Admit them to start the session.";
+    showView("view-waiting");
+    announce(`Patient ${id} is waiting to be admitted`);
+    btn.focus();
+  }
+
+  setPatient(id) {
+    $("waiting-list").querySelector(`[data-endpoint="${CSS.escape(id)}"]`)?.remove();
+    if (this.patientId !== id) {
+      this.patientId = id;
+      this.newSession();
+    }
+    showView("main");
+    window.p2pmed.state = "admitted";
+  }
+
+  patientLeft() {
+    announce("The patient left the session");
+    this.closePc();
+  }
+
+  // A new session with the patient, or the one this tab had before a reload (see Session.resume).
+  async newSession({ fresh = false } = {}) {
+    if (this.session) this.session.closed = true;
+    this.session = null;
+    const key = `p2pmed-session:${this.sessionId}:${this.patientId}`;
+    const opts = {
+      sessionId: this.sessionId, identity: this.identity, now,
+      transmit: (path, frame) => this.transmit(path, frame),
+      onEvent: (ev) => this.onSessionEvent(s, ev),
+    };
+    let s = null;
+    let snap = null;
+    if (fresh) sessionStorage.removeItem(key);
+    else try { snap = JSON.parse(sessionStorage.getItem(key) || "null"); } catch { snap = null; }
+    if (snap && snap.v === 1 && snap.sessionId === this.sessionId) {
+      try { s = await Session.resume(opts, snap); } catch (e) { console.warn("cannot resume", e); s = null; }
+    }
+    if (!s) s = new Session(opts);
+    s.persist = (state) => {
+      try { sessionStorage.setItem(key, JSON.stringify(state)); } catch { /* quota: resume not possible */ }
+    };
+    s.addPath("relay");
+    if (this.pc && this.localFp) s.setFingerprints(this.localFp, this.remoteFp);
+    if (this.pc && this.directOpen) s.addPath("direct", { preferred: true });
+    this.session = s;
+    window.p2pmed.session = s;
+    this.ackSeqs.clear();
+    this.alarms.restore(`p2pmed-alarms:${this.sessionId}:${this.patientId}`, fresh, (seq, it) => this.ackSeqs.set(seq, it));
+    if (s.send) {
+      window.p2pmed.resumed = true;
+      this.onSecured({ sas: s.result.sas, peerFingerprint: s.result.peer_fingerprint });
+    }
+  }
+
+  transmit(path, frame) {
+    if (path === "relay") { if (this.patientId) this.sig.sendRelay(this.patientId, frame); return; }
+    if (path !== "direct" || !this.directOpen) return;
+    const cls = frame[3];
+    const ch = frame[1] !== 1 || cls <= 1 ? this.channels[0] : cls === 2 ? this.channels[1] : this.channels[2];
+    if (ch.readyState !== "open" || ch.bufferedAmount > 1024 * 1024) return; // retransmitted later
+    try { ch.send(frame); } catch { /* closing: the session retransmits on another path */ }
+  }
+
+  // ---- WebRTC (the patient offers, the page answers; a new peer connection per offer) ----
+  async onOffer(m) {
+    if (m.from !== this.patientId) this.setPatient(m.from);
+    this.closePc();
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    this.pc = pc;
+    this.directOpen = false;
+    this.channels = CHANNELS.map(([label, id]) => {
+      const ch = pc.createDataChannel(label, { negotiated: true, id, ordered: true });
+      ch.binaryType = "arraybuffer";
+      ch.onmessage = (e) => { if (this.pc === pc && this.session && typeof e.data !== "string") this.session.receive(e.data, "direct"); };
+      ch.onopen = () => this.maybeDirectOpen(pc);
+      ch.onclose = () => this.directLost(pc);
+      return ch;
+    });
+    pc.ontrack = (e) => {
+      const v = $("remote-video");
+      const stream = e.streams[0] || new MediaStream([e.track]);
+      if (v.srcObject !== stream) { v.srcObject = stream; v.muted = true; v.play().catch(() => {}); }
+    };
+    pc.onconnectionstatechange = () => { if (pc.connectionState === "failed" || pc.connectionState === "closed") this.directLost(pc); };
+    await pc.setRemoteDescription({ type: "offer", sdp: m.sdp });
+    for (const t of pc.getTransceivers()) {
+      const kind = t.receiver.track.kind;
+      const track = this.localStream?.getTracks().find((x) => x.kind === kind) || null;
+      t.direction = "sendrecv";
+      if (track) await t.sender.replaceTrack(track);
+    }
+    await pc.setLocalDescription(await pc.createAnswer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === "complete") return resolve();
+      const t = setTimeout(resolve, 1500);
+      pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") { clearTimeout(t); resolve(); } });
+    });
+    if (this.pc !== pc) return;
+    this.localFp = sdpFingerprint(pc.localDescription.sdp);
+    this.remoteFp = sdpFingerprint(m.sdp);
+    this.session?.setFingerprints(this.localFp, this.remoteFp);
+    this.sig.sendJson({ type: "answer", to: m.from, sdp: pc.localDescription.sdp });
+  }
+
+  maybeDirectOpen(pc) {
+    if (this.pc !== pc || this.directOpen) return;
+    if (!this.channels.every((c) => c.readyState === "open")) return;
+    this.directOpen = true;
+    this.session?.addPath("direct", { preferred: true });
+  }
+
+  directLost(pc) {
+    if (this.pc !== pc) return;
+    if (this.directOpen) this.session?.removePath("direct");
+    this.directOpen = false;
+  }
+
+  closePc() {
+    const pc = this.pc;
+    if (!pc) return;
+    this.directLost(pc);
+    this.pc = null;
+    for (const c of this.channels) try { c.close(); } catch { /* already closed */ }
+    pc.close();
+  }
+
+  async toggleCamera() {
+    const btn = $("btn-camera");
+    if (this.localStream) {
+      for (const t of this.localStream.getTracks()) t.stop();
+      this.localStream = null;
+      $("local-video").srcObject = null;
+      $("local-video").hidden = true;
+      for (const s of this.pc?.getSenders() || []) await s.replaceTrack(null);
+      btn.textContent = "Share my camera and microphone";
+      btn.setAttribute("aria-pressed", "false");
+      return;
+    }
+    try {
+      this.localStream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+    } catch (e) {
+      announce(`Camera or microphone not available: ${e.name}`);
+      return;
+    }
+    $("local-video").srcObject = this.localStream;
+    $("local-video").hidden = false;
+    for (const t of this.pc?.getTransceivers() || []) {
+      const track = this.localStream.getTracks().find((x) => x.kind === t.receiver.track.kind);
+      if (track && t.currentDirection !== "inactive") await t.sender.replaceTrack(track);
+    }
+    btn.textContent = "Stop my camera and microphone";
+    btn.setAttribute("aria-pressed", "true");
+  }
+
+  // ---- session events ----
+  onSessionEvent(s, ev) {
+    if (s !== this.session) return;
+    switch (ev.type) {
+      case "message": return this.onMessage(ev);
+      case "handshake-completed": return this.onSecured(ev);
+      case "handshake-failed":
+        window.p2pmed.state = "error";
+        return showError("handshake-failed", `End-to-end handshake refused: ${ev.reason}`);
+      case "frame-rejected": {
+        if (ev.reason === "no_keys") {
+          // Encrypted frames for a secure session this page does not hold (e.g. after a reload).
+          metrics.noKeys = (metrics.noKeys || 0) + 1;
+          return;
+        }
+        metrics.rejected++;
+        const key = `${ev.kind}/${ev.reason}`;
+        metrics.rejectedReasons[key] = (metrics.rejectedReasons[key] || 0) + 1;
+        $("st-rejected").textContent = String(metrics.rejected);
+        const note = $("rejected-note");
+        note.hidden = false;
+        note.textContent = `${metrics.rejected} frame${metrics.rejected === 1 ? "" : "s"} rejected (corrupt or tampered): ` +
+          Object.entries(metrics.rejectedReasons).map(([k, v]) => `${k} ×${v}`).join(", ");
+        return;
+      }
+      case "acked": {
+        if (ev.cls !== MessageClass.CRITICAL) return;
+        const it = this.ackSeqs.get(ev.seq);
+        if (it) { this.ackSeqs.delete(ev.seq); this.alarms.markAcked(it, true); announce("Alarm acknowledgement delivered"); }
+        return;
+      }
+      case "rehandshake":
+        this.newSession({ fresh: true }).then(() => this.session.receive(ev.frame, ev.path));
+        return;
+      case "closed": announce(`Session closed by the patient: ${ev.reason}`); return;
+      default: return;
+    }
+  }
+
+  async onSecured(ev) {
+    $("sas").textContent = ev.sas;
+    $("peer-fp").textContent = ev.peerFingerprint;
+    const verified = JSON.parse(localStorage.getItem("p2pmed-verified") || "[]");
+    const btn = $("btn-verify");
+    if (verified.includes(ev.peerFingerprint)) {
+      $("verify-state").textContent = "Verified earlier (same patient node key)";
+      $("verify-state").className = "verify-state ok";
+    } else {
+      $("verify-state").textContent = "Not verified: compare the code by voice";
+      $("verify-state").className = "verify-state";
+    }
+    btn.disabled = false;
+    window.p2pmed.state = "secured";
+    window.p2pmed.sas = ev.sas;
+    announce(`Connection secured. Verification code ${ev.sas}`);
+  }
+
+  markVerified() {
+    const fp = $("peer-fp").textContent;
+    const verified = new Set(JSON.parse(localStorage.getItem("p2pmed-verified") || "[]"));
+    verified.add(fp);
+    localStorage.setItem("p2pmed-verified", JSON.stringify([...verified]));
+    $("verify-state").textContent = "Verified by you";
+    $("verify-state").className = "verify-state ok";
+    $("btn-verify").disabled = true;
+  }
+
+  onMessage(ev) {
+    const t = now();
+    const d = (metrics.delivered[ev.cls] ||= { count: 0, first: ev.seq, last: null, gaps: 0, paths: {} });
+    if (d.last !== null && ev.seq !== d.last && ev.seq !== d.last + 1) d.gaps++;
+    d.last = ev.seq;
+    d.count++;
+    d.paths[ev.path] = (d.paths[ev.path] || 0) + 1;
+    let msg;
+    try {
+      msg = decodeVitals(ev.data);
+    } catch (e) {
+      metrics.codecRejected++;
+      return;
+    }
+    this.lastVitals = t;
+    this.everLive = true;
+    if (metrics.latenciesUs.length < 100000) {
+      metrics.latenciesUs.push(nowUs() - ev.sentUs);
+      // the page's own share: from the transport handing over the frame to here
+      if (ev.arrived !== undefined) metrics.pageUs.push(Math.round((performance.now() - ev.arrived) * 1000));
+    }
+    if (msg.kind === "waveform") {
+      if (isEcg(msg.signal)) {
+        const before = this.ecg.gaps;
+        this.ecg.push(msg, t);
+        metrics.ecgSourceGaps += this.ecg.gaps - before;
+        metrics.ecgSamples += msg.samples.length;
+        $("ecg-label").textContent = `ECG ${msg.signal}`;
+      } else this.pleth.push(msg, t);
+    } else if (msg.kind === "numerics") {
+      metrics.lastNumerics = { ...msg.values, timestamp_us: msg.timestamp_us, flags: msg.flags };
+      this.tiles.update(msg.values, t);
+    } else if (msg.kind === "alarm") {
+      this.alarms.upsert(msg);
+      if (msg.state !== 3) announce(`${["", "Low", "Medium", "High"][msg.priority]} priority alarm: ${msg.condition}`);
+    }
+  }
+
+  async ackAlarm(alarmId, it) {
+    if (!this.session) return;
+    const body = encodeAlarmAck(alarmId, nowUs(), this.eid);
+    this.alarms.markAcked(it, false);
+    metrics.alarmAcks.push(String(alarmId));
+    const seq = await this.session.sendMessage(MessageClass.CRITICAL, body);
+    this.ackSeqs.set(seq, it);
+    this.alarms.setAckSeq(it, seq);
+    this.sig.sendJson({ type: "audit", event: "alarm-ack", alarm_id: String(alarmId) });
+  }
+
+  // ---- status ----
+  async pollStats() {
+    if (!this.pc || !this.directOpen) { this.turn = false; return; }
+    try {
+      const stats = await this.pc.getStats();
+      let pair = null;
+      stats.forEach((r) => { if (r.type === "transport" && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId); });
+      if (!pair) stats.forEach((r) => { if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r; });
+      const local = pair && stats.get(pair.localCandidateId);
+      const remote = pair && stats.get(pair.remoteCandidateId);
+      this.turn = (local && local.candidateType === "relay") || (remote && remote.candidateType === "relay");
+    } catch { /* stats are best effort */ }
+  }
+
+  renderStatus() {
+    const t = now();
+    const s = this.session;
+    const path = s ? s.bestPath() : null;
+    const st = path ? s.pathStatus(path) : null;
+    const alive = !!(st && st.alive);
+    const name = alive ? (path === "direct" ? (this.turn ? "TURN" : "direct") : "relay") : "none";
+    metrics.path = alive ? name : null;
+    $("st-path").textContent = alive ? name : "none — all paths down";
+    $("st-rtt").textContent = alive && st.rtt !== null ? `${(st.rtt * 1000).toFixed(1)} ms` : "—";
+    $("st-loss").textContent = alive ? `${(st.loss * 100).toFixed(1)} %` : "—";
+    const grade = alive && st.rtt !== null ? gradeOf(st.rtt, st.loss) : "—";
+    $("st-grade").textContent = grade;
+    const age = t - this.lastVitals;
+    $("st-age").textContent = Number.isFinite(age) ? `${age < 10 ? age.toFixed(1) : Math.round(age)} s ago` : "never";
+    const conn = $("conn");
+    let cls, text;
+    const lost = this.everLive && !alive;
+    if (window.p2pmed.state === "error") return;
+    if (lost) { cls = "conn-lost"; text = "CONNECTION LOST"; }
+    else if (!alive && metrics.noKeys > 20 && s && !s.send) {
+      cls = "conn-degraded";
+      text = "Patient node still holds an earlier secure session — waiting for a new handshake";
+    } else if (!alive) { cls = "conn-connecting"; text = this.patientId ? "Connecting to the patient…" : (this.sig.joined ? "Waiting for the patient" : "Connecting…"); }
+    else if (age > 2 || (grade !== "normal" && grade !== "—")) { cls = "conn-degraded"; text = `Live via ${name} (${age > 2 ? "vitals delayed" : grade})`; }
+    else { cls = "conn-live"; text = `Live via ${name}`; }
+    if (conn.className !== `conn ${cls}`) conn.className = `conn ${cls}`;
+    if ($("conn-state").textContent !== text) $("conn-state").textContent = text;
+    $("lost-banner").hidden = !lost;
+    this.alarms.technical("all-paths-down", lost, "no path to the patient is up — vitals are not live");
+    const live = alive && age < 2;
+    this.tiles.render(t, alive);
+    for (const [trace, id] of [[this.ecg, "ecg-status"], [this.pleth, "pleth-status"]]) {
+      const el = $(id);
+      const bad = !trace.buf || !live || trace.starved;
+      const txt = !trace.buf ? "no signal" : !alive ? "NOT LIVE — connection lost" : bad ? "NO SIGNAL" : `${trace.rate} Hz`;
+      if (el.textContent !== txt) el.textContent = txt;
+      el.classList.toggle("bad", bad && !!trace.buf);
+    }
+  }
+}
+
+async function main() {
+  if (!window.isSecureContext || !globalThis.crypto?.subtle) {
+    showError("insecure-context", "This page is not in a secure context, so it cannot encrypt or use the camera.");
+    window.p2pmed.state = "error";
+    return;
+  }
+  if (typeof RTCPeerConnection === "undefined" || typeof indexedDB === "undefined") {
+    showError("unsupported", "This browser cannot run p2pmed.");
+    window.p2pmed.state = "error";
+    return;
+  }
+  const { token, session } = parseFragment();
+  if (!token) {
+    showError("token-missing", "This address has no join token.");
+    window.p2pmed.state = "error";
+    return;
+  }
+  let identity;
+  try {
+    identity = await Identity.loadOrCreate();
+  } catch (e) {
+    showError("unsupported", `This browser cannot create an Ed25519 identity key (${e.name || e}).`);
+    window.p2pmed.state = "error";
+    return;
+  }
+  const app = new App(identity, token, session);
+  window.p2pmed.app = app;
+  await app.start();
+}
+
+main();

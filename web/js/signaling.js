@@ -1,0 +1,125 @@
+// Signaling WebSocket client: join, JSON messages, relay envelopes (docs/protocol.md section 5),
+// reconnect with the same endpoint id. Fatal refusals (bad token, ...) are reported once and stop it.
+const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const enc = new TextEncoder();
+const dec = new TextDecoder("utf-8", { fatal: true });
+
+export function encodeEnvelope(peerId, frame) {
+  if (!ID_RE.test(peerId)) throw new Error(`invalid endpoint id ${peerId}`);
+  const id = enc.encode(peerId);
+  const out = new Uint8Array(1 + id.length + frame.length);
+  out[0] = id.length;
+  out.set(id, 1);
+  out.set(frame, 1 + id.length);
+  return out;
+}
+
+// Returns [peerId, frame] or null when malformed.
+export function decodeEnvelope(bytes) {
+  if (bytes.length < 2) return null;
+  const n = bytes[0];
+  if (n === 0 || bytes.length < 1 + n) return null;
+  let id;
+  try { id = dec.decode(bytes.subarray(1, 1 + n)); } catch { return null; }
+  if (!ID_RE.test(id)) return null;
+  return [id, bytes.subarray(1 + n)];
+}
+
+export class SignalingClient {
+  constructor({ wsUrl, token, endpointId, session = null, onMessage, onRelay, onState, onFatal }) {
+    this.wsUrl = wsUrl;
+    this.token = token;
+    this.endpointId = endpointId;
+    this.session = session;
+    this.onMessage = onMessage;
+    this.onRelay = onRelay;
+    this.onState = onState;
+    this.onFatal = onFatal;
+    this.ws = null;
+    this.joined = false;
+    this.everJoined = false;
+    this.closing = false;
+    this.backoff = 100;
+    this.paused = new Set();
+    this.envelopesRejected = 0;
+    this.failures = 0;
+  }
+
+  start() { this._connect(); }
+
+  _connect() {
+    if (this.closing) return;
+    const ws = new WebSocket(this.wsUrl);
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    let reconnectAfter = null;
+    ws.onopen = () => {
+      const join = { type: "join", token: this.token, endpoint_id: this.endpointId };
+      if (this.session) join.session = this.session;
+      ws.send(JSON.stringify(join));
+    };
+    ws.onmessage = (ev) => {
+      if (typeof ev.data !== "string") {
+        const env = decodeEnvelope(new Uint8Array(ev.data));
+        if (!env) { this.envelopesRejected++; return; }
+        this.onRelay(env[0], env[1]);
+        return;
+      }
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch { return; }
+      if (!msg || typeof msg !== "object") return;
+      if (msg.type === "joined") {
+        this.joined = true;
+        this.everJoined = true;
+        this.backoff = 100;
+        this.paused.clear();
+        this.onState(true, msg);
+      } else if (msg.type === "reconnect") {
+        reconnectAfter = Math.max(0, Math.min(30000, Number(msg.after_ms) || 500));
+      } else if (msg.type === "backpressure") {
+        if (msg.paused) this.paused.add(String(msg.to)); else this.paused.delete(String(msg.to));
+      } else if (msg.type === "error" && !this.joined) {
+        this.closing = true;
+        this.onFatal(String(msg.code || "error"), String(msg.message || ""));
+        return;
+      }
+      this.onMessage(msg);
+    };
+    ws.onclose = (ev) => {
+      const was = this.joined;
+      this.joined = false;
+      this.ws = null;
+      if (was) this.onState(false, null);
+      if (this.closing) return;
+      if (!this.everJoined && ++this.failures >= 6) {
+        this.closing = true;
+        this.onFatal("unreachable", "The signaling server cannot be reached.");
+        return;
+      }
+      const delay = reconnectAfter ?? this.backoff;
+      this.backoff = Math.min(2000, this.backoff * 2);
+      setTimeout(() => this._connect(), delay * (0.8 + 0.4 * Math.random()));
+    };
+  }
+
+  sendJson(msg) {
+    if (!this.joined || !this.ws) return false;
+    this.ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  sendRelay(peerId, frame) {
+    if (!this.joined || !this.ws || this.paused.has(peerId)) return false;
+    if (this.ws.bufferedAmount > 4 * 1024 * 1024) return false; // the session retransmits
+    this.ws.send(encodeEnvelope(peerId, frame));
+    return true;
+  }
+
+  close() {
+    this.closing = true;
+    if (this.ws) {
+      try { this.ws.send(JSON.stringify({ type: "leave" })); } catch { /* closing anyway */ }
+      this.ws.close();
+    }
+  }
+}

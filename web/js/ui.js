@@ -1,0 +1,201 @@
+// DOM rendering: numeric tiles, alarm list, connection status, error and waiting views.
+import { PRIORITY_NAME, STATE_NAME, AlarmState } from "./vitals.js";
+
+export const $ = (id) => document.getElementById(id);
+
+export function announce(text) {
+  const el = $("sr-announce");
+  el.textContent = "";
+  setTimeout(() => { el.textContent = text; }, 30);
+}
+
+export function showView(name) {
+  for (const v of ["view-error", "view-waiting", "main"]) $(v).hidden = v !== name;
+}
+
+const ERROR_HINTS = {
+  "token-expired": "This join link has expired. Ask the patient's care team for a new link.",
+  "token-missing": "The address has no join token. Open the full link you were given (it ends in #token=…).",
+  "token-malformed": "The join link is damaged or incomplete. Copy the whole link again.",
+  "token-signature": "The join link was not issued by this server.",
+  "token-revoked": "This join link was revoked.",
+  "token-audience": "The join link belongs to another p2pmed server.",
+  "token-issuer": "The join link belongs to another p2pmed server.",
+  "token-in-use": "This join link is already in use by someone else.",
+  "token-not-yet-valid": "This join link is not valid yet. Check the computer's clock.",
+  "wrong-session": "This join link is for a different session than the one requested.",
+  "role-mismatch": "This join link is for a different role.",
+  "insecure-context": "Open the page over HTTPS (or on localhost). Browsers only allow the camera, microphone and the encryption this page needs in a secure context.",
+  "unsupported": "This browser lacks the WebCrypto or WebRTC features p2pmed needs (X25519, Ed25519, AES-GCM, RTCPeerConnection). Use a current Chromium-based browser.",
+  "unreachable": "Check the network connection and the server address, then reload.",
+  "handshake-failed": "The end-to-end security check failed. Someone may be interfering with the connection. Do not continue; call the patient's site.",
+};
+
+export function showError(code, message) {
+  $("error-code").textContent = code;
+  $("error-message").textContent = message || "The session cannot be opened.";
+  $("error-hint").textContent = ERROR_HINTS[code] || (code.startsWith("token-") ? "The join link is not valid. Ask for a new link." : "");
+  $("conn").className = "conn conn-lost";
+  $("conn-state").textContent = "Not connected";
+  showView("view-error");
+  document.title = "p2pmed — cannot join";
+  $("error-title").focus?.();
+}
+
+// ---- numeric tiles ----
+const TILES = ["hr", "spo2", "bp", "temp", "rr"];
+const STALE_AFTER = 3; // seconds without NUMERICS (sent at 1 Hz) before the values are greyed
+
+export class Tiles {
+  constructor() {
+    this.last = null;
+    this.at = -Infinity;
+  }
+  update(values, now) {
+    this.last = values;
+    this.at = now;
+    const fmt = (v, d) => (v === null || v === undefined ? "--" : v.toFixed(d));
+    $("val-hr").textContent = fmt(values.hr, 0);
+    $("val-spo2").textContent = fmt(values.spo2, 0);
+    $("val-bp").textContent = `${fmt(values.sys, 0)}/${fmt(values.dia, 0)}`;
+    $("val-temp").textContent = fmt(values.temp, 1);
+    $("val-rr").textContent = fmt(values.rr, 0);
+    this.render(now, true);
+  }
+  render(now, live) {
+    const stale = !live || now - this.at > STALE_AFTER;
+    for (const k of TILES) {
+      const tile = $(`tile-${k}`);
+      const mark = $(`mark-${k}`);
+      let state;
+      let text = "";
+      const v = this.last;
+      const absent = !v || (k === "bp" ? v.sys === null && v.dia === null : v[k] === null);
+      const suspect = v && (k === "bp" ? v.sys_suspect || v.dia_suspect : v[`${k}_suspect`]);
+      if (!v) state = "nodata";
+      else if (stale) { state = "stale"; text = live ? "STALE" : "NOT LIVE"; }
+      else if (absent) { state = "nodata"; text = "no value"; }
+      else if (suspect) { state = "suspect"; text = "? SUSPECT"; }
+      else state = "live";
+      if (tile.dataset.state !== state) tile.dataset.state = state;
+      if (mark.textContent !== text) mark.textContent = text;
+      const label = tile.querySelector(".label").textContent.replace(/\s+/g, " ").trim();
+      tile.setAttribute("aria-label", `${label} ${tile.querySelector(".value").textContent}${text ? " " + text : ""}`);
+    }
+  }
+}
+
+// ---- alarms ----
+export class AlarmList {
+  constructor(onAck) {
+    this.onAck = onAck;
+    this.items = new Map(); // key -> {li, alarm}
+    this.storeKey = null;
+  }
+
+  // The list survives a reload of the tab: alarms already delivered are not sent again.
+  restore(storeKey, fresh, onAckSeq) {
+    for (const it of this.items.values()) it.li.remove();
+    this.items.clear();
+    this.storeKey = storeKey;
+    if (fresh) { sessionStorage.removeItem(storeKey); return; }
+    let saved = [];
+    try { saved = JSON.parse(sessionStorage.getItem(storeKey) || "[]"); } catch { saved = []; }
+    for (const r of saved) {
+      this.upsert(r.alarm);
+      const it = this.items.get(String(r.alarm.alarm_id));
+      if (it && r.acked) {
+        this.markAcked(it, r.delivered);
+        if (!r.delivered && r.ackSeq !== undefined) { it.ackSeq = r.ackSeq; onAckSeq(r.ackSeq, it); }
+      }
+    }
+  }
+
+  _save() {
+    if (!this.storeKey) return;
+    const rows = [...this.items.values()].filter((it) => !it.technical).map((it) => ({
+      alarm: it.alarm, acked: it.acked, delivered: it.li.dataset.ackDelivered === "true", ackSeq: it.ackSeq,
+    }));
+    try {
+      sessionStorage.setItem(this.storeKey, JSON.stringify(rows, (k, v) => (typeof v === "bigint" ? Number(v) : v)));
+    } catch { /* quota */ }
+  }
+
+  setAckSeq(it, seq) { it.ackSeq = seq; this._save(); }
+
+  upsert(alarm) {
+    const key = String(alarm.alarm_id);
+    if (alarm.state === AlarmState.CLEARED) {
+      const it = this.items.get(key);
+      if (it) { it.li.remove(); this.items.delete(key); announce(`Alarm cleared: ${alarm.condition}`); }
+      this._save();
+      return;
+    }
+    let it = this.items.get(key);
+    if (!it) {
+      const li = document.createElement("li");
+      li.setAttribute("role", "alert");
+      const text = document.createElement("span");
+      text.className = "text";
+      const btn = document.createElement("button");
+      btn.type = "button";
+      btn.className = "ack";
+      btn.textContent = "Acknowledge";
+      btn.addEventListener("click", () => this.onAck(alarm.alarm_id, it));
+      const st = document.createElement("span");
+      st.className = "ack-state";
+      li.append(text, st, btn);
+      it = { li, text, btn, st, alarm, acked: false };
+      this.items.set(key, it);
+      $("alarm-list").prepend(li);
+    }
+    it.alarm = alarm;
+    this._render(it);
+    this._sort();
+    this._save();
+  }
+
+  technical(key, active, text) {
+    const k = `tech:${key}`;
+    const it = this.items.get(k);
+    if (!active) { if (it) { it.li.remove(); this.items.delete(k); } return; }
+    if (it) return;
+    const li = document.createElement("li");
+    li.setAttribute("role", "alert");
+    li.className = "alarm alarm-high alarm-technical";
+    li.dataset.priority = "high";
+    li.dataset.key = k;
+    li.textContent = `TECHNICAL ALARM (high): ${text}`;
+    this.items.set(k, { li, technical: true });
+    $("alarm-list").prepend(li);
+  }
+
+  markAcked(it, delivered) {
+    it.acked = true;
+    it.btn.disabled = true;
+    it.btn.textContent = "Acknowledged";
+    it.st.textContent = delivered ? "✓ delivered to patient node" : "sending…";
+    it.li.dataset.ackDelivered = delivered ? "true" : "false";
+    this._render(it);
+    this._save();
+  }
+
+  _render(it) {
+    const a = it.alarm;
+    const prio = PRIORITY_NAME[a.priority] || "high";
+    it.li.className = `alarm alarm-${prio}${a.category === 1 ? " alarm-technical" : ""}${it.acked ? " acked" : ""}`;
+    it.li.dataset.priority = prio;
+    it.li.dataset.alarmId = String(a.alarm_id);
+    it.li.dataset.state = STATE_NAME[a.state];
+    const value = a.value === null ? "" : ` (${Math.round(a.value * 10) / 10})`;
+    it.text.textContent = `${prio.toUpperCase()} priority: ${a.condition}${value} — ${STATE_NAME[a.state]}`;
+    it.btn.setAttribute("aria-label", `Acknowledge ${prio} priority alarm ${a.condition}`);
+  }
+
+  _sort() {
+    const list = $("alarm-list");
+    const rank = { high: 0, medium: 1, low: 2 };
+    const lis = [...list.children].sort((x, y) => rank[x.dataset.priority] - rank[y.dataset.priority]);
+    for (const li of lis) list.append(li);
+  }
+}

@@ -1,0 +1,164 @@
+// Application messages (docs/vitals-codec.md). Mirrors p2pmed/vitals/codec.py.
+import { CodecError } from "./frame.js";
+
+export const Kind = Object.freeze({ NUMERICS: 1, WAVEFORM: 2, ALARM: 3, ALARM_ACK: 4, CONTROL: 5 });
+export const VERSION = 1;
+export const MAX_MESSAGE = 16 * 1024;
+export const MAX_SAMPLES = 4096;
+const ABSENT = 0xffff;
+const VALID_FLAGS = 0x3f07;
+export const PARAMS = [
+  { key: "hr", scale: 0.1 }, { key: "sys", scale: 0.1 }, { key: "dia", scale: 0.1 },
+  { key: "spo2", scale: 0.01 }, { key: "temp", scale: 0.01 }, { key: "rr", scale: 0.1 },
+];
+export const Status = Object.freeze({ CRITICAL: 1, SENSOR_FAULT: 2, LOW_BATTERY: 4 });
+export const Priority = Object.freeze({ LOW: 1, MEDIUM: 2, HIGH: 3 });
+export const PRIORITY_NAME = { 1: "low", 2: "medium", 3: "high" };
+export const AlarmState = Object.freeze({ ACTIVE: 0, LATCHED: 1, ESCALATED: 2, CLEARED: 3 });
+export const STATE_NAME = { 0: "active", 1: "latched", 2: "escalated", 3: "cleared" };
+export const Category = Object.freeze({ PHYSIOLOGICAL: 0, TECHNICAL: 1 });
+const ECG_LEADS = new Set(["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6", "MLII", "MLIII"]);
+
+export function rateLimits(signal) {
+  if (ECG_LEADS.has(signal)) return [250, 1000];
+  if (signal === "PLETH") return [100, 125];
+  throw new CodecError("signal", `unknown signal ${signal}`);
+}
+export const isEcg = (signal) => ECG_LEADS.has(signal);
+
+const dec = new TextDecoder("utf-8", { fatal: true });
+
+class Reader {
+  constructor(bytes) {
+    this.b = bytes;
+    this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+    this.pos = 0;
+  }
+  need(n) {
+    if (this.pos + n > this.b.length) throw new CodecError("truncated", `need ${n} bytes at offset ${this.pos}`);
+  }
+  u8() { this.need(1); return this.b[this.pos++]; }
+  u16() { this.need(2); const v = this.dv.getUint16(this.pos); this.pos += 2; return v; }
+  u32() { this.need(4); const v = this.dv.getUint32(this.pos); this.pos += 4; return v; }
+  u64() {
+    this.need(8);
+    const v = this.dv.getBigUint64(this.pos);
+    this.pos += 8;
+    return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+  }
+  f32() { this.need(4); const v = this.dv.getFloat32(this.pos); this.pos += 4; return v; }
+  f64opt(reason) {
+    this.need(8);
+    const hi = this.dv.getUint32(this.pos);
+    const lo = this.dv.getUint32(this.pos + 4);
+    const v = this.dv.getFloat64(this.pos);
+    this.pos += 8;
+    if (hi === 0x7ff80000 && lo === 0) return null;
+    if (!Number.isFinite(v)) throw new CodecError(reason, "non-finite float");
+    return v;
+  }
+  take(n) { this.need(n); const out = this.b.subarray(this.pos, this.pos + n); this.pos += n; return out; }
+  ascii(reason) {
+    const raw = this.take(this.u8());
+    for (const c of raw) if (c < 0x20 || c > 0x7e) throw new CodecError(reason, "not printable ASCII");
+    return String.fromCharCode(...raw);
+  }
+  utf8(reason) {
+    try { return dec.decode(this.take(this.u8())); } catch (e) {
+      if (e instanceof CodecError) throw e;
+      throw new CodecError(reason, "invalid UTF-8");
+    }
+  }
+  end() {
+    if (this.pos !== this.b.length) throw new CodecError("trailing", `${this.b.length - this.pos} bytes after the message`);
+  }
+}
+
+const check = (cond, reason, detail = "") => { if (!cond) throw new CodecError(reason, detail); };
+const CODE_RE = /^[a-z0-9][a-z0-9._-]{0,31}$/;
+
+// Returns {kind: "numerics"|"waveform"|"alarm"|"alarm_ack"|"control", ...} or throws CodecError.
+export function decode(bytes) {
+  check(bytes.length <= MAX_MESSAGE, "oversized", `${bytes.length} bytes`);
+  check(bytes.length >= 2, "truncated", "shorter than kind + version");
+  const kind = bytes[0];
+  check(kind >= 1 && kind <= 5, "kind", `unknown kind 0x${kind.toString(16)}`);
+  check(bytes[1] === VERSION, "version", `unsupported version ${bytes[1]}`);
+  const r = new Reader(bytes);
+  r.pos = 2;
+  let msg;
+  if (kind === Kind.NUMERICS) {
+    const timestamp_us = r.u64();
+    const patient_id = r.utf8("patient");
+    const values = {};
+    const raw = PARAMS.map(() => r.u16());
+    const flags = r.u16();
+    check((flags & ~VALID_FLAGS) === 0, "flags", "undefined flag bits");
+    PARAMS.forEach((p, i) => {
+      const suspect = (flags & (0x100 << i)) !== 0;
+      check(!(suspect && raw[i] === ABSENT), "flags", `suspect bit on absent ${p.key}`);
+      values[p.key] = raw[i] === ABSENT ? null : Math.round(raw[i] * p.scale * 100) / 100;
+      values[p.key + "_suspect"] = suspect;
+    });
+    msg = { kind: "numerics", timestamp_us, patient_id, values, flags };
+  } else if (kind === Kind.WAVEFORM) {
+    const signal = r.ascii("signal");
+    const [lo, hi] = rateLimits(signal);
+    const sample_rate = r.u16();
+    check(sample_rate >= lo && sample_rate <= hi, "rate", `${signal} needs ${lo}..${hi} Hz`);
+    const t0_us = r.u64();
+    const first_seq = r.u64();
+    const scale = r.f32();
+    check(Number.isFinite(scale) && scale > 0, "scale", "scale must be a finite float > 0");
+    const unit = r.ascii("unit");
+    check(/^[\x21-\x7e]{1,8}$/.test(unit), "unit", unit);
+    const n = r.u16();
+    check(n >= 1 && n <= MAX_SAMPLES, "count", `${n} samples`);
+    r.need(2 * n);
+    const samples = new Int16Array(n);
+    for (let i = 0; i < n; i++) samples[i] = r.dv.getInt16(r.pos + 2 * i);
+    r.pos += 2 * n;
+    msg = { kind: "waveform", signal, sample_rate, t0_us, first_seq, scale, unit, samples };
+  } else if (kind === Kind.ALARM) {
+    const alarm_id = r.u64();
+    const priority = r.u8();
+    const state = r.u8();
+    const category = r.u8();
+    check(priority >= 1 && priority <= 3, "priority", String(priority));
+    check(state <= 3, "state", String(state));
+    check(category <= 1, "category", String(category));
+    const time_us = r.u64();
+    const value = r.f64opt("value");
+    const condition = r.ascii("condition");
+    check(CODE_RE.test(condition), "condition", condition);
+    const patient_id = r.utf8("patient");
+    msg = { kind: "alarm", alarm_id, priority, state, category, time_us, value, condition, patient_id };
+  } else if (kind === Kind.ALARM_ACK) {
+    const alarm_id = r.u64();
+    const time_us = r.u64();
+    const who = r.ascii("who");
+    msg = { kind: "alarm_ack", alarm_id, time_us, who };
+  } else {
+    const command = r.u8();
+    const request_id = r.u32();
+    if (command === 1 || command === 2) msg = { kind: "control", command, request_id, signal: r.ascii("signal") };
+    else if (command === 3) msg = { kind: "control", command, request_id, rule: r.ascii("rule"), limit: r.f64opt("limit") };
+    else if (command === 4) msg = { kind: "control", command, request_id, text: r.utf8("text") };
+    else throw new CodecError("command", `unknown command ${command}`);
+  }
+  r.end();
+  return msg;
+}
+
+export function encodeAlarmAck(alarmId, timeUs, who) {
+  check(/^[A-Za-z0-9_-]{1,64}$/.test(who), "who", who);
+  const out = new Uint8Array(2 + 16 + 1 + who.length);
+  const dv = new DataView(out.buffer);
+  out[0] = Kind.ALARM_ACK;
+  out[1] = VERSION;
+  dv.setBigUint64(2, BigInt(alarmId));
+  dv.setBigUint64(10, BigInt(timeUs));
+  out[18] = who.length;
+  for (let i = 0; i < who.length; i++) out[19 + i] = who.charCodeAt(i);
+  return out;
+}

@@ -1,0 +1,146 @@
+// Bedside-monitor sweep: the trace is drawn left to right at the real sample rate and overwrites the
+// previous sweep, with a blank gap just ahead of the write point. Playback runs `delay` seconds behind
+// the newest sample to absorb jitter; when data stops, the sweep stops (nothing looks live that isn't).
+export class SweepTrace {
+  constructor(canvas, { color, seconds = 6, delay = 0.2, gapPx = 14, mode = "ecg", onFirstDraw = null }) {
+    this.canvas = canvas;
+    this.ctx = canvas.getContext("2d");
+    this.color = color;
+    this.seconds = seconds;
+    this.delay = delay;
+    this.gapPx = gapPx;
+    this.mode = mode;
+    this.onFirstDraw = onFirstDraw;
+    this.rate = 0;
+    this.cap = 0;
+    this.buf = null; // ring of physical values (NaN = missing)
+    this.lo = 0; // oldest seq held
+    this.hi = 0; // one past the newest seq held
+    this.playhead = null; // fractional seq being drawn
+    this.drawn = null; // last seq drawn
+    this.lastT = null;
+    this.lastArrival = -Infinity;
+    this.samplesDrawn = 0;
+    this.min = -1;
+    this.max = 1;
+    this.gaps = 0;
+    this.clear();
+  }
+
+  clear() {
+    this.ctx.fillStyle = "#000";
+    this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+  }
+
+  reset() {
+    this.playhead = null;
+    this.drawn = null;
+    this.buf = null;
+    this.clear();
+  }
+
+  push(msg, now) {
+    if (!this.buf || msg.sample_rate !== this.rate) {
+      this.rate = msg.sample_rate;
+      this.cap = Math.ceil(this.rate * 30);
+      this.buf = new Float32Array(this.cap).fill(NaN);
+      this.lo = this.hi = msg.first_seq;
+      this.playhead = null;
+      this.drawn = null;
+    }
+    const first = msg.first_seq;
+    if (first + msg.samples.length <= this.hi) return; // already have it
+    if (first > this.hi) this.gaps++;
+    for (let s = this.hi; s < first; s++) this.buf[s % this.cap] = NaN; // source gap
+    for (let i = 0; i < msg.samples.length; i++) {
+      const seq = first + i;
+      if (seq < this.hi) continue;
+      this.buf[seq % this.cap] = msg.samples[i] * msg.scale;
+    }
+    this.hi = first + msg.samples.length;
+    this.lo = Math.max(this.lo, this.hi - this.cap + 1);
+    this.lastArrival = now;
+  }
+
+  // Advance the sweep to wall time `t` (seconds) and draw what is due.
+  frame(t) {
+    if (!this.buf || this.hi === this.lo) { this.lastT = t; return; }
+    if (this.playhead === null) {
+      // Start just behind the newest data so the first sample shows at once.
+      this.playhead = Math.max(this.lo, this.hi - this.delay * this.rate);
+      this.drawn = Math.floor(this.playhead) - 1;
+      this.lastT = t;
+    }
+    const dt = Math.max(0, Math.min(0.25, t - this.lastT));
+    this.lastT = t;
+    const lag = (this.hi - this.playhead) / this.rate;
+    let speed = 1;
+    if (lag > 2.0) this.playhead = this.hi - this.delay * this.rate; // far behind (after an outage): jump
+    else if (lag > this.delay * 2) speed = 1.1; // drift back to the target delay
+    this.playhead = Math.min(this.hi - 1, this.playhead + dt * this.rate * speed);
+    const upto = Math.floor(this.playhead);
+    if (upto > this.drawn) this._draw(this.drawn, upto);
+  }
+
+  get starved() { return this.playhead === null || this.playhead >= this.hi - 1; }
+
+  _scale(v) {
+    const h = this.canvas.height;
+    if (this.mode === "ecg") return h * 0.55 - v * (h / 3.2); // ~1 mV = 0.31 of the height
+    const span = Math.max(1e-6, this.max - this.min);
+    return h - 6 - ((v - this.min) / span) * (h - 12);
+  }
+
+  _draw(from, to) {
+    const ctx = this.ctx;
+    const w = this.canvas.width;
+    const h = this.canvas.height;
+    const per = this.rate * this.seconds;
+    const xOf = (seq) => ((seq % per) / per) * w;
+    if (this.mode !== "ecg") this._updateRange(from, to);
+    ctx.strokeStyle = this.color;
+    ctx.lineWidth = 2;
+    ctx.lineJoin = "round";
+    const start = Math.max(from, to - per + 1, this.lo);
+    let prevX = null;
+    let prevY = null;
+    for (let s = start; s <= to; s++) {
+      const x = xOf(s);
+      // blank the gap ahead of the write point
+      ctx.fillStyle = "#000";
+      const gx = x + 1;
+      ctx.fillRect(gx, 0, this.gapPx, h);
+      if (gx + this.gapPx > w) ctx.fillRect(0, 0, gx + this.gapPx - w, h);
+      const v = s >= this.lo && s < this.hi ? this.buf[s % this.cap] : NaN;
+      const pv = s - 1 >= this.lo ? this.buf[(s - 1) % this.cap] : NaN;
+      if (Number.isNaN(v)) { prevX = null; continue; }
+      const y = this._scale(v);
+      const px = prevX ?? (s > start || Number.isNaN(pv) ? null : xOf(s - 1));
+      const py = prevY ?? (px === null ? null : this._scale(pv));
+      if (px !== null && px <= x) {
+        ctx.beginPath();
+        ctx.moveTo(px, py);
+        ctx.lineTo(x, y);
+        ctx.stroke();
+      } else {
+        ctx.fillStyle = this.color;
+        ctx.fillRect(x, y - 1, 2, 2);
+      }
+      prevX = x;
+      prevY = y;
+      this.samplesDrawn++;
+      if (this.samplesDrawn === 1 && this.onFirstDraw) this.onFirstDraw();
+    }
+    this.drawn = to;
+  }
+
+  _updateRange(from, to) {
+    let mn = Infinity, mx = -Infinity;
+    const look = Math.min(this.hi - this.lo, Math.ceil(this.rate * 3));
+    for (let s = this.hi - look; s < this.hi; s++) {
+      const v = this.buf[s % this.cap];
+      if (!Number.isNaN(v)) { if (v < mn) mn = v; if (v > mx) mx = v; }
+    }
+    if (mn < Infinity) { this.min = mn; this.max = mx; }
+  }
+}
