@@ -1,0 +1,275 @@
+"""Durable session store on SQLite (WAL): applies a Session's Change records, loads a snapshot.
+
+Use (the adapter contract, see p2pmed.core.session):
+
+    store = SessionStore("node.db", key="sess-1/clinician-7")
+    session = Session(config, now=now, restored=store.load())
+    ...after every call into the session:
+    out = session.datagrams_to_send(now)
+    store.apply(session.take_changes())     # commits (fsync) before anything leaves
+    transport.send(out); handle(session.next_event() ...)
+
+`synchronous=FULL`: every commit is fsynced. NORMAL in WAL mode survives a
+process crash but can lose the last commits on power loss, and a lost
+PnReserved record would let a restarted node reuse AES-GCM nonces; a lost
+delivery record would re-deliver an acked message. Neither is acceptable here.
+
+Received messages go to an `inbox` table in the same transaction that advances
+the receive state, so a delivery is never lost nor repeated across crashes;
+the application marks rows done with `inbox_done`.
+
+The file holds session keys and message contents: it is created with mode 0600
+and a file readable by group or others is refused (SQLite gives the -wal and
+-shm files the same mode).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from p2pmed.core.persist import (
+    NUM_CLASSES,
+    Change,
+    Closed,
+    Delivered,
+    Established,
+    FrameAdded,
+    FramesAcked,
+    KeysChanged,
+    MessageQueued,
+    PnReserved,
+    ReplayHigh,
+    SessionSnapshot,
+    StoredFrame,
+    StoredMessage,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS session (
+    key TEXT PRIMARY KEY, session_id TEXT NOT NULL, initiator INTEGER NOT NULL,
+    sas TEXT NOT NULL, peer_fingerprint TEXT NOT NULL, peer_public BLOB NOT NULL,
+    send_keys TEXT NOT NULL DEFAULT '{}', recv_keys TEXT NOT NULL DEFAULT '{}',
+    pn_ceiling INTEGER NOT NULL DEFAULT 0, replay_high INTEGER NOT NULL DEFAULT -1,
+    closed_code INTEGER, closed_reason TEXT);
+CREATE TABLE IF NOT EXISTS class_state (
+    key TEXT NOT NULL, cls INTEGER NOT NULL,
+    send_next_seq INTEGER NOT NULL DEFAULT 0, send_next_index INTEGER NOT NULL DEFAULT 1,
+    recv_next_seq INTEGER NOT NULL DEFAULT 0, recv_delivered INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key, cls));
+CREATE TABLE IF NOT EXISTS out_message (
+    key TEXT NOT NULL, msg_id INTEGER NOT NULL, cls INTEGER NOT NULL, data BLOB NOT NULL,
+    ts_us INTEGER NOT NULL, offset INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (key, msg_id));
+CREATE TABLE IF NOT EXISTS out_frame (
+    key TEXT NOT NULL, cls INTEGER NOT NULL, seq INTEGER NOT NULL, flags INTEGER NOT NULL,
+    payload BLOB NOT NULL, ts_us INTEGER NOT NULL, msg_ids TEXT NOT NULL,
+    PRIMARY KEY (key, cls, seq));
+CREATE TABLE IF NOT EXISTS inbox (
+    row INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, msg_id INTEGER NOT NULL,
+    cls INTEGER NOT NULL, seq INTEGER NOT NULL, ts_us INTEGER NOT NULL, data BLOB NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (key, done, row);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxMessage:
+    row: int
+    msg_id: int
+    cls: int
+    seq: int
+    ts_us: int
+    data: bytes
+
+
+def _private_file(path: str) -> None:
+    if path == ":memory:":
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        return
+    except FileExistsError:
+        pass
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        raise PermissionError(f"{path} is accessible by others (mode {mode:o}); chmod 600 it")
+
+
+class SessionStore:
+    def __init__(
+        self, path: str | os.PathLike[str], key: str, *, synchronous: str = "FULL"
+    ) -> None:
+        if synchronous not in ("FULL", "EXTRA", "NORMAL"):
+            raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
+        self.key = key
+        path = os.fspath(path)
+        _private_file(path)
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def apply(self, changes: Iterable[Change]) -> None:
+        """Write the records in one transaction; returns once it is durable."""
+        changes = list(changes)
+        if not changes:
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for ch in changes:
+                self._apply_one(ch)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _apply_one(self, ch: Change) -> None:
+        db, k = self._db, self.key
+        if isinstance(ch, MessageQueued):
+            db.execute(
+                "INSERT INTO out_message (key, msg_id, cls, data, ts_us) VALUES (?,?,?,?,?)",
+                (k, ch.msg_id, ch.cls, ch.data, ch.ts_us),
+            )
+            db.execute(
+                "UPDATE class_state SET send_next_index = max(send_next_index, ?)"
+                " WHERE key=? AND cls=?",
+                ((ch.msg_id >> 3) + 1, k, ch.cls),
+            )
+        elif isinstance(ch, FrameAdded):
+            db.execute(
+                "INSERT OR REPLACE INTO out_frame VALUES (?,?,?,?,?,?,?)",
+                (k, ch.cls, ch.seq, ch.flags, ch.payload, ch.ts_us, json.dumps(ch.msg_ids)),
+            )
+            db.execute(
+                "UPDATE class_state SET send_next_seq = max(send_next_seq, ?)"
+                " WHERE key=? AND cls=?",
+                (ch.seq + 1, k, ch.cls),
+            )
+            if ch.msg_ids:
+                db.executemany(
+                    "DELETE FROM out_message WHERE key=? AND msg_id=?",
+                    [(k, m) for m in ch.msg_ids],
+                )
+            if ch.progress is not None:
+                db.execute(
+                    "UPDATE out_message SET offset=? WHERE key=? AND msg_id=?",
+                    (ch.progress[1], k, ch.progress[0]),
+                )
+        elif isinstance(ch, FramesAcked):
+            db.execute(
+                "DELETE FROM out_frame WHERE key=? AND cls=? AND seq<?", (k, ch.cls, ch.below)
+            )
+        elif isinstance(ch, Delivered):
+            db.execute(
+                "UPDATE class_state SET recv_next_seq=?, recv_delivered=? WHERE key=? AND cls=?",
+                (ch.next_seq, ch.delivered, k, ch.cls),
+            )
+            if ch.messages:
+                db.executemany(
+                    "INSERT INTO inbox (key, msg_id, cls, seq, ts_us, data) VALUES (?,?,?,?,?,?)",
+                    [(k, mid, ch.cls, seq, ts, data) for mid, seq, ts, data in ch.messages],
+                )
+        elif isinstance(ch, ReplayHigh):
+            db.execute(
+                "UPDATE session SET replay_high = max(replay_high, ?) WHERE key=?", (ch.pn, k)
+            )
+        elif isinstance(ch, PnReserved):
+            db.execute(
+                "UPDATE session SET pn_ceiling = max(pn_ceiling, ?) WHERE key=?", (ch.ceiling, k)
+            )
+        elif isinstance(ch, KeysChanged):
+            if ch.send_keys is not None:
+                db.execute(
+                    "UPDATE session SET send_keys=? WHERE key=?", (json.dumps(ch.send_keys), k)
+                )
+            if ch.recv_keys is not None:
+                db.execute(
+                    "UPDATE session SET recv_keys=? WHERE key=?", (json.dumps(ch.recv_keys), k)
+                )
+        elif isinstance(ch, Established):
+            for table in ("session", "class_state", "out_message", "out_frame", "inbox"):
+                db.execute(f"DELETE FROM {table} WHERE key=?", (k,))
+            db.execute(
+                "INSERT INTO session (key, session_id, initiator, sas, peer_fingerprint,"
+                " peer_public) VALUES (?,?,?,?,?,?)",
+                (k, ch.session_id, int(ch.initiator), ch.sas, ch.peer_fingerprint, ch.peer_public),
+            )
+            db.executemany(
+                "INSERT INTO class_state (key, cls) VALUES (?,?)",
+                [(k, c) for c in range(NUM_CLASSES)],
+            )
+        elif isinstance(ch, Closed):
+            db.execute(
+                "UPDATE session SET closed_code=?, closed_reason=? WHERE key=?",
+                (ch.code, ch.reason, k),
+            )
+
+    def load(self) -> SessionSnapshot | None:
+        """The stored session, or None if this key never got established."""
+        db, k = self._db, self.key
+        row = db.execute(
+            "SELECT session_id, initiator, sas, peer_fingerprint, peer_public, send_keys,"
+            " recv_keys, pn_ceiling, replay_high, closed_code, closed_reason"
+            " FROM session WHERE key=?",
+            (k,),
+        ).fetchone()
+        if row is None:
+            return None
+        s = SessionSnapshot(
+            session_id=row[0],
+            initiator=bool(row[1]),
+            sas=row[2],
+            peer_fingerprint=row[3],
+            peer_public=bytes(row[4]),
+            send_keys=json.loads(row[5]),
+            recv_keys=json.loads(row[6]),
+            pn_ceiling=row[7],
+            replay_high=row[8],
+            closed=None if row[9] is None else (row[9], row[10] or ""),
+            established=True,
+        )
+        for cls, sseq, sidx, rseq, rdel in db.execute(
+            "SELECT cls, send_next_seq, send_next_index, recv_next_seq, recv_delivered"
+            " FROM class_state WHERE key=?",
+            (k,),
+        ):
+            s.send_next_seq[cls] = sseq
+            s.send_next_index[cls] = sidx
+            s.recv_next_seq[cls] = rseq
+            s.recv_delivered[cls] = rdel
+        for cls, seq, flags, payload, ts, ids in db.execute(
+            "SELECT cls, seq, flags, payload, ts_us, msg_ids FROM out_frame WHERE key=?", (k,)
+        ):
+            s.frames[(cls, seq)] = StoredFrame(
+                cls, seq, flags, bytes(payload), ts, tuple(json.loads(ids))
+            )
+        for mid, cls, data, ts, offset in db.execute(
+            "SELECT msg_id, cls, data, ts_us, offset FROM out_message WHERE key=?", (k,)
+        ):
+            s.messages[mid] = StoredMessage(mid, cls, bytes(data), ts, offset)
+        return s
+
+    def inbox(self, *, include_done: bool = False, limit: int = -1) -> list[InboxMessage]:
+        """Delivered messages in delivery order (by default only those not marked done)."""
+        sql = "SELECT row, msg_id, cls, seq, ts_us, data FROM inbox WHERE key=?"
+        if not include_done:
+            sql += " AND done=0"
+        rows = self._db.execute(sql + " ORDER BY row LIMIT ?", (self.key, limit))
+        return [InboxMessage(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
+
+    def inbox_done(self, upto_row: int, *, delete: bool = False) -> None:
+        """The application has acted on every inbox row up to and including `upto_row`."""
+        if delete:
+            self._db.execute("DELETE FROM inbox WHERE key=? AND row<=?", (self.key, upto_row))
+        else:
+            self._db.execute(
+                "UPDATE inbox SET done=1 WHERE key=? AND row<=? AND done=0", (self.key, upto_row)
+            )
