@@ -129,7 +129,5 @@ def decode(data: bytes | bytearray | memoryview) -> tuple[Header, bytes]:
         raise FrameError("flags", f"undefined flag bits 0x{flags:02x}")
     if (ftype in HANDSHAKE_TYPES) != (epoch == 0):
         raise FrameError("epoch", "handshake frames use epoch 0 and only they do")
-    header = Header(
-        ftype, Flags(flags), MessageClass(cls), epoch, pn, seq, ack, ts, length
-    )
+    header = Header(ftype, Flags(flags), MessageClass(cls), epoch, pn, seq, ack, ts, length)
     return header, bytes(mv[HEADER_SIZE:-CRC_SIZE])

@@ -1,0 +1,49 @@
+"""Session configuration and lifecycle states (re-exported by p2pmed.core.session)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from p2pmed.core.identity import Identity
+
+NUM_CLASSES = 5
+FIRST_PN = 4  # pn 0..3 belong to the plaintext handshake frames
+
+
+class SessionState(enum.Enum):
+    HANDSHAKING = "handshaking"
+    ESTABLISHED = "established"
+    REKEYING = "rekeying"  # send keys ratcheted; waiting for an answer in the new epoch
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+OPEN_STATES = (SessionState.ESTABLISHED, SessionState.REKEYING)
+
+
+@dataclass
+class SessionConfig:
+    session_id: str
+    initiator: bool
+    identity: Identity
+    window_frames: int = 128
+    window_bytes: int = 128 * 1024
+    heartbeat_interval: float = 0.25
+    path_dead_after: float = 1.0
+    rekey_interval: float = 3600.0
+    rekey_frames: int = 2**24
+    persist: bool = False  # record Change records for a durable store (take_changes)
+    pn_block: int = 4096  # pns reserved per PnReserved record
+    ack_delay: float = 0.005  # longest an ACK is held back to coalesce
+    ack_every: int = 4  # ...or after this many DATA frames
+    initial_rto: float = 1.0
+    min_rto: float = 0.2
+    max_rto: float = 4.0
+    handshake_rto: float = 0.5  # first handshake resend interval (doubles up to 4 s)
+    close_timeout: float = 1.0
+    timestamp_offset: float = 0.0  # added to `now` for header timestamps (wall clock)
+    max_message: int = 64 * 1024 * 1024
+    peer_public: bytes | None = None  # pin the peer's identity key
+    random: Callable[[int], bytes] | None = None  # handshake randomness (tests)
