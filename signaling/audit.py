@@ -1,0 +1,187 @@
+"""Append-only, hash-chained audit log (JSON lines) with Ed25519-signed checkpoints.
+
+Every entry has `seq`, `ts`, `event`, `prev` (hash of the previous entry, 64 zeros
+for the first) and `hash` = SHA-256 of the canonical JSON of the entry without
+`hash` and `sig`. A checkpoint entry also has `sig` = Ed25519 over
+"p2pmed audit v1 checkpoint" || hash, so it vouches for every entry before it.
+Entries hold ids, roles, reasons and counts: never payloads, never PHI.
+Each entry is one write() (it survives a crash of the process); the server fsyncs
+the file about once a second from a thread and at shutdown, so a crash of the whole
+machine can lose at most the last second.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+GENESIS = "0" * 64
+SIG_CONTEXT = b"p2pmed audit v1 checkpoint"
+AUDIT_FILE = "audit.jsonl"
+
+
+def _canonical(entry: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in entry.items() if k not in ("hash", "sig")}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    return hashlib.sha256(_canonical(entry)).hexdigest()
+
+
+class AuditError(Exception):
+    pass
+
+
+class AuditLog:
+    def __init__(
+        self,
+        path: Path,
+        key: Ed25519PrivateKey,
+        *,
+        checkpoint_every: int = 100,
+    ) -> None:
+        self.path = path
+        self._key = key
+        self._every = checkpoint_every
+        self._seq, self._prev = self._resume()
+        self._since_checkpoint = 0
+        self._unsynced = False
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    @staticmethod
+    def check(path: Path) -> None:
+        """Raise AuditError if the log at `path` cannot be continued (torn or altered tail)."""
+        AuditLog._tail(path)
+
+    def _resume(self) -> tuple[int, str]:
+        return self._tail(self.path)
+
+    @staticmethod
+    def _tail(path: Path) -> tuple[int, str]:
+        if not path.exists() or path.stat().st_size == 0:
+            return 0, GENESIS
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - 65536))
+            tail = f.read()
+        if not tail.endswith(b"\n"):
+            raise AuditError(f"{path}: last line is incomplete; run `p2pmed audit verify`")
+        last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        try:
+            entry = json.loads(last)
+            seq, h = int(entry["seq"]), str(entry["hash"])
+        except (ValueError, KeyError, TypeError):
+            raise AuditError(f"{path}: last line is not an audit entry") from None
+        if entry_hash(entry) != h:
+            raise AuditError(f"{path}: last line's hash does not match its content")
+        return seq, h
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+        self._seq += 1
+        entry: dict[str, Any] = {
+            "seq": self._seq,
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "event": event,
+            **fields,
+            "prev": self._prev,
+        }
+        h = entry_hash(entry)
+        entry["hash"] = h
+        if event == "checkpoint":
+            entry["sig"] = base64.b64encode(self._key.sign(SIG_CONTEXT + bytes.fromhex(h))).decode()
+        os.write(self._fd, json.dumps(entry, separators=(",", ":")).encode() + b"\n")
+        self._prev = h
+        self._unsynced = True
+        if event == "checkpoint":
+            self._since_checkpoint = 0
+        else:
+            self._since_checkpoint += 1
+            if self._since_checkpoint >= self._every:
+                self.checkpoint()
+        return entry
+
+    def checkpoint(self) -> None:
+        self.append("checkpoint", entries=self._seq)
+
+    def dirty(self) -> bool:
+        return self._since_checkpoint > 0
+
+    def sync_fd(self) -> int | None:
+        """The fd to fsync (off the event loop) if anything was written since the last sync."""
+        if not self._unsynced or self._fd < 0:
+            return None
+        self._unsynced = False
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self.checkpoint()
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    lines: int
+    checkpoints: int
+    bad_line: int | None = None
+    problem: str = ""
+
+
+def verify_log(
+    path: Path, public: Ed25519PublicKey, *, allow_unsigned_tail: bool = False
+) -> VerifyResult:
+    prev, seq, checkpoints, last_signed, n = GENESIS, 0, 0, 0, 0
+
+    def bad(line: int, problem: str) -> VerifyResult:
+        return VerifyResult(False, n, checkpoints, line, problem)
+
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            if not raw.endswith(b"\n"):
+                return bad(n, "incomplete line")
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                return bad(n, "not valid JSON")
+            if not isinstance(entry, dict) or not isinstance(entry.get("hash"), str):
+                return bad(n, "not an audit entry")
+            if entry.get("seq") != seq + 1:
+                return bad(n, f"seq {entry.get('seq')!r} where {seq + 1} was expected")
+            if entry_hash(entry) != entry["hash"]:
+                return bad(n, "entry content does not match its hash (entry altered)")
+            if entry.get("prev") != prev:
+                return bad(n, "prev does not match the previous entry's hash (chain broken)")
+            if entry.get("event") == "checkpoint":
+                try:
+                    sig = base64.b64decode(entry.get("sig", ""), validate=True)
+                    public.verify(sig, SIG_CONTEXT + bytes.fromhex(entry["hash"]))
+                except (InvalidSignature, ValueError, TypeError):
+                    return bad(n, "checkpoint signature does not verify")
+                checkpoints += 1
+                last_signed = n
+            elif "sig" in entry:
+                return bad(n, "signature on a non-checkpoint entry")
+            prev, seq = entry["hash"], entry["seq"]
+    if n == 0:
+        return VerifyResult(False, 0, 0, None, "log is empty")
+    if last_signed < n and not allow_unsigned_tail:
+        return bad(
+            last_signed + 1, f"lines {last_signed + 1}..{n} follow the last signed checkpoint"
+        )
+    return VerifyResult(True, n, checkpoints)

@@ -1,0 +1,327 @@
+"""Signaling subcommands: `signaling` (run the server), `token` (mint, revoke), `audit verify`.
+
+Every option of `signaling` and `token` can also come from an environment variable named
+P2PMED_<OPTION> (e.g. --data-dir -> P2PMED_DATA_DIR); a flag on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "P2PMED_"
+
+
+def _env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _opt(p: argparse.ArgumentParser, flag: str, help: str, **kw: Any) -> None:
+    env = _env_name(flag)
+    if env in os.environ:
+        kw["default"] = os.environ[env]
+        kw.pop("required", None)
+    p.add_argument(flag, help=f"{help} [env {env}]", **kw)
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {s!r}")
+    return v
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {s!r}")
+    return v
+
+
+def _port(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {s!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0..65535: {s!r}")
+    return v
+
+
+def _file(s: str) -> Path:
+    p = Path(s)
+    if not p.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {s}")
+    return p
+
+
+def _csv(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def _server_url(s: str) -> str:
+    from urllib.parse import urlsplit
+
+    u = urlsplit(s)
+    if u.scheme not in ("http", "https") or not u.netloc or u.query or u.fragment:
+        raise argparse.ArgumentTypeError(f"server must be an http(s) base URL: {s!r}")
+    return s.rstrip("/")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _register_server(sub)
+    _register_token(sub)
+    _register_audit(sub)
+
+
+def _register_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("signaling", help="run the signaling server")
+    _opt(p, "--host", "address to listen on", default="127.0.0.1")
+    _opt(p, "--port", "TCP port", type=_port, default=8443)
+    _opt(p, "--data-dir", "keys, revocations and audit log", type=Path, required=True)
+    _opt(p, "--tls-cert", "TLS certificate chain (PEM)", type=_file)
+    _opt(p, "--tls-key", "TLS private key (PEM)", type=_file)
+    _opt(p, "--web-dir", "directory of the browser page", type=Path)
+    _opt(p, "--allowed-origins", "extra WebSocket Origins, comma-separated", type=_csv)
+    _opt(p, "--idle-timeout", "seconds without a message before logoff", type=_positive_float)
+    _opt(p, "--reconnect-grace", "seconds a dropped endpoint keeps its place", type=_positive_float)
+    _opt(p, "--turn-urls", "TURN URLs, comma-separated", type=_csv)
+    _opt(p, "--turn-ttl", "TURN credential lifetime (s)", type=_positive_int)
+    _opt(p, "--max-msg-size", "max WebSocket message bytes", type=_positive_int)
+    _opt(p, "--msg-rate", "JSON messages/s per endpoint", type=_positive_float)
+    _opt(p, "--relay-rate", "relay frames/s per endpoint", type=_positive_float)
+    _opt(p, "--max-endpoints-per-session", "endpoints per session", type=_positive_int)
+    _opt(p, "--max-sessions", "sessions per server", type=_positive_int)
+    _opt(p, "--join-rate", "join attempts/s per client IP", type=_positive_float)
+    _opt(p, "--pending-per-ip", "unjoined connections per client IP", type=_positive_int)
+    _opt(
+        p,
+        "--log-level",
+        "debug, info, warning, error",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+    )
+    p.set_defaults(func=_run_server)
+
+
+def _build_config(args: argparse.Namespace) -> Any:
+    from signaling.config import Config, Limits
+
+    limits = Limits()
+    for name in (
+        "max_msg_size",
+        "msg_rate",
+        "relay_rate",
+        "max_endpoints_per_session",
+        "max_sessions",
+        "join_rate",
+        "pending_per_ip",
+    ):
+        if getattr(args, name) is not None:
+            setattr(limits, name, getattr(args, name))
+    for rate, burst in (
+        ("msg_rate", "msg_burst"),
+        ("relay_rate", "relay_burst"),
+        ("join_rate", "join_burst"),
+    ):
+        if getattr(args, rate) is not None:
+            setattr(limits, burst, max(getattr(limits, burst), getattr(args, rate)))
+    kw: dict[str, Any] = {}
+    for name in (
+        "tls_cert",
+        "tls_key",
+        "web_dir",
+        "allowed_origins",
+        "idle_timeout",
+        "reconnect_grace",
+        "turn_urls",
+        "turn_ttl",
+    ):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
+    secret = os.environ.get("P2PMED_TURN_SECRET")
+    return Config(
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        limits=limits,
+        turn_secret=secret or None,
+        **kw,
+    )
+
+
+def _run_server(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from signaling import logs
+    from signaling.server import StartupError, create_app, preflight, ssl_context
+
+    try:
+        config = _build_config(args)
+    except ValueError as e:
+        print(f"p2pmed signaling: error: {e}", file=sys.stderr)
+        return 2
+    logs.setup(args.log_level)
+    try:
+        preflight(config)
+    except StartupError as e:
+        print(f"p2pmed signaling: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        ctx = ssl_context(config)
+    except (OSError, ValueError) as e:
+        print(f"p2pmed signaling: error: cannot load TLS cert/key: {e}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    web.run_app(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        ssl_context=ctx,
+        access_log=None,
+        print=None,
+        shutdown_timeout=5.0,
+    )
+    return 0
+
+
+def _register_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("token", help="mint a join token (or `token revoke ID`)")
+    _opt(p, "--server", "public base URL of the signaling server", type=_server_url)
+    _opt(p, "--data-dir", "server data dir holding token-key", type=Path)
+    _opt(p, "--session", "session id (opaque, 1..64 of [A-Za-z0-9_-]; no patient data)")
+    _opt(
+        p, "--role", "patient, clinician or observer", choices=["patient", "clinician", "observer"]
+    )
+    _opt(p, "--ttl", "lifetime in seconds", type=_positive_float, default=3600.0)
+    p.add_argument("--json", action="store_true", help="print JSON instead of the URL")
+    p.set_defaults(func=_mint)
+    tsub = p.add_subparsers(dest="token_command", metavar="{revoke}")
+    r = tsub.add_parser("revoke", help="revoke a token by its id (jti)")
+    r.add_argument("jti", help="token id (jti) printed by `p2pmed token --json`")
+    _opt(r, "--data-dir", "server data dir", type=Path, required=True)
+    r.set_defaults(func=_revoke)
+
+
+def _mint(args: argparse.Namespace) -> int:
+    from signaling.config import Config
+    from signaling.keys import KeyFileError
+    from signaling.tokens import ID_RE, mint, token_key
+
+    missing = [
+        f"--{n.replace('_', '-')}"
+        for n in ("server", "data_dir", "session", "role")
+        if getattr(args, n) is None
+    ]
+    if missing:
+        print(f"p2pmed token: error: missing {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if not ID_RE.fullmatch(args.session):
+        print("p2pmed token: error: session must be 1..64 chars of [A-Za-z0-9_-]", file=sys.stderr)
+        return 2
+    defaults = Config(data_dir=args.data_dir)
+    if args.ttl > defaults.max_token_ttl:
+        print(f"p2pmed token: error: --ttl exceeds {defaults.max_token_ttl:.0f} s", file=sys.stderr)
+        return 2
+    try:
+        key = token_key(args.data_dir, create=False)
+        token, grant = mint(
+            key,
+            session=args.session,
+            role=args.role,
+            ttl=args.ttl,
+            issuer=defaults.issuer,
+            audience=defaults.audience,
+        )
+    except (KeyFileError, ValueError) as e:
+        print(f"p2pmed token: error: {e}", file=sys.stderr)
+        return 2
+    url = f"{args.server}/join#token={token}"
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "url": url,
+                    "token": token,
+                    "jti": grant.jti,
+                    "session": grant.session,
+                    "role": grant.role,
+                    "exp": int(grant.exp),
+                }
+            )
+        )
+    else:
+        print(url)
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    from signaling.tokens import REVOCATIONS, RevocationStore
+
+    if not args.data_dir.is_dir():
+        print(f"p2pmed token revoke: error: no data dir {args.data_dir}", file=sys.stderr)
+        return 2
+    if not 1 <= len(args.jti) <= 128:
+        print("p2pmed token revoke: error: token id must be 1..128 chars", file=sys.stderr)
+        return 2
+    store = RevocationStore(args.data_dir / REVOCATIONS)
+    try:
+        new = store.revoke(args.jti)
+    finally:
+        store.close()
+    print(f"revoked {args.jti}" if new else f"{args.jti} was already revoked")
+    return 0
+
+
+def _register_audit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("audit", help="audit log tools")
+    asub = p.add_subparsers(dest="audit_command", required=True, metavar="{verify}")
+    v = asub.add_parser("verify", help="check hash chain and checkpoint signatures")
+    v.add_argument("path", type=Path, help="audit.jsonl")
+    v.add_argument(
+        "--public-key", type=Path, help="audit public key (default: audit-key.pub next to the log)"
+    )
+    v.add_argument(
+        "--allow-unsigned-tail",
+        action="store_true",
+        help="accept entries after the last checkpoint (log of a running server)",
+    )
+    v.set_defaults(func=_verify)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from signaling.audit import verify_log
+    from signaling.keys import AUDIT_PUB, KeyFileError, load_public
+
+    path: Path = args.path
+    if not path.is_file():
+        print(f"p2pmed audit verify: error: no such file: {path}", file=sys.stderr)
+        return 2
+    keyfile = args.public_key or path.parent / AUDIT_PUB
+    try:
+        public = load_public(keyfile)
+    except (OSError, ValueError, KeyFileError) as e:
+        print(f"p2pmed audit verify: error: cannot load public key {keyfile}: {e}", file=sys.stderr)
+        return 2
+    res = verify_log(path, public, allow_unsigned_tail=args.allow_unsigned_tail)
+    if res.ok:
+        print(f"OK: {res.lines} entries, {res.checkpoints} signed checkpoints")
+        return 0
+    where = f"line {res.bad_line}: " if res.bad_line else ""
+    print(f"FAIL: {path}: {where}{res.problem}", file=sys.stderr)
+    return 1

@@ -1,0 +1,98 @@
+"""JSON schemas of every client->server message, and a validator that names the problem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+# "(?![\\s\\S])" and not "$": in Python's re, "$" also matches before a final newline
+ENDPOINT_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}(?![\\s\\S])"}
+SDP = {"type": "string", "minLength": 1, "maxLength": 32768}
+
+
+def _msg(type_: str, props: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"type": {"const": type_}, **props},
+        "required": ["type", *required],
+        "additionalProperties": False,
+    }
+
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "join": _msg(
+        "join",
+        {
+            "token": {"type": "string", "minLength": 1, "maxLength": 4096},
+            "endpoint_id": ENDPOINT_ID,
+            "session": ENDPOINT_ID,
+        },
+        ["token", "endpoint_id"],
+    ),
+    "admit": _msg("admit", {"endpoint_id": ENDPOINT_ID}, ["endpoint_id"]),
+    "offer": _msg("offer", {"to": ENDPOINT_ID, "sdp": SDP}, ["to", "sdp"]),
+    "answer": _msg("answer", {"to": ENDPOINT_ID, "sdp": SDP}, ["to", "sdp"]),
+    "candidate": _msg(
+        "candidate",
+        {
+            "to": ENDPOINT_ID,
+            "candidate": {
+                "type": ["object", "null"],
+                "properties": {
+                    "candidate": {"type": "string", "maxLength": 1024},
+                    "sdpMid": {"type": ["string", "null"], "maxLength": 64},
+                    "sdpMLineIndex": {"type": ["integer", "null"], "minimum": 0, "maximum": 64},
+                    "usernameFragment": {"type": ["string", "null"], "maxLength": 256},
+                },
+                "additionalProperties": False,
+            },
+        },
+        ["to", "candidate"],
+    ),
+    "leave": _msg("leave", {}, []),
+    "ping": _msg("ping", {"id": {"type": ["string", "integer"], "maxLength": 64}}, []),
+    "audit": _msg(
+        "audit",
+        {
+            "event": {"enum": ["alarm-ack"]},
+            "alarm_id": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}(?![\\s\\S])"},
+        },
+        ["event", "alarm_id"],
+    ),
+}
+
+_BASE = Draft202012Validator(
+    {
+        "type": "object",
+        "properties": {"type": {"enum": sorted(SCHEMAS)}},
+        "required": ["type"],
+    }
+)
+_VALIDATORS = {k: Draft202012Validator(v) for k, v in SCHEMAS.items()}
+
+
+class SchemaError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _describe(err: Any) -> str:
+    where = "/".join(str(p) for p in err.absolute_path)
+    return f"{where or 'message'}: {err.message}"[:300]
+
+
+def validate(msg: Any) -> dict[str, Any]:
+    if isinstance(msg, dict) and isinstance(msg.get("type"), str):
+        v = _VALIDATORS.get(msg["type"])
+        if v is not None and v.is_valid(msg):  # fast path; errors are explained below
+            return msg
+    err = best_match(_BASE.iter_errors(msg))
+    if err is not None:
+        raise SchemaError(_describe(err))
+    err = best_match(_VALIDATORS[msg["type"]].iter_errors(msg))
+    if err is not None:
+        raise SchemaError(_describe(err))
+    return msg  # type: ignore[no-any-return]

@@ -1,0 +1,276 @@
+"""The aiohttp application: factory, routes, middlewares, start-up and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import sqlite3
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from signaling import closecodes as cc
+from signaling import logs
+from signaling.audit import AUDIT_FILE, AuditError, AuditLog
+from signaling.config import Config
+from signaling.hub import Hub, shut
+from signaling.keys import KeyFileError, audit_key, ensure_data_dir
+from signaling.metrics import Metrics
+from signaling.tokens import REVOCATIONS, RevocationStore, TokenError, Verifier, token_key
+from signaling.turncreds import credentials
+
+CONFIG = web.AppKey("config", Config)
+HUB = web.AppKey("hub", Hub)
+METRICS = web.AppKey("metrics", Metrics)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'none'"
+)
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+def own_origins(request: web.Request) -> set[str]:
+    return {f"{request.scheme}://{request.host}".lower()}
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    resp = await handler(request)
+    if not resp.prepared:
+        h = resp.headers
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("Referrer-Policy", "no-referrer")
+        h.setdefault("X-Frame-Options", "DENY")
+        h.setdefault("Cache-Control", "no-store")
+        if request.secure:
+            h.setdefault("Strict-Transport-Security", "max-age=31536000")
+    return resp
+
+
+@web.middleware
+async def origin_check(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp does not check the Origin of WebSocket upgrades; this does (CSWSH)."""
+    if request.path == "/ws":
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            allowed = own_origins(request) | {
+                o.lower().rstrip("/") for o in request.app[CONFIG].allowed_origins
+            }
+            if origin.lower() not in allowed:
+                hub = request.app[HUB]
+                hub.reject("origin", request.remote or "?", origin=urlsplit(origin).netloc[:100])
+                return json_error(403, "origin", "Origin not allowed for WebSocket upgrade")
+    return await handler(request)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logs.log.exception("handler-error", extra={"fields": {"path": request.path}})
+        return json_error(500, "internal", "internal error")
+
+
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    return await request.app[HUB].handle(request)
+
+
+async def join_page(request: web.Request) -> web.StreamResponse:
+    index = request.app[CONFIG].web_dir / "index.html"
+    if not index.is_file():
+        return json_error(404, "no-page", "web/index.html is not installed")
+    resp = web.FileResponse(index)
+    resp.headers["Content-Security-Policy"] = CSP
+    return resp
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    status = "shutting-down" if hub.closing else "ok"
+    s = hub.snapshot()
+    return web.json_response(
+        {"status": status, "sessions": s["sessions"], "endpoints": sum(s["endpoints"].values())},
+        status=503 if hub.closing else 200,
+    )
+
+
+async def metrics_handler(request: web.Request) -> web.StreamResponse:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def turn_credentials(request: web.Request) -> web.StreamResponse:
+    config, hub = request.app[CONFIG], request.app[HUB]
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    ip = request.remote or "?"
+    if scheme.lower() != "bearer" or not token.strip():
+        hub.reject("token-missing", ip, path="/turn-credentials")
+        return json_error(401, "token-missing", "Authorization: Bearer <join token> required")
+    try:
+        grant = hub.verifier.verify(token.strip())
+    except TokenError as e:
+        hub.reject(f"token-{e.reason}", ip, path="/turn-credentials")
+        return json_error(401, f"token-{e.reason}", str(e))
+    if not config.turn_secret or not config.turn_urls:
+        return json_error(503, "turn-not-configured", "no TURN secret or URLs configured")
+    user, password = credentials(config.turn_secret, grant.jti, config.turn_ttl)
+    request.app[METRICS].turn_credentials.inc()
+    hub.audit.append("turn-credentials", session=grant.session, role=grant.role, jti=grant.jti)
+    return web.json_response(
+        {
+            "iceServers": [{"urls": config.turn_urls, "username": user, "credential": password}],
+            "ttl": config.turn_ttl,
+        }
+    )
+
+
+async def _sweeper(app: web.Application) -> None:
+    hub, config = app[HUB], app[CONFIG]
+    tick = max(0.05, min(1.0, config.idle_timeout / 4, config.reconnect_grace / 4))
+    last_cp = asyncio.get_running_loop().time()
+    while True:
+        await asyncio.sleep(tick)
+        try:
+            for ws, code, err, msg in hub.sweep():
+                await hub.close_ws(ws, code, err, msg)
+            now = asyncio.get_running_loop().time()
+            if hub.audit.dirty() and now - last_cp >= config.audit_checkpoint_interval:
+                hub.audit.checkpoint()
+                last_cp = now
+            fd = hub.audit.sync_fd()
+            if fd is not None:
+                await asyncio.to_thread(os.fsync, fd)
+        except Exception:
+            logs.log.exception("sweep-error")
+
+
+async def _state(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    ensure_data_dir(config.data_dir)
+    tkey = token_key(config.data_dir, create=True)
+    audit = AuditLog(
+        config.data_dir / AUDIT_FILE,
+        audit_key(config.data_dir),
+        checkpoint_every=config.audit_checkpoint_every,
+    )
+    revocations = RevocationStore(config.data_dir / REVOCATIONS)
+    verifier = Verifier(
+        tkey,
+        issuer=config.issuer,
+        audience=config.audience,
+        max_ttl=config.max_token_ttl,
+        leeway=config.clock_leeway,
+        revoked=revocations,
+    )
+    hub = Hub(
+        config,
+        verifier=verifier,
+        revocations=revocations,
+        audit=audit,
+        metrics=app[METRICS],
+    )
+    app[HUB] = hub
+    audit.append("start", host=config.host, port=config.port)
+    logs.event("start", host=config.host, port=config.port, tls=config.tls_cert is not None)
+    sweeper = asyncio.get_running_loop().create_task(_sweeper(app))
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        for s in list(hub.sessions.values()):
+            for e in list(s.endpoints.values()):
+                if e.writer is not None:
+                    e.writer.cancel()
+        audit.append("stop")
+        audit.close()
+        revocations.close()
+        logs.event("stop")
+
+
+async def _shutdown(app: web.Application) -> None:
+    """Tell every open WebSocket to reconnect later, then close it (1012)."""
+    hub = app[HUB]
+    hub.closing = True
+    config = app[CONFIG]
+    sockets = list(hub.connections)
+    hub.audit.append("shutdown", connections=len(sockets))
+
+    async def bye(ws: web.WebSocketResponse) -> None:
+        after = config.shutdown_reconnect_ms + random.randint(
+            0, config.shutdown_reconnect_spread_ms
+        )
+        await hub.send_now(ws, {"type": "reconnect", "after_ms": after})
+        hub.metrics.closes.labels(str(cc.SERVICE_RESTART)).inc()
+        await shut(ws, cc.SERVICE_RESTART, b"restart")
+
+    await asyncio.gather(*(bye(ws) for ws in sockets))
+
+
+class StartupError(Exception):
+    pass
+
+
+def preflight(config: Config) -> None:
+    """Check the data dir before serving, so a bad start fails with one clear message."""
+    try:
+        ensure_data_dir(config.data_dir)
+        token_key(config.data_dir, create=True)
+        audit_key(config.data_dir)
+        AuditLog.check(config.data_dir / AUDIT_FILE)
+        RevocationStore(config.data_dir / REVOCATIONS).close()
+    except (OSError, KeyFileError, AuditError, sqlite3.Error, ValueError) as e:
+        raise StartupError(str(e)) from None
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(
+        middlewares=[errors, security_headers, origin_check],
+        client_max_size=64 * 1024,
+    )
+    app[CONFIG] = config
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.append(_state)
+    app.on_shutdown.append(_shutdown)
+    app.router.add_get("/ws", ws_handler)
+    app.router.add_get("/join", join_page)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/turn-credentials", turn_credentials)
+    if config.web_dir.is_dir():
+        app.router.add_static("/static/", config.web_dir, show_index=False, follow_symlinks=False)
+    return app
+
+
+def ssl_context(config: Config) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+    return ctx
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))

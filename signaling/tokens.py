@@ -1,0 +1,271 @@
+"""Join tokens: HS256 JWTs (minted with PyJWT), verified per RFC 8725, revocable (SQLite).
+
+Why HMAC-SHA256 and not Ed25519: the only party that mints tokens (`p2pmed token`, run by
+the operator with the server's data dir) is the party that verifies them, so a public key
+buys nothing; the 256-bit random key never leaves the data dir. Verifying is ~50x cheaper
+than Ed25519, which matters in a join storm (all endpoints reconnect after a restart).
+Only HS256 is accepted, so "none", RS/ES/EdDSA and key-confusion tricks are all refused,
+and the header must also carry typ "p2pmed-join+jwt" (RFC 8725 3.11, explicit typing).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from signaling.keys import TOKEN_KEY, load_or_create_secret, load_secret
+
+ALGORITHM = "HS256"
+TOKEN_TYPE = "p2pmed-join+jwt"
+ROLES = ("patient", "clinician", "observer")
+ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+REQUIRED = ("iss", "aud", "sub", "role", "jti", "iat", "nbf", "exp")
+MAX_TOKEN_LEN = 4096
+REVOCATIONS = "revocations.sqlite"
+
+
+class TokenError(Exception):
+    """A token was refused; `reason` is stable (metrics label, error code suffix)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Grant:
+    session: str
+    role: str
+    jti: str
+    exp: float
+    nbf: float = 0.0
+
+
+def mint(
+    key: bytes,
+    *,
+    session: str,
+    role: str,
+    ttl: float,
+    issuer: str,
+    audience: str,
+    now: float | None = None,
+    jti: str | None = None,
+) -> tuple[str, Grant]:
+    if not ID_RE.fullmatch(session):
+        raise ValueError("session must be 1..64 chars of [A-Za-z0-9_-]")
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if ttl <= 0:
+        raise ValueError("ttl must be positive")
+    now = time.time() if now is None else now
+    jti = jti or secrets.token_urlsafe(16)
+    nbf, exp = int(now), int(now + ttl)
+    claims: dict[str, object] = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": session,
+        "role": role,
+        "jti": jti,
+        "iat": int(now),
+        "nbf": nbf,
+        "exp": exp,
+    }
+    token = jwt.encode(claims, key, algorithm=ALGORITHM, headers={"typ": TOKEN_TYPE})
+    return token, Grant(session, role, jti, float(exp), float(nbf))
+
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_HEADER_KEYS = frozenset({"alg", "typ"})
+
+
+def _b64(segment: str) -> bytes:
+    if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
+        raise TokenError("malformed", "token segment is not base64url")
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise TokenError("malformed", f"token {what} is not JSON") from None
+    if not isinstance(obj, dict):
+        raise TokenError("malformed", f"token {what} is not a JSON object")
+    return obj
+
+
+def _number(claims: dict[str, Any], name: str) -> float:
+    v = claims[name]
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
+        raise TokenError("claims", f"token claim {name!r} is not a number")
+    return float(v)
+
+
+def _decode(
+    token: str, key: bytes, issuer: str, audience: str, leeway: float, now: float
+) -> dict[str, Any]:
+    """Strict JWS compact HS256 verification (RFC 7515/7519, RFC 8725).
+
+    Written out rather than calling jwt.decode because PyJWT spends ~250 us per token
+    (per-character base64 checks), which dominates a join storm; PyJWT still mints the
+    tokens, and the tests check that both agree. Order: algorithm allowlist and
+    explicit type, then the MAC (constant-time), only then the claims.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise TokenError("malformed", "token is not a JWS compact serialization")
+    header = _json_object(_b64(parts[0]), "header")
+    if header.get("alg") != ALGORITHM:
+        raise TokenError("algorithm", f"token algorithm {header.get('alg')!r} not allowed")
+    if header.get("typ") != TOKEN_TYPE:
+        raise TokenError("type", f"token type is not {TOKEN_TYPE}")
+    if not header.keys() <= _HEADER_KEYS:
+        raise TokenError("malformed", "token header has unsupported parameters")
+    signature = _b64(parts[2])
+    mac = hmac.new(key, f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, signature):
+        raise TokenError("signature", "token signature does not verify")
+    claims = _json_object(_b64(parts[1]), "claims")
+    for name in REQUIRED:
+        if name not in claims:
+            raise TokenError("claims", f"token lacks claim {name!r}")
+    if claims["iss"] != issuer:
+        raise TokenError("issuer", "token issuer is wrong")
+    aud = claims["aud"]
+    if not (aud == audience or (isinstance(aud, list) and audience in aud)):
+        raise TokenError("audience", "token audience is wrong")
+    exp, nbf = _number(claims, "exp"), _number(claims, "nbf")
+    _number(claims, "iat")
+    if now >= exp + leeway:
+        raise TokenError("expired", "token expired")
+    if now < nbf - leeway:
+        raise TokenError("not-yet-valid", "token not yet valid")
+    return claims
+
+
+class Verifier:
+    """Checks tokens; remembers good ones (bounded) so a reconnect storm costs little.
+
+    Time claims and revocation are re-checked on every use, cached or not.
+    """
+
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        issuer: str,
+        audience: str,
+        max_ttl: float,
+        leeway: float,
+        revoked: RevocationStore | None = None,
+        cache_size: int = 20_000,
+    ) -> None:
+        self.key, self.issuer, self.audience = key, issuer, audience
+        self.max_ttl, self.leeway, self.revoked = max_ttl, leeway, revoked
+        self.cache_size = cache_size
+        self._cache: dict[str, Grant] = {}
+
+    def verify(self, token: Any, now: float | None = None) -> Grant:
+        if not isinstance(token, str) or not token:
+            raise TokenError("missing", "no token")
+        if len(token) > MAX_TOKEN_LEN:
+            raise TokenError("malformed", "token too long")
+        now = time.time() if now is None else now
+        grant = self._cache.get(token)
+        if grant is None:
+            claims = _decode(token, self.key, self.issuer, self.audience, self.leeway, now)
+            grant = self._check_claims(claims, now)
+            if len(self._cache) >= self.cache_size:
+                del self._cache[next(iter(self._cache))]
+            self._cache[token] = grant
+        if now >= grant.exp + self.leeway:
+            raise TokenError("expired", "token expired")
+        if now < grant.nbf - self.leeway:
+            raise TokenError("not-yet-valid", "token not yet valid")
+        if self.revoked is not None and self.revoked.is_revoked(grant.jti):
+            raise TokenError("revoked", "token revoked")
+        return grant
+
+    def _check_claims(self, claims: dict[str, Any], now: float) -> Grant:
+        sub, role, jti = claims["sub"], claims["role"], claims["jti"]
+        iat, nbf, exp = claims["iat"], claims["nbf"], claims["exp"]
+        if not isinstance(sub, str) or not ID_RE.fullmatch(sub):
+            raise TokenError("claims", "token session (sub) is invalid")
+        if role not in ROLES:
+            raise TokenError("claims", "token role is invalid")
+        if not isinstance(jti, str) or not 1 <= len(jti) <= 128:
+            raise TokenError("claims", "token jti is invalid")
+        if not isinstance(iat, int | float) or iat > now + self.leeway:
+            raise TokenError("not-yet-valid", "token issued in the future")
+        if exp - iat > self.max_ttl:
+            raise TokenError("lifetime", f"token lifetime exceeds {self.max_ttl:.0f} s")
+        return Grant(sub, role, jti, float(exp), float(nbf))
+
+
+def verify(
+    token: Any,
+    key: bytes,
+    *,
+    issuer: str,
+    audience: str,
+    max_ttl: float,
+    leeway: float,
+    revoked: RevocationStore | None = None,
+    now: float | None = None,
+) -> Grant:
+    """One-shot verification (no cache)."""
+    v = Verifier(
+        key, issuer=issuer, audience=audience, max_ttl=max_ttl, leeway=leeway, revoked=revoked
+    )
+    return v.verify(token, now)
+
+
+class RevocationStore:
+    """Revoked jtis in SQLite (WAL), shared by the CLI and the running server."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=2000")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS revoked (jti TEXT PRIMARY KEY, at REAL NOT NULL)"
+        )
+
+    def revoke(self, jti: str, now: float | None = None) -> bool:
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO revoked (jti, at) VALUES (?, ?)",
+            (jti, time.time() if now is None else now),
+        )
+        return cur.rowcount == 1
+
+    def is_revoked(self, jti: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM revoked WHERE jti = ?", (jti,)).fetchone()
+        return row is not None
+
+    def revoked_since(self, rowid: int) -> tuple[list[str], int]:
+        """jtis revoked after `rowid` (the table's rowid), and the newest rowid seen."""
+        rows = self._db.execute(
+            "SELECT rowid, jti FROM revoked WHERE rowid > ? ORDER BY rowid", (rowid,)
+        ).fetchall()
+        return [r[1] for r in rows], (rows[-1][0] if rows else rowid)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def token_key(data_dir: Path, *, create: bool) -> bytes:
+    path = data_dir / TOKEN_KEY
+    return load_or_create_secret(path) if create else load_secret(path)

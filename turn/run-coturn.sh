@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Start coturn with turn/turnserver.conf, filling in the shared secret from the
+# environment. Usage: P2PMED_TURN_SECRET=... turn/run-coturn.sh [extra turnserver args]
+# Env: P2PMED_TURN_CONF (default: turnserver.conf next to this script),
+#      P2PMED_TURN_RUNDIR (default: /run/p2pmed-turn; holds the filled-in config, mode 0600).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+conf="${P2PMED_TURN_CONF:-$here/turnserver.conf}"
+rundir="${P2PMED_TURN_RUNDIR:-/run/p2pmed-turn}"
+
+if [ -z "${P2PMED_TURN_SECRET:-}" ]; then
+    echo "run-coturn: P2PMED_TURN_SECRET is not set (use the same value as the signaling server)" >&2
+    exit 2
+fi
+if [ "${#P2PMED_TURN_SECRET}" -lt 24 ]; then
+    echo "run-coturn: P2PMED_TURN_SECRET is too short (need >= 24 characters)" >&2
+    exit 2
+fi
+case "$P2PMED_TURN_SECRET" in
+    *[!A-Za-z0-9_+/=.-]*)
+        echo "run-coturn: P2PMED_TURN_SECRET may only contain [A-Za-z0-9_+/=.-]" >&2
+        exit 2;;
+esac
+if [ ! -f "$conf" ]; then
+    echo "run-coturn: no config at $conf" >&2
+    exit 2
+fi
+if grep -Eq '^[[:space:]]*allow-loopback-peers' "$conf"; then
+    echo "run-coturn: refusing $conf: allow-loopback-peers is for tests only" >&2
+    exit 2
+fi
+command -v turnserver >/dev/null || { echo "run-coturn: turnserver (coturn) not installed" >&2; exit 2; }
+
+umask 077
+mkdir -p "$rundir"
+runtime="$rundir/turnserver.conf"
+sed "s|@P2PMED_TURN_SECRET@|$P2PMED_TURN_SECRET|" "$conf" > "$runtime"
+chmod 600 "$runtime"
+exec turnserver -c "$runtime" --pidfile "$rundir/turnserver.pid" "$@"
