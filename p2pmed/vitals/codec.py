@@ -1,6 +1,6 @@
 """Application message codec: the `data` bytes of session DATA messages.
 
-Byte layout is specified in docs/vitals-codec.md; keep the two in step.
+Byte layout is specified in docs/protocol.md section 7; keep the two in step.
 Every message starts with `kind (u8) || version (u8)`. All integers are big-endian,
 all fields have a fixed size or a u8 length prefix; no varints, no padding.
 

@@ -26,7 +26,7 @@ from p2pmed.vitals.codec import (
     encode,
 )
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "vitals-codec.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 T = 1_700_000_000_000_000
 
 # -- strategies ---------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def test_every_truncation_and_extension_rejected(msg: codec.Message) -> None:
     assert exc.value.reason in ("trailing", "count", "truncated")
 
 
-# -- worked examples in docs/vitals-codec.md ----------------------------------------------
+# -- worked examples in docs/protocol.md section 7 ----------------------------------------------
 
 EXAMPLES: dict[str, codec.Message] = {
     "numerics": Numerics(T, "bed-7", 720, 1200, 800, 9750, 3685, 140, StatusFlags.LOW_BATTERY),

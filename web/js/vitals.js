@@ -1,4 +1,4 @@
-// Application messages (docs/vitals-codec.md). Mirrors p2pmed/vitals/codec.py.
+// Application messages (docs/protocol.md section 7). Mirrors p2pmed/vitals/codec.py.
 import { CodecError } from "./frame.js";
 
 export const Kind = Object.freeze({ NUMERICS: 1, WAVEFORM: 2, ALARM: 3, ALARM_ACK: 4, CONTROL: 5 });
