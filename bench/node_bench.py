@@ -1,0 +1,519 @@
+"""p2pmed node against a bare aiortc DataChannel pair, side by side, on loopback.
+
+    .venv/bin/python bench/node_bench.py            # prints a table, exits 1 if a bar is missed
+
+Each side is two processes (sender, receiver). The p2pmed pair joins a real signaling server
+(in-process here) and runs the full stack: session core (E2E crypto, seq/ack, priorities,
+coalescing), DirectPath with its shallow SCTP queue, relay path. The bare pair is two aiortc
+peers with the same three DataChannels and the usual backpressure (bufferedAmount).
+
+Phases (both sides, same loads): vitals latency while streaming; CRITICAL alarm latency during
+a 16 MiB bulk transfer (bare: the alarm goes on another channel after the bulk was queued);
+messages/s at 32 B and 256 B; bulk MB/s; delivery gap when the direct path is cut (p2pmed
+only: bare has no second path); RSS of an idle node. Everything is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+HDR = struct.Struct(">BBIdd")  # tag 'B', phase, seq, phase start, send time
+BULK = 16 * 1024 * 1024
+N_MSGS = 20_000
+VITALS_N, VITALS_EVERY = 300, 0.01
+GAP_N = 500
+ALARMS = 20
+PHASE_TIMEOUT = 60.0
+
+BARS = {
+    "vitals_p99_ms": ("<=", 10.0),
+    "alarm_bulk_p99_ms": ("<=", 20.0),
+    "msgs_256_ratio": (">=", 0.85),
+    "msgs_32_ratio": (">=", 2.0),
+    "bulk_ratio": (">=", 0.85),
+    "gap_s": ("<=", 3.0),
+    "idle_rss_mb": ("<=", 200.0),
+}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def msg(phase: int, seq: int, t0: float, size: int) -> bytes:
+    head = HDR.pack(0x42, phase, seq, t0, time.time())
+    return head + bytes(max(0, size - len(head)))
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))]
+
+
+class Receiver:
+    """Collects per-phase figures from arriving messages (same code for both stacks)."""
+
+    def __init__(self) -> None:
+        self.lat: dict[int, list[float]] = {}
+        self.count: dict[int, int] = {}
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.t0: dict[int, float] = {}
+        self.seqs: dict[int, list[int]] = {}
+        self.done = asyncio.Event()
+        self.expect: dict[int, int] = {}
+        self.bulk_bytes: dict[int, int] = {}
+
+    def on(self, data: bytes, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        if len(data) < HDR.size or data[0] != 0x42:
+            return
+        _, phase, seq, t0, ts = HDR.unpack_from(data)
+        self.lat.setdefault(phase, []).append((now - ts) * 1000)
+        self.count[phase] = self.count.get(phase, 0) + 1
+        self.first.setdefault(phase, now)
+        self.last[phase] = now
+        self.t0[phase] = t0
+        self.bulk_bytes[phase] = self.bulk_bytes.get(phase, 0) + len(data)
+        if phase in (1, 6):
+            self.seqs.setdefault(phase, []).append(seq)
+        if phase == 9:
+            self.done.set()
+
+    def results(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        out["vitals_p50_ms"] = pct(self.lat.get(1, []), 0.5)
+        out["vitals_p99_ms"] = pct(self.lat.get(1, []), 0.99)
+        out["vitals_n"] = self.count.get(1, 0)
+        out["alarm_bulk_p50_ms"] = pct(self.lat.get(2, []), 0.5)
+        out["alarm_bulk_p99_ms"] = pct(self.lat.get(2, []), 0.99)
+        out["alarm_n"] = self.count.get(2, 0)
+        for phase, key in ((3, "msgs_32"), (4, "msgs_256")):
+            n = self.count.get(phase, 0)
+            span = self.last.get(phase, 0) - self.t0.get(phase, 0)
+            out[key] = n / span if n and span > 0 else 0.0
+            out[key + "_n"] = n
+        nb = self.bulk_bytes.get(5, 0)
+        span = self.last.get(5, 0) - self.t0.get(5, 0)
+        out["bulk_mb_s"] = nb / span / 1e6 if nb and span > 0 else 0.0
+        out["bulk_bytes"] = nb
+        out["bulk_s"] = span
+        arrivals = self.lat.get(6)
+        if arrivals:
+            seqs = self.seqs.get(6, [])
+            out["gap_in_order"] = seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+            out["gap_n"] = len(seqs)
+        return out
+
+
+# ------------------------------------------------------------------------------------------
+# p2pmed workers
+
+
+class BenchApp:
+    """Replaces the patient/clinician app in a Node: scripted load or measurement."""
+
+    def __init__(self, node: Any, sender: bool) -> None:
+        self.node = node
+        self.sender = sender
+        self.recv = Receiver()
+        self.gap_times: list[float] = []
+
+    def on_joined(self) -> None: ...
+    def on_signaling(self, up: bool) -> None: ...
+
+    def on_peer_waiting(self, peer_id: str, role: str) -> None:
+        self.node.signaling.send_json({"type": "admit", "endpoint_id": peer_id})
+
+    def on_established(self, link: Any) -> None: ...
+    def on_acked(self, link: Any, event: Any) -> None: ...
+    def on_closed(self, link: Any) -> None: ...
+    def command(self, cmd: dict[str, Any]) -> None: ...
+
+    def on_message(self, link: Any, event: Any) -> None:
+        now = time.time()
+        data = event.data
+        if data[:1] == b"B" and data[1] == 6:
+            self.gap_times.append(now)
+        if data[:1] == b"B" and data[1] == 0:
+            print(json.dumps({"idle_rss_mb": rss_mb()}), flush=True)
+        self.recv.on(data, now)
+
+    async def run(self) -> None:
+        if not self.sender:
+            await self.recv.done.wait()
+            res = self.recv.results()
+            gaps = [b - a for a, b in zip(self.gap_times, self.gap_times[1:], strict=False)]
+            res["gap_s"] = max(gaps) if gaps else float("nan")
+            print(json.dumps({"results": res}), flush=True)
+            return
+        link = None
+        while link is None or link.paths.active != "direct":
+            await asyncio.sleep(0.05)
+            link = next((lk for lk in self.node.peers.values() if lk.established), None)
+        from p2pmed.core.frame import MessageClass as C
+
+        await asyncio.sleep(1.0)
+        link.send(C.MEDIUM, msg(0, 0, time.time(), 64))  # receiver: report idle RSS
+        await asyncio.sleep(0.5)
+        t0 = time.time()
+        for i in range(VITALS_N):
+            link.send(C.MEDIUM, msg(1, i, t0, 132))
+            await asyncio.sleep(VITALS_EVERY)
+        await self._drain(link)
+        t0 = time.time()
+        link.send(C.LOW, msg(5, 0, t0, 64) + os.urandom(BULK - 64))  # phase 2's bulk
+        for i in range(ALARMS):
+            await asyncio.sleep(0.02)
+            link.send(C.CRITICAL, msg(2, i, t0, 64))
+        await self._drain(link)
+        for phase, size in ((3, 32), (4, 256)):
+            t0 = time.time()
+            for i in range(N_MSGS):
+                link.send(C.MEDIUM, msg(phase, i, t0, size))
+            await self._drain(link)
+        t0 = time.time()
+        for i in range(GAP_N):
+            link.send(C.MEDIUM, msg(6, i, t0, 132))
+            if i == GAP_N // 3:
+                await link.cut_direct()
+            await asyncio.sleep(VITALS_EVERY)
+        await self._drain(link)
+        link.send(C.CRITICAL, msg(9, 0, time.time(), 64))
+        await self._drain(link)
+        await asyncio.sleep(0.5)
+
+    async def _drain(self, link: Any) -> None:
+        deadline = time.time() + PHASE_TIMEOUT
+        while not link.session.idle and time.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None: ...
+
+
+async def p2pmed_worker(url: str, sender: bool) -> None:
+    from p2pmed.node import Events, Node, NodeConfig
+
+    cfg = NodeConfig.build(url, media="none")  # the node's defaults, as shipped
+    if os.environ.get("BENCH_SCTP_HIGH_KIB"):  # tuning experiments only
+        cfg.sctp_high_water = int(os.environ["BENCH_SCTP_HIGH_KIB"]) * 1024
+    node = Node(cfg, Events(json_out=False), app_factory=lambda n: BenchApp(n, sender))
+    await node.start()
+    try:
+        await asyncio.wait_for(node._tasks and asyncio.gather(*node._tasks), 300)
+    finally:
+        await node.close()
+
+
+# ------------------------------------------------------------------------------------------
+# bare aiortc workers: SDP over stdin/stdout
+
+
+async def bare_worker(offerer: bool) -> None:
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    pc = RTCPeerConnection()
+    recv = Receiver()
+    chans = {
+        label: pc.createDataChannel(label, negotiated=True, id=i, ordered=True)
+        for i, label in enumerate(("control", "vitals", "bulk"))
+    }
+    opened = asyncio.Event()
+    chans["bulk"].on("open", opened.set)
+    got = [0]
+
+    def on_message(d: bytes | str) -> None:
+        if not isinstance(d, bytes):
+            return
+        if d[:1] == b"A":  # sender side: an application-level ack
+            acked[0] = max(acked[0], int.from_bytes(d[1:9], "big"))
+            window.set()
+            return
+        recv.on(d)
+        got[0] += 1
+        if got[0] % 32 == 0 or len(d) > 4096 or d[1] in (1, 2, 9):
+            chans["control"].send(b"A" + got[0].to_bytes(8, "big"))
+
+    acked = [0]
+    window = asyncio.Event()
+    for ch in chans.values():
+        ch.on("message", on_message)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    if offerer:
+        await pc.setLocalDescription(await pc.createOffer())
+        print(json.dumps({"sdp": pc.localDescription.sdp}), flush=True)
+        answer = json.loads(await reader.readline())["sdp"]
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    else:
+        offer = json.loads(await reader.readline())["sdp"]
+        await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        print(json.dumps({"sdp": pc.localDescription.sdp}), flush=True)
+    await asyncio.wait_for(opened.wait(), 30)
+    if not offerer:
+        print(json.dumps({"idle_rss_mb": rss_mb()}), flush=True)
+        await asyncio.wait_for(recv.done.wait(), 300)
+        print(json.dumps({"results": recv.results()}), flush=True)
+        await pc.close()
+        return
+    sent = [0]
+    sent_bytes: list[int] = []
+
+    async def send(ch: Any, data: bytes) -> None:
+        """Best practice for aiortc (see docs/ARCHITECTURE): an application-level window of
+        at most 128 messages / 128 KiB unacked, as p2pmed's session keeps."""
+        while sent[0] - acked[0] >= 128 or sum(sent_bytes[acked[0] :]) > 128 * 1024:
+            window.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(window.wait(), 0.05)
+        ch.send(data)
+        sent[0] += 1
+        sent_bytes.append(len(data))
+
+    async def drain() -> None:
+        deadline = time.time() + PHASE_TIMEOUT
+        while any(c.bufferedAmount for c in chans.values()) and time.time() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+
+    await asyncio.sleep(1.5)
+    t0 = time.time()
+    for i in range(VITALS_N):
+        await send(chans["vitals"], msg(1, i, t0, 132))
+        await asyncio.sleep(VITALS_EVERY)
+    await drain()
+    t0 = time.time()
+    chunk = 64 * 1024  # aiortc's largest message
+
+    async def bulk() -> None:
+        for off in range(0, BULK, chunk):
+            await send(chans["bulk"], msg(5, off, t0, 64) + os.urandom(chunk - 64))
+
+    pump = asyncio.ensure_future(bulk())
+    for i in range(ALARMS):  # each alarm queues behind the bulk already handed to aiortc
+        await asyncio.sleep(0.02)
+        await send(chans["control"], msg(2, i, t0, 64))
+    await pump
+    await drain()
+    for phase, size in ((3, 32), (4, 256)):
+        t0 = time.time()
+        for i in range(N_MSGS):
+            await send(chans["vitals"], msg(phase, i, t0, size))
+        await drain()
+    await send(chans["control"], msg(9, 0, time.time(), 64))
+    await asyncio.sleep(1.0)
+    await pc.close()
+
+
+# ------------------------------------------------------------------------------------------
+# orchestration
+
+
+async def spawn(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        *args,
+        cwd=str(ROOT),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
+def progress(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+async def read_json(proc: asyncio.subprocess.Process, key: str, timeout: float) -> Any:
+    assert proc.stdout is not None
+    async with asyncio.timeout(timeout):
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"worker exited before reporting {key}")
+            with contextlib.suppress(ValueError):
+                obj = json.loads(line)
+                if isinstance(obj, dict) and key in obj:
+                    return obj[key]
+
+
+async def run_p2pmed() -> dict[str, Any]:
+    from signaling.testing import running_server
+
+    with tempfile.TemporaryDirectory() as tmp:
+        async with running_server(tmp) as srv:
+            rx = await spawn("--worker", "p2pmed-rx", srv.join_url(srv.mint("b", "clinician")))
+            tx = await spawn("--worker", "p2pmed-tx", srv.join_url(srv.mint("b", "patient")))
+            try:
+                rss = await read_json(rx, "idle_rss_mb", 120)
+                res = await read_json(rx, "results", 300)
+            finally:
+                for p in (tx, rx):
+                    with contextlib.suppress(ProcessLookupError):
+                        p.terminate()
+                    await p.wait()
+    res["idle_rss_mb"] = rss
+    return dict(res)
+
+
+async def run_bare() -> dict[str, Any]:
+    tx = await spawn("--worker", "bare-tx")
+    rx = await spawn("--worker", "bare-rx")
+    assert tx.stdin is not None and rx.stdin is not None
+    try:
+        offer = await read_json(tx, "sdp", 60)
+        rx.stdin.write((json.dumps({"sdp": offer}) + "\n").encode())
+        answer = await read_json(rx, "sdp", 60)
+        tx.stdin.write((json.dumps({"sdp": answer}) + "\n").encode())
+        rss = await read_json(rx, "idle_rss_mb", 60)
+        res = await read_json(rx, "results", 300)
+    finally:
+        for p in (tx, rx):
+            with contextlib.suppress(ProcessLookupError):
+                p.terminate()
+            await p.wait()
+    res["idle_rss_mb"] = rss
+    return dict(res)
+
+
+def report(p: dict[str, Any], b: dict[str, Any]) -> int:
+    figures = {
+        "vitals_p99_ms": p["vitals_p99_ms"],
+        "alarm_bulk_p99_ms": p["alarm_bulk_p99_ms"],
+        "msgs_256_ratio": p["msgs_256"] / b["msgs_256"] if b["msgs_256"] else 0.0,
+        "msgs_32_ratio": p["msgs_32"] / b["msgs_32"] if b["msgs_32"] else 0.0,
+        "bulk_ratio": p["bulk_mb_s"] / b["bulk_mb_s"] if b["bulk_mb_s"] else 0.0,
+        "gap_s": p.get("gap_s", float("nan")),
+        "idle_rss_mb": p["idle_rss_mb"],
+    }
+    rows = [
+        (
+            "vitals latency p50 / p99 (ms)",
+            f"{p['vitals_p50_ms']:.2f} / {p['vitals_p99_ms']:.2f}",
+            f"{b['vitals_p50_ms']:.2f} / {b['vitals_p99_ms']:.2f}",
+        ),
+        (
+            "alarm during 16 MiB bulk p50 / p99 (ms)",
+            f"{p['alarm_bulk_p50_ms']:.2f} / {p['alarm_bulk_p99_ms']:.2f}",
+            f"{b['alarm_bulk_p50_ms']:.2f} / {b['alarm_bulk_p99_ms']:.2f}",
+        ),
+        ("messages/s, 32 B", f"{p['msgs_32']:.0f}", f"{b['msgs_32']:.0f}"),
+        ("messages/s, 256 B", f"{p['msgs_256']:.0f}", f"{b['msgs_256']:.0f}"),
+        ("bulk MB/s (16 MiB)", f"{p['bulk_mb_s']:.1f}", f"{b['bulk_mb_s']:.1f}"),
+        ("delivery gap, direct cut (s)", f"{figures['gap_s']:.3f}", "n/a (one path)"),
+        ("idle RSS (MB)", f"{p['idle_rss_mb']:.0f}", f"{b['idle_rss_mb']:.0f}"),
+    ]
+    print(f"{'':44} {'p2pmed':>18} {'bare aiortc':>18}")
+    for name, a, c in rows:
+        print(f"{name:44} {a:>18} {c:>18}")
+    print(
+        f"counts: p2pmed vitals={p['vitals_n']} alarms={p['alarm_n']} 32B={p['msgs_32_n']} "
+        f"256B={p['msgs_256_n']} gap-phase={p.get('gap_n')} in-order={p.get('gap_in_order')}; "
+        f"bare vitals={b['vitals_n']} alarms={b['alarm_n']} 32B={b['msgs_32_n']} "
+        f"256B={b['msgs_256_n']}"
+    )
+    failed = 0
+    for key, (op, bar) in BARS.items():
+        v = figures[key]
+        ok = v <= bar if op == "<=" else v >= bar
+        if not ok or v != v:  # NaN fails
+            failed += 1
+        print(f"  {'PASS' if ok else 'FAIL'}  {key} = {v:.3f} (bar {op} {bar})")
+    complete = (
+        p["vitals_n"] == VITALS_N
+        and p["alarm_n"] == ALARMS
+        and p["msgs_32_n"] == N_MSGS
+        and p["msgs_256_n"] == N_MSGS
+        and p.get("gap_n") == GAP_N
+        and p.get("gap_in_order")
+    )
+    if not complete:
+        print("  FAIL  p2pmed lost, repeated or reordered messages")
+        failed += 1
+    return 1 if failed else 0
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-figure median over rounds (the machine is shared: medians, side by side)."""
+    out: dict[str, Any] = {}
+    for key in runs[0]:
+        values = [r[key] for r in runs if key in r]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = sorted(values)[len(values) // 2]
+        else:
+            out[key] = values[0] if all(v == values[0] for v in values) else values
+    if "gap_in_order" in runs[0]:
+        out["gap_in_order"] = all(r.get("gap_in_order") for r in runs)
+    for key in ("vitals_n", "alarm_n", "msgs_32_n", "msgs_256_n", "gap_n"):
+        if key in runs[0]:
+            out[key] = min(r.get(key, 0) for r in runs)  # completeness must hold every round
+    return out
+
+
+async def orchestrate(only: str | None = None, rounds: int = 1) -> int:
+    if only is None:
+        ps: list[dict[str, Any]] = []
+        bs: list[dict[str, Any]] = []
+        for i in range(rounds):  # interleaved, so both see the same machine load
+            progress(f"round {i + 1}/{rounds}: p2pmed")
+            ps.append(await run_p2pmed())
+            print("p2pmed", json.dumps(ps[-1]), file=sys.stderr)
+            progress(f"round {i + 1}/{rounds}: bare aiortc")
+            bs.append(await run_bare())
+            print("bare", json.dumps(bs[-1]), file=sys.stderr)
+        print(f"{rounds} round(s); figures are medians")
+        return report(median_of(ps), median_of(bs))
+    if only == "bare":
+        print("bare", json.dumps(await run_bare()))
+        return 0
+    print("p2pmed", json.dumps(await run_p2pmed()))
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worker", choices=["p2pmed-tx", "p2pmed-rx", "bare-tx", "bare-rx"])
+    ap.add_argument("url", nargs="?")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    ap.add_argument("--only", choices=["bare", "p2pmed"], help="(debugging) run one side")
+    args = ap.parse_args()
+    try:
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:
+        run = asyncio.run
+    if args.worker in ("p2pmed-tx", "p2pmed-rx"):
+        run(p2pmed_worker(args.url, args.worker == "p2pmed-tx"))
+        return 0
+    if args.worker in ("bare-tx", "bare-rx"):
+        run(bare_worker(args.worker == "bare-tx"))
+        return 0
+    if not 1 <= args.rounds <= 9:
+        ap.error("--rounds must be 1..9")
+    return int(run(orchestrate(args.only, args.rounds)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Node configuration, validated up front so bad flags fail with a clear message."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2pmed.media import MediaSpec, parse_media
+from p2pmed.signaling_client import JoinUrl, parse_join_url
+from p2pmed.transport.paths import QualityThresholds
+
+
+class ConfigError(ValueError):
+    """A node option that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str  # "synthetic" | "wfdb"
+    path: str = ""
+
+
+def parse_source(value: str) -> SourceSpec:
+    if value == "synthetic":
+        return SourceSpec("synthetic")
+    if value.startswith("wfdb:"):
+        path = value[len("wfdb:") :]
+        if not path:
+            raise ConfigError("--source wfdb: needs a record path, e.g. wfdb:/data/mitdb/208")
+        if not (os.path.exists(path + ".hea") or os.path.exists(path)):
+            raise ConfigError(f"--source wfdb: no WFDB record at {path} (expected {path}.hea)")
+        return SourceSpec("wfdb", path)
+    raise ConfigError(f"--source must be synthetic or wfdb:PATH, got {value!r}")
+
+
+@dataclass
+class NodeConfig:
+    join: JoinUrl
+    data_dir: str | None = None
+    source: SourceSpec = field(default_factory=lambda: SourceSpec("synthetic"))
+    json_out: bool = False
+    fhir_out: str | None = None
+    record: str | None = None
+    media: MediaSpec = field(default_factory=lambda: MediaSpec("testpattern"))
+    auto_admit: bool = True
+    ui: bool = False
+    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+    reconnect_initial: float = 0.5
+    heartbeat_interval: float = 0.25
+    path_dead_after: float = 1.0
+    endpoint_id: str | None = None
+    rate: float = 1.0  # source speed factor (tests and the benchmark may run faster)
+    join_timeout: float = 10.0
+    ice_relay_only: bool = False  # direct path only through the TURN relay (no host/srflx)
+    window_frames: int = 128  # session: most frames / bytes unacked in flight
+    window_bytes: int = 128 * 1024
+    sctp_high_water: int = 16 * 1024  # bytes handed to aiortc ahead of its SCTP queue
+    scenario: str = "demo"  # synthetic source events: demo | normal | alarm
+
+    @classmethod
+    def build(
+        cls,
+        join_url: str,
+        *,
+        data_dir: str | None = None,
+        source: str = "synthetic",
+        media: str = "testpattern",
+        **kw: Any,
+    ) -> NodeConfig:
+        try:
+            join = parse_join_url(join_url)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+            raise ConfigError(f"--data-dir {data_dir} exists and is not a directory")
+        try:
+            media_spec = parse_media(media)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return cls(
+            join=join, data_dir=data_dir, source=parse_source(source), media=media_spec, **kw
+        )

@@ -1,0 +1,474 @@
+"""The asyncio node: signaling client, one PeerLink (Session + paths) per peer, a role app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from typing import Any, Protocol
+
+from aiortc import RTCPeerConnection
+from aiortc.sdp import candidate_from_sdp
+
+from p2pmed.core import events as ev
+from p2pmed.core.frame import MessageClass
+from p2pmed.core.identity import Identity
+from p2pmed.core.session import Session, SessionConfig
+from p2pmed.media import MediaSink, MediaSource
+from p2pmed.node.config import NodeConfig
+from p2pmed.node.output import Events
+from p2pmed.node.peer import PeerLink
+from p2pmed.signaling_client import SignalingClient, SignalingRefused
+from p2pmed.transport.relay import ENDPOINT_ID
+
+log = logging.getLogger("p2pmed.node")
+
+PEERS_OF = {
+    "patient": ("clinician", "observer"),
+    "clinician": ("patient",),
+    "observer": ("patient",),
+}
+
+
+class NodeError(RuntimeError):
+    """The node cannot start or run; the message says why."""
+
+
+class App(Protocol):
+    def on_joined(self) -> None: ...
+    def on_peer_waiting(self, peer_id: str, role: str) -> None: ...
+    def on_signaling(self, up: bool) -> None: ...
+    def on_established(self, link: PeerLink) -> None: ...
+    def on_message(self, link: PeerLink, event: ev.MessageReceived) -> None: ...
+    def on_acked(self, link: PeerLink, event: ev.MessageAcked) -> None: ...
+    def on_closed(self, link: PeerLink) -> None: ...
+    def command(self, cmd: dict[str, Any]) -> None: ...
+    async def run(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+class Node:
+    def __init__(self, config: NodeConfig, events: Events | None = None, app_factory: Any = None):
+        self.config = config
+        self.events = events or Events(json_out=config.json_out)
+        self._app_factory = app_factory
+        self.identity = self._load_identity()
+        self.endpoint_id = config.endpoint_id or self._load_endpoint_id()
+        self.peers: dict[str, PeerLink] = {}
+        self.role = ""
+        self.session_id = ""
+        self.ice_servers: list[dict[str, Any]] = []
+        self.rejected: dict[str, int] = {}
+        self.media: MediaSource | None = None
+        self.sink: MediaSink | None = None
+        self.store: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopped = asyncio.Event()
+        self._sig_task: asyncio.Task[None] | None = None
+        self.app: App = _NullApp()
+        self._ready = False  # until start() set up store and app, signaling input waits here
+        self._early: list[tuple[str, Any]] = []
+        self.signaling = SignalingClient(
+            config.join,
+            self.endpoint_id,
+            on_message=self._on_signal,
+            on_relay=self._on_relay,
+            on_state=self._on_signal_state,
+        )
+
+    # ---- identity and durable state ----
+    def _load_identity(self) -> Identity:
+        if self.config.data_dir is None:
+            return Identity.generate()
+        os.makedirs(self.config.data_dir, mode=0o700, exist_ok=True)
+        return Identity.load_or_create(os.path.join(self.config.data_dir, "identity.key"))
+
+    def _load_endpoint_id(self) -> str:
+        if self.config.data_dir is None:
+            return "n" + secrets.token_hex(8)
+        path = os.path.join(self.config.data_dir, "endpoint_id")
+        with contextlib.suppress(FileNotFoundError):
+            with open(path, encoding="ascii") as f:
+                value = f.read().strip()
+            if ENDPOINT_ID.match(value):
+                return value
+        value = "n" + secrets.token_hex(8)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(value)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return value
+
+    # ---- lifecycle ----
+    async def start(self) -> dict[str, Any]:
+        """Connect and join. Raises NodeError with a clear message when that fails."""
+        self._sig_task = asyncio.create_task(self.signaling.run())
+        try:
+            joined = await asyncio.wait_for(
+                asyncio.shield(self.signaling.first_join), self.config.join_timeout
+            )
+        except SignalingRefused as exc:
+            await self._stop_signaling()
+            raise NodeError(str(exc)) from None
+        except TimeoutError:
+            await self._stop_signaling()
+            raise NodeError(
+                f"cannot reach the signaling server at {self.config.join.server} "
+                f"(not joined within {self.config.join_timeout:g} s)"
+            ) from None
+        self.role = str(joined.get("role", ""))
+        self.session_id = str(joined.get("session", ""))
+        if self.role not in PEERS_OF:
+            await self._stop_signaling()
+            raise NodeError(f"signaling server gave an unknown role {self.role!r}")
+        self.ice_servers = await self.signaling.turn_servers()
+        if self.config.ice_relay_only and not any(
+            "turn" in str(s.get("urls")) for s in self.ice_servers
+        ):
+            self.events.emit(
+                "error",
+                code="no-turn",
+                message="--ice-relay-only but the server offers no TURN relay: relay path only",
+            )
+        self._open_store()
+        if self.role == "patient":
+            self.media = MediaSource(self.config.media)
+        else:
+            self.sink = MediaSink(self.config.record)
+        self.app = self._make_app()
+        self._restore_links()
+        self.events.emit(
+            "joined",
+            role=self.role,
+            session=self.session_id,
+            endpoint_id=self.endpoint_id,
+            waiting=bool(joined.get("waiting")),
+            fingerprint=self.identity.fingerprint(),
+            ice_servers=len(self.ice_servers),
+        )
+        self.app.on_joined()
+        self._consider_peers(joined)
+        self._ready = True
+        early, self._early = self._early, []
+        for kind, item in early:
+            if kind == "json":
+                if item.get("type") != "joined":  # the first one was handled above
+                    self._on_signal(item)
+            else:
+                self._on_relay(*item)
+        self._spawn(self.app.run())
+        return joined
+
+    def _make_app(self) -> App:
+        if self._app_factory is not None:
+            app: App = self._app_factory(self)
+            return app
+        if self.role == "patient":
+            from p2pmed.node.patient import PatientApp
+
+            return PatientApp(self)
+        from p2pmed.node.clinician import ClinicianApp
+
+        return ClinicianApp(self)
+
+    def _open_store(self) -> None:
+        from p2pmed.node import persist
+
+        self.store = persist.open_store(self)
+
+    def _restore_links(self) -> None:
+        """Sessions from the store resume before the server says who is here: the patient
+        keeps queueing for them, the clinician hands over what it stored but never showed."""
+        if self.store is None:
+            return
+        peer_role = "patient" if self.role != "patient" else "clinician"
+        for peer_id in self.store.known_peers():
+            if peer_id in self.peers or not ENDPOINT_ID.match(peer_id):
+                continue
+            session = self._make_session(peer_id)
+            if session.state.name not in ("ESTABLISHED", "REKEYING"):
+                continue
+            link = self.peers[peer_id] = PeerLink(self, peer_id, peer_role, session)
+            link.source_pos = int(self.store.peer(peer_id).get_meta("source_pos") or 0)
+            self.events.emit(
+                "peer", peer=peer_id, role=peer_role, state="restored", sas=session.sas
+            )
+            pending = self.store.peer(peer_id).inbox()
+            for row in pending:
+                link.session_event(
+                    ev.MessageReceived(
+                        row.msg_id, MessageClass(row.cls), row.data, row.seq, row.ts_us, "store"
+                    )
+                )
+            if pending:
+                self.store.peer(peer_id).inbox_done(pending[-1].row, delete=True)
+            link.kick()
+
+    async def run(self) -> None:
+        """Run until stop() (or Ctrl-C)."""
+        await self._stopped.wait()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def close(self) -> None:
+        self._stopped.set()
+        with contextlib.suppress(Exception):
+            await self.app.close()
+        links = [link for link in self.peers.values() if not link.closed]
+        for link in links:
+            with contextlib.suppress(Exception):
+                link.session.close(time.time(), 0, "node stopped")
+                link.kick()
+        # a graceful stop ends the sessions on both sides: wait (bounded) for the peer's
+        # CLOSE or the session's close timeout, so the store records them as closed too
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.5
+        while loop.time() < deadline and any(
+            not link.closed and link.session.state.name != "CLOSED" for link in links
+        ):
+            await asyncio.sleep(0.02)
+        with contextlib.suppress(Exception):
+            self.persist()
+        for link in links:
+            await link.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.media is not None:
+            await self.media.close()
+        await self._stop_signaling()
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.close()
+
+    async def _stop_signaling(self) -> None:
+        await self.signaling.close()
+        if self._sig_task is not None:
+            self._sig_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sig_task
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("node task failed", exc_info=exc)
+            self.events.emit("error", code="internal", message=repr(exc))
+
+    # ---- peers ----
+    def _consider_peers(self, joined: dict[str, Any]) -> None:
+        if joined.get("waiting"):
+            return  # not admitted yet: peers arrive as peer-joined once admitted
+        for p in joined.get("peers") or []:
+            if not isinstance(p, dict):
+                continue
+            peer_id, role = str(p.get("endpoint_id", "")), str(p.get("role", ""))
+            if p.get("admitted", True):
+                self._peer_present(peer_id, role)
+            elif role == "patient" and self.role == "clinician":
+                self.app.on_peer_waiting(peer_id, role)
+
+    def _peer_present(self, peer_id: str, role: str) -> None:
+        if role not in PEERS_OF.get(self.role, ()) or not ENDPOINT_ID.match(peer_id):
+            return
+        link = self.peers.get(peer_id)
+        if link is None or link.closed:  # new peer, or its session ended: a fresh session
+            link = self.peers[peer_id] = PeerLink(self, peer_id, role, self._make_session(peer_id))
+            self.events.emit("peer", peer=peer_id, role=role, state="present")
+        else:
+            self.events.emit("peer", peer=peer_id, role=role, state="back")
+        link.present = True
+        link.add_relay()
+        if self.role == "patient":
+            link.start_negotiator()
+            if link.direct is None:
+                link.renegotiate_soon()
+        link.kick()
+
+    def _make_session(self, peer_id: str, *, fresh: bool = False) -> Session:
+        cfg = SessionConfig(
+            session_id=self.session_id,
+            initiator=self.role == "patient",
+            identity=self.identity,
+            heartbeat_interval=self.config.heartbeat_interval,
+            path_dead_after=self.config.path_dead_after,
+            window_frames=self.config.window_frames,
+            window_bytes=self.config.window_bytes,
+        )
+        from p2pmed.node import persist
+
+        return persist.make_session(self, cfg, peer_id, fresh=fresh)
+
+    def persist(self) -> None:
+        """Make every session's changes durable (before frames leave or events are acted on)."""
+        store = self.store
+        if store is None:
+            return
+        for link in self.peers.values():
+            store.peer(link.peer_id).apply(link.session.take_changes())
+
+    def media_tracks(self, pc: RTCPeerConnection) -> None:
+        if self.media is not None:
+            self.media.add_tracks(pc)
+
+    def media_sink(self) -> Any:
+        return self.sink.new_connection() if self.sink is not None else None
+
+    def on_app_rejected(self, link: PeerLink, exc: Exception) -> None:
+        reason = getattr(exc, "reason", type(exc).__name__)
+        key = f"app/{reason}"
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+        self.events.emit(
+            "rejected", peer=link.peer_id, kind="app", reason=reason, count=self.rejected[key]
+        )
+
+    def on_rejected(self, link: PeerLink, event: ev.FrameRejected) -> None:
+        key = f"{event.kind}/{event.reason}"
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+        n = self.rejected[key]
+        if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: visible without flooding stdout
+            self.events.emit(
+                "rejected",
+                peer=link.peer_id,
+                kind=event.kind,
+                reason=event.reason,
+                path=event.path_id,
+                count=n,
+            )
+        if event.reason == "fingerprint":
+            self.events.emit(
+                "fingerprint-mismatch",
+                peer=link.peer_id,
+                message="DTLS fingerprint in the SDP does not match the peer's signed handshake",
+            )
+            if link.direct is not None:  # refuse the direct path it came with
+                link.drop_direct("fingerprint mismatch")
+
+    # ---- signaling input ----
+    def _on_signal_state(self, up: bool) -> None:
+        if not self._ready:
+            return
+        self.events.emit("signaling", state="up" if up else "down")
+        self.app.on_signaling(up)
+        if not up:  # presence is learnt again from the next "joined" / "peer-joined"
+            for link in self.peers.values():
+                link.present = False
+                link.remove_relay()
+
+    def _on_signal(self, msg: dict[str, Any]) -> None:
+        if not self._ready:
+            if len(self._early) < 10_000:
+                self._early.append(("json", msg))
+            return
+        kind = msg.get("type")
+        peer_id = str(msg.get("from") or msg.get("endpoint_id") or "")
+        if kind == "joined":
+            if self.role:
+                self._consider_peers(msg)
+        elif kind == "peer-waiting":
+            self.app.on_peer_waiting(peer_id, str(msg.get("role", "")))
+        elif kind in ("peer-joined", "peer-reconnected"):
+            self._peer_present(peer_id, str(msg.get("role") or self._role_of(peer_id)))
+        elif kind == "peer-left":
+            self.events.emit("peer", peer=peer_id, state="left")
+            link = self.peers.get(peer_id)
+            if link is not None:
+                link.present = False
+                link.remove_relay()
+        elif kind == "offer":
+            link = self.peers.get(peer_id)
+            if link is not None and self.role != "patient" and isinstance(msg.get("sdp"), str):
+                self._spawn(link.on_offer(msg["sdp"]))
+        elif kind == "answer":
+            link = self.peers.get(peer_id)
+            if link is not None and isinstance(msg.get("sdp"), str):
+                link.on_answer(msg["sdp"])
+        elif kind == "candidate":
+            link = self.peers.get(peer_id)
+            if link is not None:
+                self._spawn(self._add_candidate(link, msg.get("candidate")))
+        elif kind == "error":
+            code = str(msg.get("code"))
+            self.events.emit("error", code=code, message=str(msg.get("message")), to=msg.get("to"))
+            link = self.peers.get(str(msg.get("to") or ""))
+            if link is not None and code in ("unknown-peer", "not-admitted"):
+                link.present = False  # stop relaying until the server says it is back
+                link.remove_relay()
+
+    def _role_of(self, peer_id: str) -> str:
+        link = self.peers.get(peer_id)
+        return link.peer_role if link else ""
+
+    async def _add_candidate(self, link: PeerLink, cand: Any) -> None:
+        """Trickled candidates (browsers trickle; aiortc gathers all at once)."""
+        if not isinstance(cand, dict) or not isinstance(cand.get("candidate"), str):
+            return
+        text = cand["candidate"]
+        if not text:
+            return
+        dp = link.pending or link.direct
+        if dp is None:
+            return
+        try:
+            c = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
+            c.sdpMid = cand.get("sdpMid")
+            c.sdpMLineIndex = cand.get("sdpMLineIndex")
+            await dp.pc.addIceCandidate(c)
+        except Exception as exc:  # malformed candidate from the peer: count and carry on
+            self.rejected["signal/candidate"] = self.rejected.get("signal/candidate", 0) + 1
+            log.debug("bad candidate: %s", exc)
+
+    def _on_relay(self, peer_id: str, frame: bytes) -> None:
+        if not self._ready:
+            if len(self._early) < 10_000:
+                self._early.append(("relay", (peer_id, frame)))
+            return
+        link = self.peers.get(peer_id)
+        if link is None:
+            self.rejected["relay/unknown-peer"] = self.rejected.get("relay/unknown-peer", 0) + 1
+            return
+        link.receive(frame, "relay")
+
+    # ---- commands (stdin JSON lines, UI keys) ----
+    def command(self, cmd: dict[str, Any]) -> None:
+        name = cmd.get("cmd")
+        if name == "status":
+            self.events.emit(
+                "status",
+                peers=[link.status() for link in self.peers.values()],
+                rejected=dict(self.rejected),
+            )
+        elif name == "cut-direct":
+            for link in self.peers.values():
+                if cmd.get("peer") in (None, link.peer_id):
+                    self._spawn(link.cut_direct())
+        elif name == "admit":
+            self.signaling.send_json({"type": "admit", "endpoint_id": str(cmd.get("endpoint_id"))})
+        elif name == "stop":
+            self.stop()
+        else:
+            self.app.command(cmd)
+
+
+class _NullApp:
+    def on_joined(self) -> None: ...
+    def on_peer_waiting(self, peer_id: str, role: str) -> None: ...
+    def on_signaling(self, up: bool) -> None: ...
+    def on_established(self, link: PeerLink) -> None: ...
+    def on_message(self, link: PeerLink, event: ev.MessageReceived) -> None: ...
+    def on_acked(self, link: PeerLink, event: ev.MessageAcked) -> None: ...
+    def on_closed(self, link: PeerLink) -> None: ...
+    def command(self, cmd: dict[str, Any]) -> None: ...
+    async def run(self) -> None: ...
+    async def close(self) -> None: ...

@@ -1,0 +1,256 @@
+"""Patient role: stream vitals from a source to every clinician, run the alarm engine, send
+alarms as CRITICAL, and count an alarm acknowledged only when a clinician's ALARM_ACK arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from p2pmed.core import events as ev
+from p2pmed.core.errors import ProtocolError
+from p2pmed.core.frame import MessageClass
+from p2pmed.vitals import codec
+from p2pmed.vitals.alarms import AlarmEngine
+from p2pmed.vitals.codec import Alarm, AlarmAck, Message, Numerics, Param, Waveform
+from p2pmed.vitals.sources import Episode, SyntheticSource, WfdbReplay
+
+if TYPE_CHECKING:
+    from p2pmed.node.node import Node
+    from p2pmed.node.peer import PeerLink
+
+log = logging.getLogger("p2pmed.node.patient")
+
+SCENARIOS = ("demo", "normal", "alarm")
+
+
+def episodes(scenario: str) -> list[Episode]:
+    if scenario == "normal":
+        return []
+    if scenario == "alarm":  # tachycardia from the first seconds on, for tests and demos
+        return [Episode(Param.HR, 0.5, 3600.0, 160.0, ramp_s=0.5)]
+    out: list[Episode] = []
+    for k in range(48):  # "demo": a tachycardia and a desaturation every 3 minutes
+        base = 30.0 + 180.0 * k
+        out.append(Episode(Param.HR, base, 40.0, 140.0, ramp_s=8.0))
+        out.append(Episode(Param.SPO2, base + 90.0, 45.0, 84.0, ramp_s=15.0))
+    return out
+
+
+def summary(msg: Message) -> dict[str, Any]:
+    """A short, PHI-free description of a message for --json events."""
+    if isinstance(msg, Waveform):
+        return {
+            "kind": "waveform",
+            "signal": msg.signal,
+            "first_seq": msg.first_seq,
+            "n": len(msg.samples),
+        }
+    if isinstance(msg, Numerics):
+        return {
+            "kind": "numerics",
+            "t_us": msg.timestamp_us,
+            "values": {p.name.lower(): msg.value(p) for p in Param},
+        }
+    if isinstance(msg, Alarm):
+        return {
+            "kind": "alarm",
+            "alarm_id": msg.alarm_id,
+            "condition": msg.condition,
+            "priority": msg.priority.name,
+            "state": msg.state.name,
+        }
+    if isinstance(msg, AlarmAck):
+        return {"kind": "alarm-ack", "alarm_id": msg.alarm_id, "who": msg.who}
+    return {"kind": type(msg).__name__.lower()}
+
+
+class PatientApp:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.patient_id = node.session_id or "patient"
+        first_id = node.store.get_meta("next_alarm_id") if node.store is not None else None
+        self.engine = AlarmEngine(self.patient_id, first_alarm_id=int(first_id or 1))
+        self.alarm_sent: dict[int, float] = {}
+        self.acked_alarms: set[int] = set()
+        self.pending_audit: list[dict[str, Any]] = []
+        self.position = 0
+        self.sent = 0
+        self._stop = asyncio.Event()
+
+    # ---- the source ----
+    def _source(self, start: float) -> Iterator[tuple[float, Message]]:
+        spec = self.node.config.source
+        if spec.kind == "wfdb":
+            return iter(WfdbReplay(spec.path, start_time=start))
+        scenario = self.node.config.scenario
+        return iter(SyntheticSource(self.patient_id, start_time=start, episodes=episodes(scenario)))
+
+    async def run(self) -> None:
+        store = self.node.store
+        restored = [link for link in self.node.peers.values() if link.established]
+        start = store.get_meta("source_start") if store is not None else None
+        if isinstance(start, float) and restored:
+            # resume: regenerate the same deterministic stream and skip what every
+            # restored peer already has queued (per peer, broadcast() skips the rest)
+            skip = min(link.source_pos for link in restored)
+        else:
+            start, skip = time.time(), 0
+            for link in restored:
+                link.source_pos = 0
+            if store is not None:
+                store.set_meta("source_start", start)
+        self.position = skip
+        rate = self.node.config.rate
+        n = 0
+        for due, msg in self._source(start):
+            n += 1
+            if n <= skip:
+                continue
+            wait = start + (due - start) / rate - time.time()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self._stop.wait(), wait)
+                    return
+                except TimeoutError:
+                    pass
+            self.position = n
+            self.broadcast(MessageClass.MEDIUM, msg, n)
+            if self.pending_audit:
+                self._flush_audit()
+            if isinstance(msg, Numerics):
+                now = time.time()
+                for alarm in self.engine.feed(msg, now) + self.engine.tick(now):
+                    self.send_alarm(alarm)
+        self.node.events.emit("source-ended", messages=n)
+
+    def broadcast(
+        self,
+        cls: MessageClass,
+        msg: Message,
+        n: int | None = None,
+        only: PeerLink | None = None,
+    ) -> None:
+        """Queue a message for every established peer (or `only` one); source message n goes
+        only to peers whose stored position is below n. Durable before it is reported."""
+        data = codec.encode(msg)
+        sent: list[tuple[str, int]] = []
+        store = self.node.store
+        for link in self.node.peers.values():
+            if not link.established or link.closed or (only is not None and link is not only):
+                continue
+            if n is not None:
+                if n <= link.source_pos:
+                    continue
+                link.source_pos = n
+                if store is not None:
+                    store.peer(link.peer_id).set_meta("source_pos", n)
+            sent.append((link.peer_id, link.send(cls, data)))
+        self.node.persist()
+        self.sent += len(sent)
+        if sent and (self.node.events.json_out or self.node.events.listeners):
+            info = summary(msg)
+            crc = zlib.crc32(data)
+            for peer_id, msg_id in sent:
+                self.node.events.emit(
+                    "sent", peer=peer_id, id=msg_id, cls=cls.name, len=len(data), crc=crc, **info
+                )
+
+    def send_alarm(self, alarm: Alarm) -> None:
+        self.alarm_sent.setdefault(alarm.alarm_id, time.time())
+        if self.node.store is not None:
+            self.node.store.set_meta("next_alarm_id", alarm.alarm_id + 1)
+        self.node.events.emit(
+            "alarm",
+            alarm_id=alarm.alarm_id,
+            condition=alarm.condition,
+            priority=alarm.priority.name,
+            state=alarm.state.name,
+            category=alarm.category.name,
+            value=alarm.value,
+        )
+        self.broadcast(MessageClass.CRITICAL, alarm)
+
+    # ---- App protocol ----
+    def on_joined(self) -> None:
+        return None
+
+    def on_peer_waiting(self, peer_id: str, role: str) -> None:
+        return None
+
+    def on_signaling(self, up: bool) -> None:
+        return None
+
+    def on_established(self, link: PeerLink) -> None:
+        link.source_pos = self.position  # a new clinician gets the stream from now on
+        now = time.time()
+        for alarm in self.engine.active(now):  # a clinician who (re)joins sees open alarms
+            self.broadcast(MessageClass.CRITICAL, alarm, only=link)
+        self._flush_audit()
+
+    def on_message(self, link: PeerLink, event: ev.MessageReceived) -> None:
+        try:
+            msg = codec.decode(event.data)
+        except ProtocolError as exc:
+            self.node.on_app_rejected(link, exc)
+            return
+        if isinstance(msg, AlarmAck):
+            self._on_ack(link, msg)
+        elif isinstance(msg, codec.Control):
+            try:
+                self.engine.apply_control(msg)
+                self.node.events.emit("control", peer=link.peer_id, command=msg.command.name)
+            except ProtocolError as exc:
+                self.node.on_app_rejected(link, exc)
+        else:
+            self.node.events.emit("unexpected", peer=link.peer_id, **summary(msg))
+
+    def _on_ack(self, link: PeerLink, ack: AlarmAck) -> None:
+        if ack.who != link.peer_id:  # an endpoint acknowledges in its own name only
+            self.node.on_app_rejected(link, ProtocolError("ack-who", "ack names another endpoint"))
+            return
+        now = time.time()
+        try:
+            out = self.engine.acknowledge(ack, now)
+        except ProtocolError as exc:
+            self.node.on_app_rejected(link, exc)
+            return
+        first = ack.alarm_id not in self.acked_alarms
+        self.acked_alarms.add(ack.alarm_id)
+        sent = self.alarm_sent.get(ack.alarm_id)
+        self.node.events.emit(
+            "alarm-ack",
+            alarm_id=ack.alarm_id,
+            by=link.peer_id,
+            first=first,
+            latency_ms=None if sent is None else round((now - sent) * 1000, 1),
+        )
+        if first:
+            self.pending_audit.append(
+                {"type": "audit", "event": "alarm-ack", "alarm_id": str(ack.alarm_id)}
+            )
+            self._flush_audit()
+            for other in self.node.peers.values():  # tell the other clinicians it is handled
+                if other is not link and other.established:
+                    self.broadcast(MessageClass.CRITICAL, ack, only=other)
+        for alarm in out:
+            self.send_alarm(alarm)
+
+    def _flush_audit(self) -> None:
+        while self.pending_audit and self.node.signaling.send_json(self.pending_audit[0]):
+            self.pending_audit.pop(0)
+
+    def on_acked(self, link: PeerLink, event: ev.MessageAcked) -> None:
+        return None
+
+    def on_closed(self, link: PeerLink) -> None:
+        return None
+
+    def command(self, cmd: dict[str, Any]) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._stop.set()

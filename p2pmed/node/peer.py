@@ -1,0 +1,459 @@
+"""One remote endpoint: its Session, its relay path and its (re-negotiated) direct path.
+
+The session core decides what bytes go out and when; this class feeds it input (frames, timers,
+path changes) and moves its output to the right transport. It also owns the WebRTC negotiation
+with that peer: the patient offers; on loss of the direct path it negotiates a fresh
+RTCPeerConnection in the background with backoff (aiortc cannot restart ICE) and re-binds the
+new DTLS fingerprints to the running session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
+from p2pmed.core import events as ev
+from p2pmed.core.frame import FrameType, MessageClass
+from p2pmed.core.session import Session
+from p2pmed.transport.datachannel import DirectPath, sdp_fingerprint
+from p2pmed.transport.paths import Backoff, PathManager
+from p2pmed.transport.relay import RelayPath
+
+if TYPE_CHECKING:
+    from p2pmed.node.node import Node
+
+log = logging.getLogger("p2pmed.node.peer")
+
+ANSWER_TIMEOUT = 10.0
+RESET_AFTER = 3.0  # an HS_COMMIT this long after our handshake is a new one, not a late copy
+OPEN_TIMEOUT = 15.0
+
+
+def _now() -> float:
+    return time.time()
+
+
+class PeerLink:
+    def __init__(self, node: Node, peer_id: str, peer_role: str, session: Session) -> None:
+        self.node = node
+        self.peer_id = peer_id
+        self.peer_role = peer_role
+        self.session = session
+        self.relay = RelayPath(peer_id, self._relay_send)
+        self.direct: DirectPath | None = None
+        self.pending: DirectPath | None = None
+        self.paths = PathManager(thresholds=node.config.thresholds)
+        self.backoff = Backoff(initial=node.config.reconnect_initial, maximum=8.0)
+        self.established = session.state.name in ("ESTABLISHED", "REKEYING")
+        self.established_at = 0.0 if self.established else _now()
+        self.handshake_started = self.established
+        self.sas = ""
+        self.closed = False
+        self._loop = asyncio.get_running_loop()
+        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._answer: asyncio.Future[str] | None = None
+        self._negotiator: asyncio.Task[None] | None = None
+        self._renegotiate_now = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.direct_generation = 0
+        self.stats: dict[str, int] = {"relay_frames_in": 0, "direct_frames_in": 0}
+        self.present = False  # the server says the peer is here and admitted (relay possible)
+        self.source_pos = 0  # patient: index of the last source message queued for this peer
+
+    # ---- driving the session ----
+    def kick(self) -> None:
+        if not self._flush_scheduled and not self.closed:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Session output, in the order the durability contract asks for: make the session's
+        changes durable, then hand frames to the transports, then act on events."""
+        self._flush_scheduled = False
+        if self.closed:
+            return
+        session = self.session
+        frames = session.datagrams_to_send(_now())
+        self.node.persist()
+        for path_id, frame in frames:
+            if path_id == "relay":
+                self.relay.send(frame)
+            elif path_id == "direct" and self.direct is not None:
+                self.direct.send(frame)
+        inbox: dict[int, int] | None = None
+        store = self.node.store
+        while (event := session.next_event()) is not None:
+            self._handle_event(event)
+            if store is not None and isinstance(event, ev.MessageReceived):
+                # the app acted on it: drop it from the store's inbox right away, so a crash
+                # can at most repeat this one message (flagged "replayed" after a restart)
+                peer_store = store.peer(self.peer_id)
+                if inbox is None:
+                    inbox = {row.msg_id: row.row for row in peer_store.inbox()}
+                row = inbox.get(event.message_id)
+                if row is not None:
+                    peer_store.inbox_done(row, delete=True)
+        self._arm_timer()
+
+    def session_event(self, event: object) -> None:
+        self._handle_event(event)
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = self.session.get_timer()
+        if when is not None and not self.closed:
+            self._timer = self._loop.call_later(max(0.0, when - _now()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        self.session.handle_timer(_now())
+        self._flush()
+
+    def receive(self, frame: bytes, path_id: str) -> None:
+        self.stats[f"{path_id}_frames_in"] = self.stats.get(f"{path_id}_frames_in", 0) + 1
+        if (
+            len(frame) > 1
+            and frame[1] == FrameType.HS_COMMIT
+            and self.established
+            and self.node.role != "patient"
+            and _now() - self.established_at > RESET_AFTER
+        ):
+            self._reset_session()
+        self.session.receive(frame, path_id, _now())
+        self.kick()
+
+    def _reset_session(self) -> None:
+        """The patient started a new handshake while we hold an established session: it lost
+        its session state (e.g. restarted without its store). Keeping the old session would
+        stall both sides for good, so start a fresh responder session; it completes only
+        with the patient's signed handshake."""
+        now = _now()
+        self.node.events.emit(
+            "session-reset", peer=self.peer_id, reason="peer started a new handshake"
+        )
+        self.session = self.node._make_session(self.peer_id, fresh=True)
+        self.established = False
+        self.sas = ""
+        newest = self.pending or self.direct  # the fingerprints of the latest SDP exchange
+        if newest is not None:
+            self.session.set_fingerprints(newest.local_fp, newest.remote_fp)
+        if self.direct is not None:
+            self.session.add_path("direct", now, preferred=True)
+        if self.present and self.node.signaling.connected:
+            self.session.add_path("relay", now)
+
+    def send(self, cls: MessageClass, data: bytes) -> int:
+        """Queue a message; it is durable (with a store) once node.persist() ran."""
+        msg_id = self.session.send(cls, data, _now())
+        self.kick()
+        return msg_id
+
+    # ---- session events ----
+    def _handle_event(self, event: object) -> None:
+        node = self.node
+        if isinstance(event, ev.MessageReceived):
+            node.app.on_message(self, event)
+        elif isinstance(event, ev.MessageAcked):
+            node.app.on_acked(self, event)
+        elif isinstance(event, ev.HandshakeCompleted):
+            self.established = True
+            self.established_at = _now()
+            self.sas = event.sas
+            node.events.emit(
+                "handshake",
+                peer=self.peer_id,
+                sas=event.sas,
+                peer_fingerprint=event.peer_fingerprint,
+            )
+            node.app.on_established(self)
+        elif isinstance(event, ev.FrameRejected):
+            node.on_rejected(self, event)
+        elif isinstance(event, ev.PathUp):
+            self._report(self.paths.up(event.path_id))
+        elif isinstance(event, ev.PathDown):
+            self._report(self.paths.down(event.path_id, "heartbeats missed"))
+            if event.path_id == "direct":
+                self._direct_lost("heartbeats missed")
+        elif isinstance(event, ev.PathQuality):
+            self._report(self.paths.quality(event.path_id, event.rtt, event.loss))
+        elif isinstance(event, ev.SessionClosed):
+            node.events.emit(
+                "session-closed", peer=self.peer_id, code=event.code, reason=event.reason
+            )
+            node.app.on_closed(self)
+            if event.reason.startswith("crypto/") or "fingerprint" in event.reason:
+                node.events.emit("error", peer=self.peer_id, code="handshake", message=event.reason)
+            self._spawn(self.close())
+
+    def _report(self, items: list[dict[str, object]]) -> None:
+        if self.closed:
+            return  # shutting down: paths going away is expected, not an alarm
+        for item in items:
+            fields = {k: v for k, v in item.items() if k != "event"}
+            self.node.events.emit(str(item["event"]), peer=self.peer_id, **fields)
+
+    # ---- relay path ----
+    def _relay_send(self, data: bytes) -> bool:
+        sig = self.node.signaling
+        if not sig.send_relay_allowed(self.peer_id):
+            return False
+        return sig.send_binary(data)
+
+    def add_relay(self) -> None:
+        if not (self.present and self.node.signaling.connected) or self.closed:
+            return
+        if "relay" not in self.paths.paths or not self.paths.paths["relay"].up:
+            self.session.add_path("relay", _now())
+            self._report(self.paths.up("relay"))
+            self.kick()
+
+    def remove_relay(self) -> None:
+        if self.paths.paths.get("relay") is not None and not self.closed:
+            self.session.remove_path("relay", _now())
+            self._report(self.paths.forget("relay"))
+            self.kick()
+
+    # ---- direct path ----
+    def _config(self) -> RTCConfiguration:
+        servers = [
+            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+            for s in self.node.ice_servers
+        ]
+        if self.node.config.ice_relay_only:
+            return RTCConfiguration(
+                iceServers=servers or None, iceTransportPolicy=RTCIceTransportPolicy.RELAY
+            )
+        return RTCConfiguration(iceServers=servers or None)
+
+    def _new_direct(self) -> DirectPath:
+        pc = RTCPeerConnection(self._config())
+        gen = self.direct_generation = self.direct_generation + 1
+
+        def on_frame(frame: bytes) -> None:
+            if self.direct is dp:
+                self.receive(frame, "direct")
+
+        def on_open() -> None:
+            if gen == self.direct_generation and not self.closed:
+                self._direct_open(dp)
+
+        def on_closed(why: str) -> None:
+            if self.direct is dp:
+                self._direct_lost(why)
+            elif self.pending is dp:
+                self.pending = None
+                self._renegotiate_now.set()
+
+        high = self.node.config.sctp_high_water
+        dp = DirectPath(
+            pc,
+            on_frame=on_frame,
+            on_open=on_open,
+            on_closed=on_closed,
+            high_water=high,
+            low_water=max(1024, high // 4),
+        )
+        return dp
+
+    def _direct_open(self, dp: DirectPath) -> None:
+        old = self.direct
+        self.pending = None if self.pending is dp else self.pending
+        self.direct = dp
+        if old is not None and old is not dp:
+            self._spawn(old.close())
+        now = _now()
+        self.session.add_path("direct", now, preferred=True)
+        self.backoff.reset()
+        self.node.events.emit("direct-open", peer=self.peer_id, generation=self.direct_generation)
+        self.kick()
+
+    def _direct_lost(self, why: str) -> None:
+        dp = self.direct
+        if dp is None or self.closed:
+            return
+        self.direct = None
+        now = _now()
+        with contextlib.suppress(Exception):
+            self.session.remove_path("direct", now)
+        self._report(self.paths.forget("direct"))
+        self.node.events.emit("direct-lost", peer=self.peer_id, reason=why)
+        self._spawn(dp.close())
+        self.kick()
+        self._renegotiate_now.set()
+
+    # offerer (patient)
+    def start_negotiator(self) -> None:
+        if self._negotiator is None or self._negotiator.done():
+            self._negotiator = self._spawn(self._negotiate_loop())
+
+    def renegotiate_soon(self) -> None:
+        self.backoff.reset()
+        self._renegotiate_now.set()
+
+    async def _negotiate_loop(self) -> None:
+        first = True
+        while not self.closed:
+            if self.direct is None and self.pending is None:
+                if not first:
+                    delay = self.backoff.next()
+                    self.node.events.emit(
+                        "direct-retry", peer=self.peer_id, after_s=round(delay, 2)
+                    )
+                    self._renegotiate_now.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._renegotiate_now.wait(), delay)
+                    if self.closed:
+                        return
+                first = False
+                await self._offer_once()
+                continue
+            self._renegotiate_now.clear()
+            if self.direct is None and self.pending is None:
+                continue
+            await self._renegotiate_now.wait()
+
+    async def _offer_once(self) -> bool:
+        if not self.node.signaling.connected:
+            return False
+        dp = self._new_direct()
+        self.pending = dp
+        dp.open_channels()
+        self.node.media_tracks(dp.pc)
+        try:
+            await dp.pc.setLocalDescription(await dp.pc.createOffer())
+            local_sdp = dp.pc.localDescription.sdp
+            dp.local_fp = sdp_fingerprint(local_sdp)
+            self._answer = self._loop.create_future()
+            if not self.node.signaling.send_json(
+                {"type": "offer", "to": self.peer_id, "sdp": local_sdp}
+            ):
+                raise ConnectionError("signaling not connected")
+            answer = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT)
+            await dp.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            if not self.handshake_started:
+                self.handshake_started = True
+                self.session.connect(_now())
+                self.kick()
+            await asyncio.wait_for(self._wait_open(dp), OPEN_TIMEOUT)
+            return True
+        except (TimeoutError, ConnectionError, ValueError) as exc:
+            self.node.events.emit(
+                "direct-failed", peer=self.peer_id, reason=str(exc) or type(exc).__name__
+            )
+            if self.pending is dp:
+                self.pending = None
+            if self.direct is not dp:
+                await dp.close()
+            return False
+        finally:
+            self._answer = None
+
+    async def _wait_open(self, dp: DirectPath) -> None:
+        while not dp.is_open:
+            if dp.closed:
+                raise ConnectionError("direct path closed while connecting")
+            await asyncio.sleep(0.05)
+
+    def on_answer(self, sdp: str) -> None:
+        """Runs synchronously in the signaling reader, so the session holds the new
+        fingerprints before the peer's PATH_BIND (relayed right behind the answer) arrives."""
+        dp = self.pending
+        if self._answer is None or self._answer.done() or dp is None:
+            return
+        try:
+            dp.remote_fp = sdp_fingerprint(sdp)
+        except ValueError as exc:
+            self._answer.set_exception(exc)
+            return
+        # before DTLS can start: the handshake (or a PATH_BIND once established) covers
+        # the fingerprints both sides saw in the SDP
+        self.session.set_fingerprints(dp.local_fp, dp.remote_fp)
+        self.kick()
+        self._answer.set_result(sdp)
+
+    # answerer (clinician)
+    async def on_offer(self, sdp: str) -> None:
+        if self.pending is not None:
+            await self.pending.close()
+        dp = self._new_direct()
+        self.pending = dp
+        sink = dp.media_sink = self.node.media_sink()
+        dp.pc.on("track", lambda track: sink.addTrack(track) if sink is not None else None)
+        try:
+            dp.remote_fp = sdp_fingerprint(sdp)
+            await dp.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            dp.open_channels()
+            await dp.pc.setLocalDescription(await dp.pc.createAnswer())
+            local_sdp = dp.pc.localDescription.sdp
+            dp.local_fp = sdp_fingerprint(local_sdp)
+        except ValueError as exc:
+            self.node.events.emit("direct-failed", peer=self.peer_id, reason=str(exc))
+            self.pending = None
+            await dp.close()
+            return
+        self.handshake_started = True
+        if sink is not None:
+            self._spawn(sink.start())
+        # the answer goes first: once established, set_fingerprints sends a PATH_BIND, which
+        # the offerer can only check after it took the answer (same ordered WebSocket)
+        self.node.signaling.send_json({"type": "answer", "to": self.peer_id, "sdp": local_sdp})
+        self.session.set_fingerprints(dp.local_fp, dp.remote_fp)
+        self.kick()
+
+    # ---- housekeeping ----
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def drop_direct(self, why: str) -> None:
+        if self.direct is not None:
+            self._direct_lost(why)
+
+    async def cut_direct(self) -> None:
+        """Close the direct peer connection (operator/test action); traffic moves to relay."""
+        dp = self.direct
+        if dp is not None:
+            await dp.pc.close()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._negotiator is not None:
+            self._negotiator.cancel()
+        for dp in (self.direct, self.pending):
+            if dp is not None:
+                with contextlib.suppress(Exception):
+                    await dp.close()
+        self.direct = self.pending = None
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"peer": self.peer_id, "active": self.paths.active, "sas": self.sas}
+        for name, info in self.paths.paths.items():
+            out[name] = {
+                "up": info.up,
+                "rtt_ms": round(info.rtt * 1000, 2),
+                "loss": info.loss,
+                "grade": info.grade,
+            }
+        return out

@@ -1,0 +1,307 @@
+"""Node subcommands: `p2pmed node --join URL ...` and `p2pmed demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import tempfile
+from typing import Any
+
+log = logging.getLogger("p2pmed.node")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "node",
+        help="run a node (patient or clinician; the join URL's token says which)",
+        description="Join a session and stream vitals peer to peer (relay as fallback).",
+    )
+    p.add_argument("--join", required=True, metavar="URL", help="join URL {server}/join#token=...")
+    p.add_argument("--data-dir", metavar="DIR", help="keep identity key and session store here")
+    p.add_argument(
+        "--source",
+        default="synthetic",
+        metavar="SRC",
+        help="patient vitals: synthetic (default) or wfdb:PATH",
+    )
+    p.add_argument(
+        "--scenario",
+        default="demo",
+        choices=["demo", "normal", "alarm"],
+        help="synthetic source events (default demo: periodic tachycardia/desaturation)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON event per line on stdout")
+    p.add_argument(
+        "--fhir-out", metavar="FILE", help="clinician: FHIR Observations (NDJSON), - = stdout"
+    )
+    p.add_argument("--record", metavar="FILE", help="clinician: record received audio/video")
+    p.add_argument(
+        "--media",
+        default="testpattern",
+        metavar="MEDIA",
+        help="patient: testpattern (default), camera, file:PATH or none",
+    )
+    p.add_argument(
+        "--no-auto-admit",
+        action="store_true",
+        help="clinician: admit a waiting patient only on a key press / admit command",
+    )
+    p.add_argument(
+        "--ice-relay-only",
+        action="store_true",
+        help="direct path only through the server's TURN relay (hides local addresses)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="patient: play the source FACTOR times faster than real time (tests)",
+    )
+    p.add_argument(
+        "--join-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up when the server has not let us join within this time (10)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="stderr log level",
+    )
+    p.set_defaults(func=_node)
+
+    d = sub.add_parser("demo", help="run the signaling server and a synthetic patient (no setup)")
+    d.add_argument("--data-dir", metavar="DIR", help="server and node state (default: temporary)")
+    d.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    d.add_argument("--port", type=int, default=0, help="listen port (default: any free port)")
+    d.add_argument("--clinician", action="store_true", help="also run a terminal clinician")
+    d.add_argument(
+        "--media",
+        default="testpattern",
+        metavar="MEDIA",
+        help="patient media: testpattern (default), camera, file:PATH or none",
+    )
+    d.add_argument("--scenario", default="demo", choices=["demo", "normal", "alarm"])
+    d.add_argument("--json", action="store_true", help="print JSON events instead of a UI")
+    d.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    d.set_defaults(func=_demo)
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"p2pmed node: error: {msg}", file=sys.stderr)
+    return code
+
+
+def _run(coro: Any) -> int:
+    try:
+        import uvloop
+
+        return int(uvloop.run(coro))
+    except ImportError:
+        return int(asyncio.run(coro))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if level != "debug":
+        for noisy in ("aioice", "aiortc"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _node(args: argparse.Namespace) -> int:
+    from p2pmed.node.config import ConfigError, NodeConfig
+
+    _setup_logging(args.log_level)
+    if not 0 < args.rate <= 1000:
+        return _fail("--rate must be > 0 and <= 1000")
+    if not 0 < args.join_timeout <= 3600:
+        return _fail("--join-timeout must be between 0 and 3600 seconds")
+    if args.fhir_out == "-" and args.json:
+        return _fail("--fhir-out - and --json both write to stdout; give --fhir-out a file")
+    if args.fhir_out and args.fhir_out != "-":
+        parent = os.path.dirname(os.path.abspath(args.fhir_out))
+        if not os.path.isdir(parent):
+            return _fail(f"--fhir-out: directory {parent} does not exist")
+    if args.record:
+        parent = os.path.dirname(os.path.abspath(args.record))
+        if not os.path.isdir(parent):
+            return _fail(f"--record: directory {parent} does not exist")
+    try:
+        config = NodeConfig.build(
+            args.join,
+            data_dir=args.data_dir,
+            source=args.source,
+            media=args.media,
+            json_out=args.json,
+            fhir_out=args.fhir_out,
+            record=args.record,
+            auto_admit=not args.no_auto_admit,
+            ui=not args.json and sys.stdout.isatty() and args.fhir_out != "-",
+            scenario=args.scenario,
+            join_timeout=args.join_timeout,
+            ice_relay_only=args.ice_relay_only,
+            rate=args.rate,
+        )
+    except ConfigError as exc:
+        return _fail(str(exc))
+    return _run(_node_main(config))
+
+
+async def _node_main(config: Any) -> int:
+    from p2pmed.node import Node, NodeError
+
+    try:
+        node = Node(config)
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc), 1)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, node.stop)
+    try:
+        joined = await node.start()
+    except NodeError as exc:
+        node.events.emit("error", code="join", message=str(exc))
+        return _fail(str(exc), 1)
+    if not config.json_out and not config.ui:
+        print(
+            f"p2pmed node: joined session {joined.get('session')} as {node.role} "
+            f"({node.endpoint_id}); identity {node.identity.fingerprint()}",
+            file=sys.stderr,
+        )
+    reader = None
+    if config.json_out:
+        reader = asyncio.create_task(_stdin_commands(node))
+    try:
+        await node.run()
+    finally:
+        if reader is not None:
+            reader.cancel()
+        await node.close()
+    return 0
+
+
+async def _stdin_commands(node: Any) -> None:
+    """--json mode: one JSON command per stdin line, e.g. {"cmd":"ack","alarm_id":3}."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (OSError, ValueError):
+        return
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        try:
+            cmd = json.loads(line)
+        except ValueError:
+            node.events.emit("error", code="bad-command", message="stdin line is not JSON")
+            continue
+        if not isinstance(cmd, dict) or not isinstance(cmd.get("cmd"), str):
+            node.events.emit("error", code="bad-command", message='expected {"cmd": ...}')
+            continue
+        node.command(cmd)
+
+
+# ---------------------------------------------------------------------------------------
+# demo
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from p2pmed.media import MediaSpecError, parse_media
+
+    _setup_logging(args.log_level)
+    try:
+        parse_media(args.media)
+    except MediaSpecError as exc:
+        return _fail(str(exc))
+    if not 0 <= args.port <= 65535:
+        return _fail("--port must be 0..65535")
+    return _run(_demo_main(args))
+
+
+async def _demo_main(args: argparse.Namespace) -> int:
+    from p2pmed.node import Node, NodeConfig, NodeError
+    from p2pmed.node.output import Events
+    from signaling.testing import running_server
+
+    tmp = None
+    data_dir = args.data_dir
+    if data_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="p2pmed-demo-")
+        data_dir = tmp.name
+    os.makedirs(data_dir, exist_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    nodes: list[Any] = []
+    try:
+        async with running_server(
+            os.path.join(data_dir, "server"), host=args.host, port=args.port
+        ) as srv:
+            session = "demo-" + secrets.token_hex(4)
+            patient_url = srv.join_url(srv.mint(session, "patient", ttl=12 * 3600))
+            clinician_url = srv.join_url(srv.mint(session, "clinician", ttl=12 * 3600))
+            pconf = NodeConfig.build(
+                patient_url,
+                data_dir=os.path.join(data_dir, "patient"),
+                media=args.media,
+                scenario=args.scenario,
+            )
+            patient = Node(pconf, Events(json_out=args.json))
+            nodes.append(patient)
+            await patient.start()
+            print("p2pmed demo", file=sys.stderr)
+            print(f"  signaling server : {srv.url}", file=sys.stderr)
+            print(
+                f"  session          : {session} (synthetic patient {patient.endpoint_id})",
+                file=sys.stderr,
+            )
+            print(
+                "  clinician: open this URL in a browser (or run `p2pmed node --join URL`):",
+                file=sys.stderr,
+            )
+            print(clinician_url, flush=True)
+            if args.clinician:
+                cconf = NodeConfig.build(
+                    clinician_url,
+                    data_dir=os.path.join(data_dir, "clinician"),
+                    media="none",
+                    ui=not args.json and sys.stdout.isatty(),
+                    json_out=args.json,
+                )
+                clinician = Node(cconf, Events(json_out=args.json))
+                nodes.append(clinician)
+                await clinician.start()
+                clinician_done = asyncio.ensure_future(clinician.run())
+                clinician_done.add_done_callback(lambda _: stop.set())
+            print("  Ctrl-C to stop.", file=sys.stderr)
+            await stop.wait()
+    except NodeError as exc:
+        return _fail(str(exc), 1)
+    except OSError as exc:
+        return _fail(f"cannot start the signaling server: {exc}", 1)
+    finally:
+        for node in reversed(nodes):
+            with contextlib.suppress(Exception):
+                await node.close()
+        if tmp is not None:
+            tmp.cleanup()
+    return 0

@@ -1,0 +1,291 @@
+"""Client side of the signaling WebSocket: join, JSON messages, relay frames, reconnects.
+
+The client keeps one WebSocket to `{server}/ws`. When it drops (server restart, network), it
+reconnects with backoff and joins again with the same endpoint id, which takes over the old place.
+Outgoing messages are queued and written by one task, so callers never block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from p2pmed.transport.relay import ENDPOINT_ID, EnvelopeError, decode_envelope
+
+log = logging.getLogger("p2pmed.signaling_client")
+
+MAX_QUEUE_BYTES = 8 * 1024 * 1024
+FATAL_CODES = frozenset(
+    {"bad-token", "token-expired", "token-invalid", "token-replayed", "forbidden", "invalid-token"}
+)
+
+
+class JoinUrlError(ValueError):
+    """The join URL cannot be used; the message says why."""
+
+
+class SignalingRefused(RuntimeError):
+    """The server refused this endpoint for good (bad or expired token, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"signaling server refused to join: {code}: {message}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class JoinUrl:
+    server: str  # http(s)://host:port[/prefix]
+    token: str
+
+    @property
+    def ws_url(self) -> str:
+        scheme = "wss" if self.server.startswith("https:") else "ws"
+        return scheme + self.server[self.server.index(":") :] + "/ws"
+
+
+def parse_join_url(url: str) -> JoinUrl:
+    """`{server}/join#token=T` -> JoinUrl. Raises JoinUrlError with a clear message."""
+    if not isinstance(url, str) or not url.strip():
+        raise JoinUrlError("join URL is empty")
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise JoinUrlError(f"join URL must start with http:// or https://, got {url!r}")
+    if not parts.hostname:
+        raise JoinUrlError(f"join URL has no host: {url!r}")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise JoinUrlError(f"join URL has an invalid port: {url!r}") from None
+    if not parts.path.endswith("/join"):
+        raise JoinUrlError(f"join URL path must end with /join, got {parts.path or '/'!r}")
+    fragment = parts.fragment
+    token = ""
+    for item in fragment.split("&"):
+        key, _, value = item.partition("=")
+        if key == "token":
+            token = value
+    if not token:
+        raise JoinUrlError("join URL has no token: expected '#token=...' after /join")
+    if len(token) > 4096 or any(c.isspace() for c in token):
+        raise JoinUrlError("join URL token is malformed")
+    base = f"{parts.scheme}://{parts.netloc}{parts.path[: -len('/join')]}"
+    return JoinUrl(server=base, token=token)
+
+
+MessageHandler = Callable[[dict[str, Any]], None]
+RelayHandler = Callable[[str, bytes], None]
+StateHandler = Callable[[bool], None]
+
+
+class SignalingClient:
+    def __init__(
+        self,
+        join: JoinUrl,
+        endpoint_id: str,
+        *,
+        on_message: MessageHandler,
+        on_relay: RelayHandler,
+        on_state: StateHandler,
+        max_backoff: float = 2.0,
+    ) -> None:
+        if not ENDPOINT_ID.match(endpoint_id):
+            raise ValueError(f"invalid endpoint id {endpoint_id!r}")
+        self.join = join
+        self.endpoint_id = endpoint_id
+        self._on_message = on_message
+        self._on_relay = on_relay
+        self._on_state = on_state
+        self._max_backoff = max_backoff
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._queue: deque[str | bytes] = deque()
+        self._queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._joined = False
+        self._closing = False
+        self.paused: set[str] = set()  # peers the server asked us to stop relaying to
+        self.envelopes_rejected = 0
+        self.connects = 0
+        self.joined_info: dict[str, Any] = {}
+        self.first_join: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    @property
+    def connected(self) -> bool:
+        return self._joined
+
+    # ---- sending (never blocks; drops when disconnected) ----
+    def send_json(self, msg: dict[str, Any]) -> bool:
+        return self._enqueue(json.dumps(msg, separators=(",", ":")))
+
+    def send_binary(self, data: bytes) -> bool:
+        return self._enqueue(data)
+
+    def send_relay_allowed(self, peer_id: str) -> bool:
+        return self._joined and peer_id not in self.paused
+
+    def _enqueue(self, item: str | bytes) -> bool:
+        if not self._joined or self._queued_bytes + len(item) > MAX_QUEUE_BYTES:
+            return False
+        self._queue.append(item)
+        self._queued_bytes += len(item)
+        self._wake.set()
+        return True
+
+    # ---- HTTP helpers ----
+    async def turn_servers(self) -> list[dict[str, Any]]:
+        """ICE servers from GET /turn-credentials; [] when the server offers none or fails."""
+        assert self._http is not None
+        try:
+            async with self._http.get(
+                self.join.server + "/turn-credentials",
+                headers={"Authorization": f"Bearer {self.join.token}"},
+                timeout=aiohttp.ClientTimeout(total=3),
+            ) as resp:
+                if resp.status != 200:
+                    log.info("no TURN credentials (HTTP %s)", resp.status)
+                    return []
+                body = await resp.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.info("no TURN credentials: %s", exc)
+            return []
+        servers = body.get("iceServers") if isinstance(body, dict) else None
+        return [s for s in servers or [] if isinstance(s, dict) and s.get("urls")]
+
+    # ---- connection loop ----
+    async def run(self) -> None:
+        """Connect, join and serve until close(); reconnect with backoff on any drop."""
+        self._http = aiohttp.ClientSession()
+        backoff = 0.1
+        try:
+            while not self._closing:
+                delay = await self._connect_once()
+                if self._closing:
+                    break
+                if delay is None:
+                    delay = backoff
+                    backoff = min(self._max_backoff, backoff * 2)
+                else:
+                    backoff = 0.1
+                await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+        finally:
+            await self._http.close()
+
+    async def _connect_once(self) -> float | None:
+        """One connection's life. Returns the server's requested delay before reconnecting."""
+        assert self._http is not None
+        try:
+            ws = await self._http.ws_connect(
+                self.join.ws_url, heartbeat=5.0, timeout=aiohttp.ClientWSTimeout(ws_close=2.0)
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if (
+                not self.first_join.done()
+                and isinstance(exc, aiohttp.WSServerHandshakeError)
+                and exc.status in (403, 404)
+            ):
+                self._fail(SignalingRefused(f"http-{exc.status}", str(exc.message)))
+                return None
+            log.debug("signaling connect failed: %s", exc)
+            return None
+        self._ws = ws
+        self.connects += 1
+        writer = asyncio.create_task(self._writer(ws))
+        reconnect_after: float | None = None
+        try:
+            await ws.send_json(
+                {"type": "join", "token": self.join.token, "endpoint_id": self.endpoint_id}
+            )
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    try:
+                        data = json.loads(msg.data)
+                    except ValueError:
+                        continue
+                    if not isinstance(data, dict):
+                        continue
+                    kind = data.get("type")
+                    if kind == "joined":
+                        self._joined = True
+                        self.paused.clear()
+                        self.joined_info = data
+                        if not self.first_join.done():
+                            self.first_join.set_result(data)
+                        self._on_state(True)
+                    elif kind == "reconnect":
+                        after = data.get("after_ms", 500)
+                        reconnect_after = max(0.0, min(30.0, float(after) / 1000.0))
+                    elif kind == "backpressure":
+                        peer = str(data.get("to", ""))
+                        if data.get("paused"):
+                            self.paused.add(peer)
+                        else:
+                            self.paused.discard(peer)
+                    elif kind == "error" and not self._joined:
+                        code = str(data.get("code", "error"))
+                        self._on_message(data)
+                        self._fail(SignalingRefused(code, str(data.get("message", ""))))
+                        self._closing = True
+                        break
+                    self._on_message(data)
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    try:
+                        peer, frame = decode_envelope(msg.data)
+                    except EnvelopeError:
+                        self.envelopes_rejected += 1
+                        continue
+                    self._on_relay(peer, frame)
+                elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+                    break
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.debug("signaling connection lost: %s", exc)
+        finally:
+            was_joined = self._joined
+            self._joined = False
+            self._queue.clear()
+            self._queued_bytes = 0
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            with contextlib.suppress(Exception):
+                await ws.close()
+            self._ws = None
+            if was_joined:
+                self._on_state(False)
+        return reconnect_after
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.first_join.done():
+            self.first_join.set_exception(exc)
+        self._closing = True
+
+    async def _writer(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                item = self._queue.popleft()
+                self._queued_bytes -= len(item)
+                if isinstance(item, str):
+                    await ws.send_str(item)
+                else:
+                    await ws.send_bytes(item)
+
+    async def close(self) -> None:
+        self._closing = True
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(Exception):
+                await ws.send_json({"type": "leave"})
+            with contextlib.suppress(Exception):
+                await ws.close()

@@ -1,0 +1,86 @@
+"""`p2pmed node` and `p2pmed demo` refuse bad input with a clear message and exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import pytest
+
+from p2pmed.cli import main
+from tests.node.conftest import ROOT
+
+URL = "http://127.0.0.1:9/join#token=x"
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["node", "--join", "http://h/join"], "no token"),
+        (["node", "--join", "h/join#token=x"], "http"),
+        (["node", "--join", "http://h/ws#token=x"], "/join"),
+        (["node", "--join", URL, "--source", "bogus"], "--source"),
+        (["node", "--join", URL, "--source", "wfdb:/nonexistent/rec"], "no WFDB record"),
+        (["node", "--join", URL, "--media", "webcam"], "--media"),
+        (["node", "--join", URL, "--media", "file:/nonexistent.mp4"], "no such file"),
+        (["node", "--join", URL, "--json", "--fhir-out", "-"], "stdout"),
+        (["node", "--join", URL, "--fhir-out", "/nonexistent/dir/x.ndjson"], "does not exist"),
+        (["node", "--join", URL, "--record", "/nonexistent/dir/x.mp4"], "does not exist"),
+        (["node", "--join", URL, "--join-timeout", "0"], "--join-timeout"),
+        (["node", "--join", URL, "--rate", "0"], "--rate"),
+        (["demo", "--media", "webcam"], "--media"),
+        (["demo", "--port", "70000"], "--port"),
+    ],
+)
+def test_bad_flags(argv: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("p2pmed node: error:") and words in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["node"],
+        ["node", "--join"],
+        ["node", "--join", URL, "--scenario", "x"],
+        ["node", "--join", URL, "--join-timeout", "abc"],
+        ["demo", "--port", "x"],
+    ],
+)
+def test_argparse_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+async def run(*argv: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "p2pmed",
+        *argv,
+        cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_unreachable_server() -> None:
+    code, out, err = await run("node", "--join", URL, "--join-timeout", "1", "--json")
+    assert code == 1
+    assert "cannot reach the signaling server at http://127.0.0.1:9" in err
+    assert '"event":"error"' in out and '"code":"join"' in out
+
+
+async def test_refused_tokens(server) -> None:  # type: ignore[no-untyped-def]
+    bad = server.join_url("not-a-token")
+    code, _, err = await run("node", "--join", bad, "--media", "none")
+    assert code == 1 and "refused" in err and "token-" in err
+    expired = server.join_url(server.mint("s1", "clinician", ttl=60, now=time.time() - 3600))
+    code, _, err = await run("node", "--join", expired, "--media", "none")
+    assert code == 1 and "token-expired" in err

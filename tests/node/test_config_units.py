@@ -1,0 +1,69 @@
+"""Join URL, --source and --media parsing: clear errors for bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2pmed.media import MediaSpecError, parse_media
+from p2pmed.node.config import ConfigError, NodeConfig, parse_source
+from p2pmed.signaling_client import JoinUrlError, parse_join_url
+
+
+def test_join_url_parts() -> None:
+    j = parse_join_url("http://127.0.0.1:8443/join#token=abc.def-ghi")
+    assert j.server == "http://127.0.0.1:8443" and j.token == "abc.def-ghi"
+    assert j.ws_url == "ws://127.0.0.1:8443/ws"
+    j = parse_join_url("https://example.org/p2p/join#token=T")
+    assert j.server == "https://example.org/p2p" and j.ws_url == "wss://example.org/p2p/ws"
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("", "empty"),
+        ("127.0.0.1:8443/join#token=x", "http"),
+        ("ftp://h/join#token=x", "http"),
+        ("http:///join#token=x", "no host"),
+        ("http://h:99999/join#token=x", "port"),
+        ("http://h/ws#token=x", "/join"),
+        ("http://h/join", "no token"),
+        ("http://h/join#tok=x", "no token"),
+        ("http://h/join#token=", "no token"),
+        ("http://h/join#token=a b", "malformed"),
+        ("http://h/join#token=" + "x" * 5000, "malformed"),
+    ],
+)
+def test_bad_join_urls(url: str, words: str) -> None:
+    with pytest.raises(JoinUrlError) as info:
+        parse_join_url(url)
+    assert words in str(info.value)
+
+
+def test_source_and_media_specs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert parse_source("synthetic").kind == "synthetic"
+    (tmp_path / "rec.hea").write_text("rec 1 360 10\n")
+    assert parse_source(f"wfdb:{tmp_path / 'rec'}").path == str(tmp_path / "rec")
+    for bad in ("wfdb:", "wfdb:/nonexistent/rec", "random", ""):
+        with pytest.raises(ConfigError):
+            parse_source(bad)
+    assert parse_media("testpattern").kind == "testpattern"
+    assert parse_media("none").kind == "none"
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00")
+    assert parse_media(f"file:{clip}").path == str(clip)
+    for bad in ("file:", "file:/nonexistent.mp4", "webcam", ""):
+        with pytest.raises(MediaSpecError):
+            parse_media(bad)
+
+
+def test_node_config_build_wraps_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="no token"):
+        NodeConfig.build("http://h/join")
+    f = tmp_path / "file"
+    f.write_text("")
+    with pytest.raises(ConfigError, match="not a directory"):
+        NodeConfig.build("http://h/join#token=x", data_dir=str(f))
+    with pytest.raises(ConfigError, match="--media"):
+        NodeConfig.build("http://h/join#token=x", media="bogus")
+    cfg = NodeConfig.build("http://h/join#token=x", media="none", json_out=True)
+    assert cfg.json_out and cfg.media.kind == "none"

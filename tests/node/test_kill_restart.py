@@ -1,0 +1,97 @@
+"""A node is SIGKILLed and restarted with its --data-dir: the stream resumes with nothing
+lost and nothing delivered twice."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from tests.node.conftest import check_stream, start_proc
+
+
+async def test_clinician_killed_and_restarted(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    p_url = server.join_url(server.mint("s1", "patient"))
+    c_url = server.join_url(server.mint("s1", "clinician"))
+    patient = await start_proc(p_url, "patient", "--data-dir", str(tmp_path / "p"))
+    c1 = await start_proc(c_url, "clinician-1", "--data-dir", str(tmp_path / "c"))
+    c2 = None
+    try:
+        await c1.w.wait_for("path", active="direct")
+        await c1.w.wait_count("message", 20)
+        c1.kill()
+        await c1.stop()
+        assert c1.proc.returncode == -9
+        await patient.w.wait_for("path-down", path="direct")
+        key = tmp_path / "c" / "identity.key"
+        assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+        c2 = await start_proc(c_url, "clinician-2", "--data-dir", str(tmp_path / "c"))
+        restored = await c2.w.wait_for("peer", state="restored")
+        assert restored["sas"] == c1.w.of("handshake")[0]["sas"]  # same session, no new handshake
+        await c2.w.wait_for("path", active="direct")
+        await c2.w.wait_count("message", 20)
+        assert not c2.w.of("handshake")
+    finally:
+        await patient.stop()
+        if c2 is not None:
+            await c2.stop()
+    cid = c1.w.of("joined")[0]["endpoint_id"]
+    assert c2.w.of("joined")[0]["endpoint_id"] == cid
+    received = c1.w.of("message") + c2.w.of("message")
+    check_stream(patient.w.of("sent", peer=cid), received)
+    assert not c2.w.of("waveform-gap")
+
+
+async def test_patient_killed_and_restarted(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    p_url = server.join_url(server.mint("s1", "patient"))
+    c_url = server.join_url(server.mint("s1", "clinician"))
+    p1 = await start_proc(p_url, "patient-1", "--data-dir", str(tmp_path / "p"))
+    clinician = await start_proc(c_url, "clinician", "--data-dir", str(tmp_path / "c"))
+    p2 = None
+    try:
+        await clinician.w.wait_for("path", active="direct")
+        await clinician.w.wait_count("message", 20)
+        p1.kill()
+        await p1.stop()
+        await clinician.w.wait_for("path-down", path="direct")
+        n = len(clinician.w.of("message"))
+        p2 = await start_proc(p_url, "patient-2", "--data-dir", str(tmp_path / "p"))
+        await p2.w.wait_for("peer", state="restored")
+        await clinician.w.wait_for("path", active="direct", after=len(clinician.w.events) - 1)
+        await clinician.w.wait_count("message", n + 20)
+        assert not clinician.w.of("handshake")[1:]  # one handshake: the session resumed
+    finally:
+        await clinician.stop()
+        if p2 is not None:
+            await p2.stop()
+    cid = clinician.w.of("joined")[0]["endpoint_id"]
+    sent = p1.w.of("sent", peer=cid) + p2.w.of("sent", peer=cid)
+    check_stream(sent, clinician.w.of("message"))
+    assert not clinician.w.of("waveform-gap")
+
+
+async def test_graceful_stop_closes_session_and_restart_handshakes_anew(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    p_url = server.join_url(server.mint("s1", "patient"))
+    c_url = server.join_url(server.mint("s1", "clinician"))
+    patient = await start_proc(p_url, "patient", "--data-dir", str(tmp_path / "p"))
+    c1 = await start_proc(c_url, "clinician-1", "--data-dir", str(tmp_path / "c"))
+    c2 = None
+    try:
+        await c1.w.wait_count("message", 5)
+        assert await c1.stop() == 0  # SIGTERM: the session is closed on purpose (CLOSE frame)
+        await patient.w.wait_for("session-closed")
+        c2 = await start_proc(c_url, "clinician-2", "--data-dir", str(tmp_path / "c"))
+        await c2.w.wait_for("handshake")  # a new session, not a resumed one
+        assert not c2.w.of("peer", state="restored")
+        await c2.w.wait_count("message", 5)
+    finally:
+        await patient.stop()
+        if c2 is not None:
+            await c2.stop()
+    assert len(patient.w.of("handshake")) == 2  # one per session
+    assert patient.w.of("session-closed")[0]["reason"] == "node stopped"
+    cid = c1.w.of("joined")[0]["endpoint_id"]
+    second = patient.w.events.index(patient.w.of("handshake")[1])
+    sent_before = [e for e in patient.w.events[:second] if e["event"] == "sent"]
+    sent_after = [e for e in patient.w.events[second:] if e["event"] == "sent"]
+    check_stream([e for e in sent_before if e["peer"] == cid], c1.w.of("message"))
+    check_stream([e for e in sent_after if e["peer"] == cid], c2.w.of("message"))
