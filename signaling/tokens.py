@@ -70,7 +70,8 @@ def mint(
     if ttl <= 0:
         raise ValueError("ttl must be positive")
     now = time.time() if now is None else now
-    jti = jti or secrets.token_urlsafe(16)
+    # hex, not base64url: an id starting with "-" would read as a flag in `token revoke ID`.
+    jti = jti or secrets.token_hex(16)
     nbf, exp = int(now), int(now + ttl)
     claims: dict[str, object] = {
         "iss": issuer,

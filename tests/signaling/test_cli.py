@@ -298,3 +298,16 @@ def test_server_refuses_bad_data_dir(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     r = cli("signaling", "--port", "0", "--data-dir", str(tmp_path / "file"))
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_minted_token_ids_are_safe_command_arguments(tmp_path: Path) -> None:
+    # A base64url id can start with "-", which argparse reads as a flag in `token revoke ID`.
+    from signaling.tokens import mint
+
+    key = bytes(32)
+    ids = [
+        mint(key, session="s1", role="patient", ttl=60, issuer="i", audience="a")[1].jti
+        for _ in range(500)
+    ]
+    assert all(not i.startswith("-") for i in ids)
+    assert len(set(ids)) == 500
