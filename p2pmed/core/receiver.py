@@ -14,7 +14,7 @@ from p2pmed.core.config import SessionState
 from p2pmed.core.crypto import ReplayWindow
 from p2pmed.core.errors import CryptoError, FrameError, StateError
 from p2pmed.core.events import MessageReceived
-from p2pmed.core.frame import HANDSHAKE_TYPES, FrameType, Header, MessageClass
+from p2pmed.core.frame import HANDSHAKE_TYPES, MAX_CHUNK, FrameType, Header, MessageClass
 from p2pmed.core.persist import Delivered, KeysChanged
 from p2pmed.core.reliability import RecvStream
 
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 _CLASSES = list(MessageClass)
 _DATA = FrameType.DATA
 RECENT = 1024  # (pn, crc) of recently accepted frames, to tell copies from replays
+# ...or ACK once this many DATA bytes came in: with 16 KiB chunks, waiting for 4 frames holds
+# back half of the sender's (by default 112 KiB) bulk window until the ACK.
+ACK_BYTES = 2 * MAX_CHUNK
 CLOSE_PROTOCOL_VIOLATION = 2  # CLOSE code; 1 is a refused handshake
 
 
@@ -135,10 +138,11 @@ class Receiver:
                 self._deliver(c, rx, ready, path_id)
             ack.immediate = True  # a gap (or its repair): tell the sender now
         ack.unacked_frames += 1
+        ack.unacked_bytes += len(payload)
         if c == 0:
             ack.immediate = True
             ack.critical = True
-        elif ack.unacked_frames >= self.ack_every:
+        elif ack.unacked_frames >= self.ack_every or ack.unacked_bytes >= ACK_BYTES:
             ack.immediate = True
         elif ack.deadline is None:
             ack.deadline = now + self.ack_delay

@@ -95,17 +95,18 @@ class Recovery:
         self.rto_deadline = now + self.rtt.timeout() if any(tx.unacked for tx in self.tx) else None
 
     def arm_rto(self) -> None:
+        # The oldest send among frames neither sacked nor queued: the first such frame in
+        # flight (kept in send order), or a frame the peer sacked and then stopped reporting
+        # (it restarted): out of flight, yet only the RTO resends it.
         oldest: float | None = None
         for tx in self.tx:
-            for f in tx.unacked.values():
-                # not only frames in flight: a frame the peer sacked and then stopped
-                # reporting (it restarted) is out of flight, yet only the RTO resends it
-                if (
-                    f.sends
-                    and not f.sacked
-                    and not f.queued
-                    and (oldest is None or f.sent_at < oldest)
-                ):
+            for f in tx.flight.values():
+                if not f.queued:
+                    if oldest is None or f.sent_at < oldest:
+                        oldest = f.sent_at
+                    break
+            for f in tx.reneged.values():
+                if f.sends and not f.queued and (oldest is None or f.sent_at < oldest):
                     oldest = f.sent_at
         self.rto_deadline = None if oldest is None else oldest + self.rtt.timeout()
 

@@ -6,6 +6,8 @@ frames to (re)send out. Sequence numbers count DATA frames per class.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import struct
 from dataclasses import dataclass
 
@@ -22,6 +24,7 @@ _FIRST = int(Flags.FIRST)
 _LAST = int(Flags.LAST)
 _BATCH = int(Flags.BATCH)
 _FIRST_LAST = _FIRST | _LAST
+_INF = 1 << 64
 
 AckEntry = tuple[int, int, list[tuple[int, int]]]  # class, cumulative, ranges newest first
 
@@ -118,9 +121,27 @@ class SendStream:
     """Unacked DATA frames of one class, in seq order, with the in-flight count.
 
     In flight means transmitted and neither cumulatively acked nor sacked since.
+
+    ACK processing costs O(ranges + frames whose state changed), not O(unacked): a
+    multi-chunk message is only cumulatively acked once whole, so thousands of sacked
+    frames can sit in `unacked`. The stream keeps the ranges of the previous ACK and
+    walks only the difference, the in-flight frames in send order (`flight`), and a
+    max-heap of sacked pns for the loss threshold.
     """
 
-    __slots__ = ("cls", "inflight_bytes", "inflight_frames", "next_seq", "unacked")
+    __slots__ = (
+        "cls",
+        "dirty",
+        "flight",
+        "inflight_bytes",
+        "inflight_frames",
+        "next_seq",
+        "reneged",
+        "sack_heap",
+        "sacked_count",
+        "sacked_ranges",
+        "unacked",
+    )
 
     def __init__(self, cls: int, next_seq: int = 0) -> None:
         self.cls = cls
@@ -128,6 +149,12 @@ class SendStream:
         self.unacked: dict[int, SentFrame] = {}
         self.inflight_frames = 0
         self.inflight_bytes = 0
+        self.flight: dict[int, SentFrame] = {}  # seq -> frame in flight, oldest send first
+        self.reneged: dict[int, SentFrame] = {}  # sacked once, no longer reported, not resent
+        self.sacked_ranges: list[tuple[int, int]] = []  # last ACK's ranges, sorted, merged
+        self.dirty: list[int] = []  # sacked seqs resent since the last ACK (flag cleared)
+        self.sack_heap: list[tuple[int, int]] = []  # (-pn, seq) of sacked frames, lazy
+        self.sacked_count = 0
 
     def first_unacked(self) -> int:
         for seq in self.unacked:
@@ -135,17 +162,41 @@ class SendStream:
         return self.next_seq
 
     def mark_sent(self, f: SentFrame) -> None:
-        if not f.in_flight:
+        """Call after a (re)transmission, with f.pn already set to the new pn."""
+        seq = f.seq
+        if f.in_flight:
+            del self.flight[seq]  # re-inserted below: the flight is kept in send order
+        else:
             f.in_flight = True
             self.inflight_frames += 1
             self.inflight_bytes += len(f.payload)
-        f.sacked = False
+        self.flight[seq] = f
+        if f.sacked:
+            f.sacked = False
+            self.sacked_count -= 1
+            self.dirty.append(seq)
+        self.reneged.pop(seq, None)
 
     def _leave_flight(self, f: SentFrame) -> None:
         if f.in_flight:
             f.in_flight = False
+            del self.flight[f.seq]
             self.inflight_frames -= 1
             self.inflight_bytes -= len(f.payload)
+
+    def _sack(self, f: SentFrame) -> None:
+        if not f.sacked:
+            f.sacked = True
+            self.sacked_count += 1
+            self._leave_flight(f)
+            self.reneged.pop(f.seq, None)
+            heap = self.sack_heap
+            heapq.heappush(heap, (-f.pn, f.seq))
+            if len(heap) > 64 and len(heap) > 2 * self.sacked_count:
+                # drop stale and repeated entries: amortised O(1) per push
+                unacked = self.unacked
+                heap[:] = list({e for e in heap if _live(unacked, e)})
+                heapq.heapify(heap)
 
     def on_cumulative(self, cumulative: int) -> list[SentFrame]:
         """Drop and return every frame below `cumulative` (ignores values never sent)."""
@@ -159,7 +210,14 @@ class SendStream:
                 break
             f = unacked.pop(seq)
             self._leave_flight(f)
+            if f.sacked:
+                self.sacked_count -= 1  # its heap entry goes stale
+            self.reneged.pop(seq, None)
             done.append(f)
+        if not unacked:
+            self.sack_heap.clear()
+            self.sacked_count = 0
+            self.dirty.clear()
         return done
 
     def on_ranges(self, ranges: list[tuple[int, int]], threshold: int = 3) -> list[SentFrame]:
@@ -169,34 +227,108 @@ class SendStream:
         (higher pn), like QUIC's packet threshold. A frame the peer no longer
         reports (it restarted and dropped its buffer) becomes a retransmit candidate.
         """
-        if not ranges:
-            for f in self.unacked.values():
-                f.sacked = False
+        unacked = self.unacked
+        new = _normalise(ranges, self.first_unacked(), self.next_seq)
+        old = _clip(self.sacked_ranges, self.first_unacked())
+        self.sacked_ranges = new
+        for start, end in _subtract(old, new):
+            for seq in range(start, end):
+                f = unacked.get(seq)
+                if f is not None and f.sacked:
+                    f.sacked = False
+                    self.sacked_count -= 1
+                    self.reneged[seq] = f
+        for start, end in _subtract(new, old):
+            for seq in range(start, end):
+                f = unacked.get(seq)
+                if f is not None:
+                    self._sack(f)
+        if self.dirty:
+            for seq in self.dirty:
+                f = unacked.get(seq)
+                if f is not None and _covers(new, seq):
+                    self._sack(f)
+            self.dirty = []
+        if not new or self.sacked_count < threshold:
             return []
-        sacked_pns: list[int] = []
-        for f in self.unacked.values():
-            seq = f.seq
-            sacked = False
-            for start, end in ranges:
-                if start <= seq < end:
-                    sacked = True
-                    break
-            if sacked:
-                if not f.sacked:
-                    f.sacked = True
-                    self._leave_flight(f)
-                sacked_pns.append(f.pn)
-            else:
-                f.sacked = False
-        if len(sacked_pns) < threshold:
-            return []
-        sacked_pns.sort()
-        limit = sacked_pns[-threshold]
-        return [
-            f
-            for f in self.unacked.values()
-            if not f.sacked and not f.queued and f.in_flight and f.pn < limit
-        ]
+        limit = self._pn_limit(threshold)
+        lost: list[SentFrame] = []
+        for f in self.flight.values():  # in send order, so in pn order
+            if f.pn >= limit:
+                break
+            if not f.queued:
+                lost.append(f)
+        if len(lost) > 1:
+            lost.sort(key=_seq)  # resend in seq order: the receiver can deliver sooner
+        return lost
+
+    def _pn_limit(self, threshold: int) -> int:
+        """The `threshold`-th largest pn among sacked frames (sacked_count >= threshold)."""
+        heap = self.sack_heap
+        unacked = self.unacked
+        top: list[tuple[int, int]] = []
+        while len(top) < threshold and heap:
+            e = heapq.heappop(heap)
+            if _live(unacked, e) and (not top or top[-1] != e):
+                top.append(e)
+        for e in top:
+            heapq.heappush(heap, e)
+        return -top[-1][0] if len(top) == threshold else -1
+
+
+def _seq(f: SentFrame) -> int:
+    return f.seq
+
+
+def _live(unacked: dict[int, SentFrame], entry: tuple[int, int]) -> bool:
+    f = unacked.get(entry[1])
+    return f is not None and f.sacked and f.pn == -entry[0]
+
+
+def _normalise(ranges: list[tuple[int, int]], low: int, high: int) -> list[tuple[int, int]]:
+    """Ranges clipped to [low, high), sorted and merged."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        start = max(start, low)
+        end = min(end, high)
+        if start >= end:
+            continue
+        if out and start <= out[-1][1]:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+def _clip(ranges: list[tuple[int, int]], low: int) -> list[tuple[int, int]]:
+    return [(max(s, low), e) for s, e in ranges if e > low]
+
+
+def _subtract(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Parts of sorted disjoint ranges `a` not covered by sorted disjoint ranges `b`."""
+    out: list[tuple[int, int]] = []
+    j = 0
+    nb = len(b)
+    for start, end in a:
+        while j < nb and b[j][1] <= start:
+            j += 1
+        k = j
+        while start < end:
+            if k >= nb or b[k][0] >= end:
+                out.append((start, end))
+                break
+            bs, be = b[k]
+            if bs > start:
+                out.append((start, bs))
+            start = max(start, be)
+            k += 1
+    return out
+
+
+def _covers(ranges: list[tuple[int, int]], seq: int) -> bool:
+    i = bisect.bisect_right(ranges, (seq, _INF)) - 1
+    return i >= 0 and ranges[i][0] <= seq < ranges[i][1]
 
 
 class RecvStream:
@@ -210,6 +342,7 @@ class RecvStream:
         "max_message",
         "next_seq",
         "partial",
+        "partial_bytes",
         "partial_start",
     )
 
@@ -228,6 +361,7 @@ class RecvStream:
         self.buffer: dict[int, tuple[int, bytes, int]] = {}
         self.partial: list[bytes] | None = None
         self.partial_start = 0  # seq of the first chunk in `partial`
+        self.partial_bytes = 0  # sum of the chunk sizes in `partial`
         self.max_ahead = max_ahead
         self.max_message = max_message
 
@@ -275,6 +409,7 @@ class RecvStream:
             bad = self.partial is not None
             self.partial = [payload]
             self.partial_start = seq
+            self.partial_bytes = len(payload)
             return None if bad else []
         if flags & _BATCH or flags & _FIRST:
             self.partial = None
@@ -282,7 +417,8 @@ class RecvStream:
         if self.partial is None:
             return None
         self.partial.append(payload)
-        if sum(len(p) for p in self.partial) > self.max_message:
+        self.partial_bytes += len(payload)
+        if self.partial_bytes > self.max_message:
             self.partial = None
             return None
         if flags == _LAST:
@@ -338,6 +474,7 @@ class AckState:
     largest_pn: int = -1
     largest_at: float = 0.0
     unacked_frames: int = 0
+    unacked_bytes: int = 0
     deadline: float | None = None
     immediate: bool = False
     critical: bool = False  # send the ACK on every live path

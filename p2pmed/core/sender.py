@@ -250,4 +250,5 @@ class Sender:
         ack.critical = False
         ack.deadline = None
         ack.unacked_frames = 0
+        ack.unacked_bytes = 0
         self.stats["acks_sent"] += 1

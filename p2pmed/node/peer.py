@@ -38,6 +38,8 @@ log = logging.getLogger("p2pmed.node.peer")
 ANSWER_TIMEOUT = 10.0
 RESET_AFTER = 3.0  # an HS_COMMIT this long after our handshake is a new one, not a late copy
 OPEN_TIMEOUT = 15.0
+_DATA = int(FrameType.DATA)
+_CRITICAL = int(MessageClass.CRITICAL)
 
 
 def _now() -> float:
@@ -62,6 +64,7 @@ class PeerLink:
         self.closed = False
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
+        self._in_flush = False
         self._timer: asyncio.TimerHandle | None = None
         self._answer: asyncio.Future[str] | None = None
         self._negotiator: asyncio.Task[None] | None = None
@@ -73,8 +76,16 @@ class PeerLink:
         self.source_pos = 0  # patient: index of the last source message queued for this peer
 
     # ---- driving the session ----
-    def kick(self) -> None:
-        if not self._flush_scheduled and not self.closed:
+    def kick(self, urgent: bool = False) -> None:
+        """Run the session output soon (coalesced), or now if `urgent`: a CRITICAL frame just
+        came in, and behind call_soon its message would wait for every callback already
+        queued (during a bulk transfer, a backlog of SCTP chunks: several ms). Only called so
+        from transport callbacks, never from inside app code, so app handlers do not re-enter."""
+        if self.closed:
+            return
+        if urgent and not self._in_flush:
+            self._flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
@@ -84,6 +95,13 @@ class PeerLink:
         self._flush_scheduled = False
         if self.closed:
             return
+        self._in_flush = True
+        try:
+            self._flush_once()
+        finally:
+            self._in_flush = False
+
+    def _flush_once(self) -> None:
         session = self.session
         frames = session.datagrams_to_send(_now())
         self.node.persist()
@@ -136,7 +154,7 @@ class PeerLink:
         ):
             self._reset_session()
         self.session.receive(frame, path_id, _now())
-        self.kick()
+        self.kick(urgent=len(frame) > 3 and frame[1] == _DATA and frame[3] == _CRITICAL)
 
     def _reset_session(self) -> None:
         """The patient started a new handshake while we hold an established session: it lost

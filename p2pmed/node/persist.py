@@ -3,78 +3,83 @@
     identity.key   Ed25519 identity (0600, p2pmed.core.identity)
     endpoint_id    the stable signaling endpoint id, so a restart takes over its old place
     sessions.db    SQLite (WAL, fsync per commit): one session store per peer, keyed
-                   "{signaling session}/{peer endpoint}", plus `node_meta` rows
+                   "{signaling session}/{peer endpoint}", plus meta rows (JSON text)
 
-`node_meta` holds the patient's source position per peer. It is written in the same
-transaction as that peer's session changes, so "message n was queued for this peer" and
-"the source is past n for this peer" become durable together: after a SIGKILL the patient
-neither skips nor repeats a sample.
+The store's meta rows hold the patient's source position per peer. They are written in the
+same transaction as that peer's session changes (`SessionStore.apply(changes, meta)`), so
+"message n was queued for this peer" and "the source is past n for this peer" become durable
+together: after a SIGKILL the patient neither skips nor repeats a sample.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from p2pmed.core.persist import Change
 from p2pmed.core.session import Session, SessionConfig
-from p2pmed.store.sqlite import SessionStore
+from p2pmed.store.sqlite import MetaValue, SessionStore
 
 if TYPE_CHECKING:
     from p2pmed.node.node import Node
 
-META_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS node_meta (key TEXT NOT NULL, name TEXT NOT NULL,"
-    " value TEXT NOT NULL, PRIMARY KEY (key, name))"
-)
-
 
 class PeerStore(SessionStore):
-    """SessionStore plus node metadata committed in the same transaction."""
+    """SessionStore whose meta values are JSON, set ahead and committed with the next apply."""
 
     def __init__(self, path: str, key: str) -> None:
         super().__init__(path, key)
-        self._db.execute(META_SCHEMA)
-        self._meta: dict[str, str] = {}
+        self._meta: dict[str, MetaValue] = {}
+        _migrate_node_meta(path)
 
     def set_meta(self, name: str, value: object) -> None:
         self._meta[name] = json.dumps(value)
 
     def get_meta(self, name: str) -> object:
-        row = self._db.execute(
-            "SELECT value FROM node_meta WHERE key=? AND name=?", (self.key, name)
-        ).fetchone()
-        return None if row is None else json.loads(row[0])
+        value = self.load_meta().get(name)
+        return None if value is None else json.loads(str(value))
 
-    def apply(self, changes: Iterable[Change]) -> None:
-        changes = list(changes)
-        meta, self._meta = self._meta, {}
-        if not changes and not meta:
-            return
-        db = self._db
+    def apply(self, changes: Iterable[Change], meta: Mapping[str, MetaValue] | None = None) -> None:
+        pending, self._meta = self._meta, {}
+        if meta:
+            pending.update(meta)
+        try:
+            super().apply(changes, pending)
+        except BaseException:
+            for name, value in pending.items():  # not written: keep for the next apply
+                self._meta.setdefault(name, value)
+            raise
+
+    def stored_peers(self, session_id: str) -> list[str]:
+        prefix = session_id + "/"
+        return [k[len(prefix) :] for k in self.open_keys(session_id) if k.startswith(prefix)]
+
+
+def _migrate_node_meta(path: str) -> None:
+    """Move rows of the former `node_meta` table into the store's meta table (once)."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+    try:
         db.execute("BEGIN IMMEDIATE")
         try:
-            for ch in changes:
-                self._apply_one(ch)
-            for name, value in meta.items():
+            found = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='node_meta'"
+            ).fetchone()
+            if found is not None:
                 db.execute(
-                    "INSERT OR REPLACE INTO node_meta (key, name, value) VALUES (?,?,?)",
-                    (self.key, name, value),
+                    "INSERT OR IGNORE INTO meta (key, name, value)"
+                    " SELECT key, name, value FROM node_meta"
                 )
+                db.execute("DROP TABLE node_meta")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-
-    def stored_peers(self, session_id: str) -> list[str]:
-        rows = self._db.execute(
-            "SELECT key FROM session WHERE session_id=? AND closed_code IS NULL", (session_id,)
-        )
-        prefix = session_id + "/"
-        return [k[len(prefix) :] for (k,) in rows if k.startswith(prefix)]
+    finally:
+        db.close()
 
 
 class NodeStore:

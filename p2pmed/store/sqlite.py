@@ -18,6 +18,11 @@ Received messages go to an `inbox` table in the same transaction that advances
 the receive state, so a delivery is never lost nor repeated across crashes;
 the application marks rows done with `inbox_done`.
 
+An adapter can commit its own small per-key state in the same transaction as the
+session changes: `apply(changes, meta={"name": value})`, read back with
+`load_meta()`. Meta rows survive a new handshake under the same key (`Established`
+clears only the session tables).
+
 The file holds session keys and message contents: it is created with mode 0600
 and a file readable by group or others is refused (SQLite gives the -wal and
 -shm files the same mode).
@@ -28,7 +33,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from p2pmed.core.persist import (
@@ -72,7 +77,25 @@ CREATE TABLE IF NOT EXISTS inbox (
     cls INTEGER NOT NULL, seq INTEGER NOT NULL, ts_us INTEGER NOT NULL, data BLOB NOT NULL,
     done INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (key, done, row);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT NOT NULL, name TEXT NOT NULL, value NOT NULL, PRIMARY KEY (key, name));
 """
+
+MetaValue = bytes | str | int
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _check_meta(meta: Mapping[str, MetaValue]) -> list[tuple[str, MetaValue]]:
+    rows: list[tuple[str, MetaValue]] = []
+    for name, value in meta.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError("meta names are non-empty strings")
+        if isinstance(value, bool) or not isinstance(value, bytes | str | int):
+            raise TypeError(f"meta {name!r}: value must be bytes, str or int")
+        if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+            raise ValueError(f"meta {name!r}: int out of the 64-bit range")
+        rows.append((name, value))
+    return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,16 +139,25 @@ class SessionStore:
     def close(self) -> None:
         self._db.close()
 
-    def apply(self, changes: Iterable[Change]) -> None:
-        """Write the records in one transaction; returns once it is durable."""
+    def apply(self, changes: Iterable[Change], meta: Mapping[str, MetaValue] | None = None) -> None:
+        """Write the records, and the `meta` rows of this key, in one transaction; returns
+        once it is durable. Either all of it is written or none (the error propagates).
+        Meta values are bytes, str or (64-bit) int; a bad one raises before anything is
+        written."""
         changes = list(changes)
-        if not changes:
+        rows = _check_meta(meta) if meta else []
+        if not changes and not rows:
             return
-        db = self._db
+        db, k = self._db, self.key
         db.execute("BEGIN IMMEDIATE")
         try:
             for ch in changes:
                 self._apply_one(ch)
+            if rows:
+                db.executemany(
+                    "INSERT OR REPLACE INTO meta (key, name, value) VALUES (?,?,?)",
+                    [(k, name, value) for name, value in rows],
+                )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -256,6 +288,18 @@ class SessionStore:
         ):
             s.messages[mid] = StoredMessage(mid, cls, bytes(data), ts, offset)
         return s
+
+    def load_meta(self) -> dict[str, MetaValue]:
+        """Every meta row of this key, as committed by `apply`."""
+        rows = self._db.execute("SELECT name, value FROM meta WHERE key=?", (self.key,))
+        return {name: value for name, value in rows}
+
+    def open_keys(self, session_id: str) -> list[str]:
+        """Keys (in this file) of established, not closed sessions with this session id."""
+        rows = self._db.execute(
+            "SELECT key FROM session WHERE session_id=? AND closed_code IS NULL", (session_id,)
+        )
+        return [k for (k,) in rows]
 
     def inbox(self, *, include_done: bool = False, limit: int = -1) -> list[InboxMessage]:
         """Delivered messages in delivery order (by default only those not marked done)."""

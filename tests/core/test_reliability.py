@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pmed.core.errors import FrameError
@@ -170,3 +170,128 @@ def test_ranges_cap_at_32() -> None:
         r.push(seq, 3, b"", 0)
     rs = r.ranges()
     assert len(rs) == 32 and rs[0] == (199, 200)
+
+
+def test_send_stream_resent_sacked_frame_is_sacked_again_by_the_next_ack() -> None:
+    s = SendStream(2)
+    for i in range(8):
+        f = _frame(i, 10 + i)
+        s.unacked[i] = f
+        s.mark_sent(f)
+    s.next_seq = 8
+    s.on_ranges([(2, 5)])
+    resent = s.unacked[3]
+    resent.pn = 50
+    s.mark_sent(resent)  # resent anyway (e.g. queued before the sack arrived)
+    assert not resent.sacked and resent.in_flight
+    assert s.inflight_frames == 6
+    lost = s.on_ranges([(2, 5)])  # same report: the frame counts as sacked again
+    assert resent.sacked and not resent.in_flight
+    assert s.inflight_frames == 5
+    assert [f.seq for f in lost] == [0, 1]  # 3 sacked frames were sent after them
+
+
+def test_send_stream_hostile_ranges_are_clipped_and_merged() -> None:
+    s = SendStream(2)
+    for i in range(6):
+        f = _frame(i, i)
+        s.unacked[i] = f
+        s.mark_sent(f)
+    s.next_seq = 6
+    s.on_cumulative(1)
+    lost = s.on_ranges([(3, 2**64 - 1), (1, 4), (2, 3)])  # overlapping, beyond what was sent
+    assert [f.sacked for f in s.unacked.values()] == [True] * 5
+    assert lost == [] and s.inflight_frames == 0
+    s.on_ranges([(4, 5)])  # the peer stopped reporting the others
+    assert [f.seq for f in s.unacked.values() if f.sacked] == [4]
+    assert sorted(s.reneged) == [1, 2, 3, 5]
+    assert s.inflight_frames == 0  # not in flight again until resent
+
+
+class _Ref:
+    """The plain O(unacked) rules the send stream must keep: a reference model."""
+
+    def __init__(self) -> None:
+        self.frames: dict[int, dict[str, int | bool]] = {}
+
+    def send(self, seq: int, pn: int) -> None:
+        f = self.frames.setdefault(seq, {"queued": False})
+        f.update(pn=pn, sacked=False, in_flight=True)
+
+    def ack(self, cumulative: int, ranges: list[tuple[int, int]]) -> list[int]:
+        for seq in [s for s in self.frames if s < cumulative]:
+            del self.frames[seq]
+        if not ranges:
+            for f in self.frames.values():
+                f["sacked"] = False
+            return []
+        pns = []
+        for seq, f in self.frames.items():
+            if any(a <= seq < b for a, b in ranges):
+                f["sacked"], f["in_flight"] = True, False
+                pns.append(int(f["pn"]))
+            else:
+                f["sacked"] = False
+        if len(pns) < 3:
+            return []
+        limit = sorted(pns)[-3]
+        lost = [
+            seq
+            for seq, f in self.frames.items()
+            if not f["sacked"] and not f["queued"] and f["in_flight"] and int(f["pn"]) < limit
+        ]
+        for seq in lost:
+            self.frames[seq]["queued"] = True
+        return lost
+
+
+_op = st.one_of(
+    st.tuples(st.just("new"), st.integers(1, 4)),
+    st.tuples(st.just("resend"), st.integers(0, 63)),
+    st.tuples(
+        st.just("ack"),
+        st.integers(0, 3),
+        st.lists(st.tuples(st.integers(0, 24), st.integers(1, 8)), max_size=4),
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_op, max_size=60))
+def test_send_stream_matches_the_reference_rules(ops: list[tuple[object, ...]]) -> None:
+    s = SendStream(2)
+    ref = _Ref()
+    pn = 0
+    for op in ops:
+        if op[0] == "new":
+            for _ in range(int(op[1])):  # type: ignore[call-overload]
+                f = _frame(s.next_seq, pn)
+                s.unacked[f.seq] = f
+                s.next_seq += 1
+                s.mark_sent(f)
+                ref.send(f.seq, pn)
+                pn += 1
+        elif op[0] == "resend" and s.unacked:
+            seqs = list(s.unacked)
+            f = s.unacked[seqs[int(op[1]) % len(seqs)]]  # type: ignore[call-overload]
+            f.queued = False
+            f.pn = pn
+            s.mark_sent(f)
+            ref.frames[f.seq]["queued"] = False
+            ref.send(f.seq, pn)
+            pn += 1
+        elif op[0] == "ack":
+            cumulative = s.first_unacked() + int(op[1])  # type: ignore[call-overload]
+            ranges = [(cumulative + a, cumulative + a + n) for a, n in op[2]]  # type: ignore[attr-defined]
+            s.on_cumulative(cumulative)
+            lost = s.on_ranges(ranges)
+            for f in lost:
+                f.queued = True
+            assert [f.seq for f in lost] == ref.ack(cumulative, ranges)
+        assert list(s.unacked) == list(ref.frames)
+        for seq, f in s.unacked.items():
+            r = ref.frames[seq]
+            assert (f.sacked, f.in_flight) == (r["sacked"], r["in_flight"])
+        in_flight = [f for f in s.unacked.values() if f.in_flight]
+        assert s.inflight_frames == len(in_flight)
+        assert s.inflight_bytes == sum(len(f.payload) for f in in_flight)

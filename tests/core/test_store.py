@@ -118,3 +118,27 @@ def test_store_file_is_private(tmp_path: Path) -> None:
     loose.chmod(0o644)
     with pytest.raises(PermissionError):
         SessionStore(loose, key="k")
+
+
+def test_meta_commits_with_the_changes_or_not_at_all(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "s.db", key="k")
+    store.apply(ESTABLISHED, meta={"pos": 7, "tag": "a", "blob": b"\x00\xff"})
+    assert store.load_meta() == {"pos": 7, "tag": "a", "blob": b"\x00\xff"}
+    store.apply([MessageQueued(9, 1, b"a", 0)], meta={"pos": 8})
+    with pytest.raises(sqlite3.IntegrityError):  # the batch fails: its meta is not written
+        store.apply([MessageQueued(9, 1, b"b", 0)], meta={"pos": 9})
+    assert store.load_meta()["pos"] == 8
+    store.apply([], meta={"pos": 10})  # meta alone is a transaction too
+    for bad in ({"pos": 1.5}, {"pos": None}, {"pos": True}, {"": 1}, {"pos": 1 << 63}):
+        with pytest.raises((TypeError, ValueError)):
+            store.apply([PnReserved(4096)], meta=bad)  # type: ignore[arg-type]
+    snap = store.load()
+    assert snap is not None and snap.pn_ceiling == 0  # nothing of the refused calls
+    store.apply(ESTABLISHED)  # a new handshake under this key keeps the meta rows
+    other = SessionStore(tmp_path / "s.db", key="other")
+    other.apply([], meta={"pos": 1})
+    store.close()
+    reopened = SessionStore(tmp_path / "s.db", key="k")
+    assert reopened.load_meta() == {"pos": 10, "tag": "a", "blob": b"\x00\xff"}
+    assert other.load_meta() == {"pos": 1}
+    assert reopened.open_keys("s") == ["k"]  # "other" never got established
