@@ -279,7 +279,9 @@ class Node:
             elif role == "patient" and self.role == "clinician":
                 self.app.on_peer_waiting(peer_id, role)
 
-    def _peer_present(self, peer_id: str, role: str) -> None:
+    def _peer_present(self, peer_id: str, role: str, *, rejoined: bool = False) -> None:
+        """`rejoined`: the server just said peer-joined/peer-reconnected, so the peer is on a
+        fresh connection and an offer still waiting for its answer went nowhere."""
         if role not in PEERS_OF.get(self.role, ()) or not ENDPOINT_ID.match(peer_id):
             return
         link = self.peers.get(peer_id)
@@ -292,7 +294,9 @@ class Node:
         link.add_relay()
         if self.role == "patient":
             link.start_negotiator()
-            if link.direct is None:
+            if rejoined:
+                link.peer_back()
+            elif link.direct is None:
                 link.renegotiate_soon()
         link.kick()
 
@@ -379,7 +383,8 @@ class Node:
         elif kind == "peer-waiting":
             self.app.on_peer_waiting(peer_id, str(msg.get("role", "")))
         elif kind in ("peer-joined", "peer-reconnected"):
-            self._peer_present(peer_id, str(msg.get("role") or self._role_of(peer_id)))
+            role = str(msg.get("role") or self._role_of(peer_id))
+            self._peer_present(peer_id, role, rejoined=True)
         elif kind == "peer-left":
             self.events.emit("peer", peer=peer_id, state="left")
             link = self.peers.get(peer_id)

@@ -69,6 +69,7 @@ class PeerLink:
         self._answer: asyncio.Future[str] | None = None
         self._negotiator: asyncio.Task[None] | None = None
         self._renegotiate_now = asyncio.Event()
+        self._skip_backoff = False  # the next offer goes out at once (the peer just came back)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.direct_generation = 0
         self.stats: dict[str, int] = {"relay_frames_in": 0, "direct_frames_in": 0}
@@ -324,11 +325,24 @@ class PeerLink:
         self.backoff.reset()
         self._renegotiate_now.set()
 
+    def peer_back(self) -> None:
+        """The server says the peer is (back) here. An offer still waiting for its answer went
+        out while the peer was gone and will never be answered: drop it and offer again at
+        once instead of waiting out ANSWER_TIMEOUT."""
+        answer = self._answer
+        if answer is not None and not answer.done():
+            self._skip_backoff = True
+            answer.set_exception(ConnectionError("offer abandoned: peer reconnected"))
+        if self.direct is None:
+            self.renegotiate_soon()
+
     async def _negotiate_loop(self) -> None:
         first = True
         while not self.closed:
             if self.direct is None and self.pending is None:
-                if not first:
+                if self._skip_backoff:
+                    self._skip_backoff = False
+                elif not first:
                     delay = self.backoff.next()
                     self.node.events.emit(
                         "direct-retry", peer=self.peer_id, after_s=round(delay, 2)
@@ -362,6 +376,9 @@ class PeerLink:
                 {"type": "offer", "to": self.peer_id, "sdp": local_sdp}
             ):
                 raise ConnectionError("signaling not connected")
+            self.node.events.emit(
+                "direct-offer", peer=self.peer_id, generation=self.direct_generation
+            )
             answer = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT)
             await dp.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
             if not self.handshake_started:
