@@ -189,5 +189,8 @@ class Receiver:
         fp_local = payload[1 + n : 33 + n]
         fp_remote = payload[33 + n :]
         if fp_local != s._remote_fp or fp_remote != s._local_fp:
+            if (fp_remote, fp_local) in s._known_fps:
+                self.stats["stale_binds"] = self.stats.get("stale_binds", 0) + 1
+                return
             raise CryptoError("fingerprint", "PATH_BIND fingerprints do not match the SDP")
         self.stats["path_binds"] = self.stats.get("path_binds", 0) + 1

@@ -100,6 +100,9 @@ class Session:
         self._ts_offset = config.timestamp_offset
         self._local_fp = _ZERO_FP
         self._remote_fp = _ZERO_FP
+        # (local, remote) of recent negotiations: a PATH_BIND that crossed a renegotiation
+        # names one of these and is stale, not an attack.
+        self._known_fps: deque[tuple[bytes, bytes]] = deque(maxlen=4)
         self._confirmed = False  # the peer proved it holds the keys
         self._send: SendKeys | None = None
         self._recv: RecvKeys | None = None
@@ -128,10 +131,17 @@ class Session:
         if len(local) != 32 or len(remote) != 32:
             raise ValueError("fingerprints are 32-byte SHA-256 digests")
         self._local_fp, self._remote_fp = bytes(local), bytes(remote)
+        self._known_fps.append((self._local_fp, self._remote_fp))
         if self.state in OPEN_STATES:
             self._queue_bind()
         else:
             self._handshake.set_fingerprints(self._local_fp, self._remote_fp)
+
+    def remember_fingerprints(self, local: bytes, remote: bytes) -> None:
+        """Record a negotiation's fingerprints without binding them (e.g. an abandoned offer)."""
+        if len(local) != 32 or len(remote) != 32:
+            raise ValueError("fingerprints are 32-byte SHA-256 digests")
+        self._known_fps.append((bytes(local), bytes(remote)))
 
     def add_path(self, path_id: str, now: float, *, preferred: bool = False) -> None:
         self._heartbeat.add(path_id, now, preferred)

@@ -441,3 +441,36 @@ def test_fingerprints_arriving_mid_handshake_are_bound_afterwards() -> None:
     net.run_for(0.1)
     assert a.stats["rejected_total"] == 0
     assert b.stats["path_binds"] >= 1
+
+
+def test_path_bind_from_an_earlier_negotiation_is_stale_not_an_attack() -> None:
+    net, _a, b = make_pair(43, paths=two_paths())
+    establish(net)
+    fa, fb = bytes([0xA]) * 32, bytes([0xB]) * 32
+    fa2, fb2 = bytes([0xA2]) * 32, bytes([0xB2]) * 32
+    b.set_fingerprints(fb, fa)
+    b.set_fingerprints(fb2, fa2)  # b renegotiated before a's bind for the first one arrived
+    net.call("a", lambda s: s.set_fingerprints(fa, fb))
+    net.run_for(0.1)
+    assert b.stats["stale_binds"] == 1
+    assert b.stats["rejected_total"] == 0
+    net.call("a", lambda s: s.set_fingerprints(fa2, fb2))
+    net.run_for(0.1)
+    assert b.stats["path_binds"] >= 1 and b.stats["rejected_total"] == 0
+    # a pair b never negotiated is still refused
+    net.call("a", lambda s: s.set_fingerprints(fa2, bytes([0xC]) * 32))
+    net.run_for(0.1)
+    assert b.stats["rejected_crypto_fingerprint"] == 1
+
+
+def test_remembered_fingerprints_of_an_abandoned_offer_are_stale() -> None:
+    net, _a, b = make_pair(44, paths=two_paths())
+    establish(net)
+    fa, fb, fb2 = bytes([0xA]) * 32, bytes([0xB]) * 32, bytes([0xB2]) * 32
+    b.remember_fingerprints(fb, fa)
+    b.set_fingerprints(fb2, bytes([0xA2]) * 32)
+    net.call("a", lambda s: s.set_fingerprints(fa, fb))
+    net.run_for(0.1)
+    assert b.stats["stale_binds"] == 1 and b.stats["rejected_total"] == 0
+    with pytest.raises(ValueError):
+        b.remember_fingerprints(b"short", fa)
