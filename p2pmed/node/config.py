@@ -54,7 +54,7 @@ class NodeConfig:
     join_timeout: float = 10.0
     ice_relay_only: bool = False  # direct path only through the TURN relay (no host/srflx)
     window_frames: int = 128  # session: most frames / bytes unacked in flight
-    # 64 KiB, not 128: less bulk queued ahead of a CRITICAL frame (alarm p99 in bench/node_bench.py).
+    # 64 KiB, not 128: less bulk queued ahead of a CRITICAL frame (bench/node_bench.py).
     window_bytes: int = 64 * 1024
     sctp_high_water: int = 16 * 1024  # bytes handed to aiortc ahead of its SCTP queue
     scenario: str = "demo"  # synthetic source events: demo | normal | alarm

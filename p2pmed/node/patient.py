@@ -82,12 +82,15 @@ class PatientApp:
         self._stop = asyncio.Event()
 
     # ---- the source ----
-    def _source(self, start: float) -> Iterator[tuple[float, Message]]:
+    def _source(self, start: float, skip: int = 0) -> Iterator[tuple[float, Message]]:
+        """The deterministic stream from `start`, without its first `skip` messages (seeked
+        directly, not regenerated: this can take a moment, so callers run it off the loop)."""
         spec = self.node.config.source
         if spec.kind == "wfdb":
-            return iter(WfdbReplay(spec.path, start_time=start))
+            return WfdbReplay(spec.path, start_time=start).iter_from(skip)
         scenario = self.node.config.scenario
-        return iter(SyntheticSource(self.patient_id, start_time=start, episodes=episodes(scenario)))
+        source = SyntheticSource(self.patient_id, start_time=start, episodes=episodes(scenario))
+        return source.iter_from(skip)
 
     async def run(self) -> None:
         store = self.node.store
@@ -105,11 +108,10 @@ class PatientApp:
                 store.set_meta("source_start", start)
         self.position = skip
         rate = self.node.config.rate
-        n = 0
-        for due, msg in self._source(start):
+        n = skip
+        source = await asyncio.to_thread(self._source, start, skip)
+        for due, msg in source:
             n += 1
-            if n <= skip:
-                continue
             wait = start + (due - start) / rate - time.time()
             if wait > 0:
                 try:

@@ -135,6 +135,7 @@ class SyntheticSource:
         self.pleth_rate = pleth_rate
         self.chunk_ms = chunk_ms
         self.episodes = tuple(episodes)
+        self._by_param = {p: tuple(ep for ep in self.episodes if ep.param is p) for p in Param}
         # fail early on rates or lead names the codec would reject
         Waveform(ecg_lead, ecg_rate, 0, 0, ECG_SCALE_MV, "mV", (0,))
         Waveform(PLETH, pleth_rate, 0, 0, PLETH_SCALE, "1", (0,))
@@ -142,27 +143,81 @@ class SyntheticSource:
     def value_at(self, param: Param, t: float) -> float:
         """Scripted (noise-free) value of a parameter at t seconds after the start."""
         value = BASELINE[param]
-        for ep in self.episodes:
-            if ep.param is param and (w := ep.weight(t)) > 0:
+        for ep in self._by_param[param]:
+            if (w := ep.weight(t)) > 0:
                 value = BASELINE[param] + w * (ep.target - BASELINE[param])
         return value
 
     def __iter__(self) -> Iterator[tuple[float, Message]]:
+        return self.iter_from(0)
+
+    def iter_from(self, skip: int) -> Iterator[tuple[float, Message]]:
+        """The stream without its first `skip` messages, identical to iterating and dropping
+        them. Without a duration the generator state is computed directly (random streams
+        advanced in bulk, beat times walked), not by generating the skipped chunks; the
+        work is done here, eagerly, so a caller can run it off the event loop."""
+        if skip < 0:
+            raise SourceError("skip", "skip must be >= 0")
+        if self.duration_s is not None:  # rare (tests, benches): plain regeneration
+            return itertools.islice(self._chunks(0), skip, None)
+        lo, hi = 0, 1
+        while self._messages_before(hi) <= skip:
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:  # last chunk index whose preceding messages are <= skip
+            mid = (lo + hi) // 2
+            if self._messages_before(mid) <= skip:
+                lo = mid
+            else:
+                hi = mid
+        return itertools.islice(self._chunks(lo), skip - self._messages_before(lo), None)
+
+    def _messages_before(self, i: int) -> int:
+        """Messages yielded by chunks 0..i-1 (no duration limit)."""
+        numerics = math.floor(i * self.chunk_ms / 1000) + 1 if i > 0 else 0
+        waves = 0
+        for rate in (self.ecg_rate, self.pleth_rate):
+            waves += min(i, chunk_bounds(i, rate, self.chunk_ms)[0])  # empty chunks skipped
+        return numerics + waves
+
+    def _chunks(self, first: int) -> Iterator[tuple[float, Message]]:
+        """Generator from chunk `first` on; the state at that chunk is computed now, before
+        the generator is returned (the same way the loop would have computed it)."""
         beat_rng = np.random.default_rng([self.seed, 1])
         noise_rng = np.random.default_rng([self.seed, 2])
         num_rng = np.random.default_rng([self.seed, 3])
         beats: list[tuple[float, float]] = []  # (R time, RR) in seconds since start
         next_r = 0.25
         next_numerics = 0
+        if first > 0:
+            w_start = first * self.chunk_ms / 1000
+            while next_r < w_start + 1.5:
+                rr = self._next_rr(next_r, beat_rng)
+                if next_r > w_start - 2.0:
+                    beats.append((next_r, rr))
+                next_r += rr
+            next_numerics = math.floor(w_start) + 1
+            _skip_normals(num_rng, next_numerics * len(Param))
+            _skip_normals(noise_rng, chunk_bounds(first, self.ecg_rate, self.chunk_ms)[0])
+        rngs = (beat_rng, noise_rng, num_rng)
+        return self._generate(first, rngs, beats, next_r, next_numerics)
+
+    def _generate(
+        self,
+        first: int,
+        rngs: tuple[np.random.Generator, np.random.Generator, np.random.Generator],
+        beats: list[tuple[float, float]],
+        next_r: float,
+        next_numerics: int,
+    ) -> Iterator[tuple[float, Message]]:
+        beat_rng, noise_rng, num_rng = rngs
         end = self.duration_s
-        for i in itertools.count():
+        for i in itertools.count(first):
             w_start = i * self.chunk_ms / 1000
             w_end = (i + 1) * self.chunk_ms / 1000
             if end is not None and w_start >= end:
                 return
             while next_r < w_end + 1.5:
-                rr = 60.0 / self.value_at(Param.HR, next_r)
-                rr *= 1.0 + 0.02 * float(np.clip(beat_rng.standard_normal(), -3, 3))
+                rr = self._next_rr(next_r, beat_rng)
                 beats.append((next_r, rr))
                 next_r += rr
             beats = [b for b in beats if b[0] > w_start - 2.0]
@@ -199,6 +254,10 @@ class SyntheticSource:
             out.sort(key=lambda item: item[0])
             yield from out
 
+    def _next_rr(self, r: float, rng: np.random.Generator) -> float:
+        rr = 60.0 / self.value_at(Param.HR, r)
+        return rr * (1.0 + 0.02 * float(np.clip(rng.standard_normal(), -3, 3)))
+
     def _ecg(
         self, t: np.ndarray, beats: list[tuple[float, float]], rng: np.random.Generator
     ) -> np.ndarray:
@@ -229,6 +288,15 @@ class SyntheticSource:
         values[Param.SPO2] = min(100.0, values[Param.SPO2])
         n = Numerics.from_values(_us(self.start_time + t), self.patient_id, dict(values))
         return mark_suspect(n)
+
+
+def _skip_normals(rng: np.random.Generator, n: int) -> None:
+    """Advance rng past n standard normals (the stream does not depend on how draws are
+    grouped, so drawing them in bulk matches drawing them one by one)."""
+    while n > 0:
+        k = min(n, 1 << 20)
+        rng.standard_normal(k)
+        n -= k
 
 
 # ---------------------------------------------------------------------------------------
@@ -289,8 +357,17 @@ class WfdbReplay:
         Waveform(self.signal, self.sample_rate, 0, first_seq, self.scale, self.unit, (0,))
 
     def __iter__(self) -> Iterator[tuple[float, Waveform]]:
+        return self.iter_from(0)
+
+    def iter_from(self, skip: int) -> Iterator[tuple[float, Waveform]]:
+        """The replay without its first `skip` chunks (one message per chunk)."""
+        if skip < 0:
+            raise SourceError("skip", "skip must be >= 0")
+        return self._chunks(skip)
+
+    def _chunks(self, first: int) -> Iterator[tuple[float, Waveform]]:
         rate, n = self.sample_rate, len(self.samples)
-        for i in itertools.count():
+        for i in itertools.count(first):
             a, b = chunk_bounds(i, rate, self.chunk_ms)
             if a >= n:
                 return

@@ -235,3 +235,53 @@ def test_make_script_writes_exact_record(tmp_path: Path) -> None:
     np.savez(tmp_path / "short.npz", ecg=raw[:100])
     with pytest.raises(SystemExit):
         mod.main(["--ecg-dat", str(tmp_path / "short.npz"), "--out", str(tmp_path)])
+
+
+def _same(a: list[tuple[float, object]], b: list[tuple[float, object]]) -> bool:
+    return [(d, encode(m)) for d, m in a] == [(d, encode(m)) for d, m in b]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("chunk_ms", "pleth_rate"),
+    [(100, 125), (7, 125), (1000, 125), (9, 100)],  # 7 ms, 9 ms: some pleth chunks empty
+)
+def test_iter_from_matches_dropping_the_first_messages(chunk_ms: int, pleth_rate: int) -> None:
+    eps = [tachycardia(3.0, 20.0, 150.0), spo2_drop(5.0, 10.0)]
+    src = SyntheticSource(
+        "p1", seed=4, start_time=T0, chunk_ms=chunk_ms, pleth_rate=pleth_rate, episodes=eps
+    )
+    ref = list(itertools.islice(src, 3000))
+    for skip in [0, 1, 2, 3, 4, 5, 6, 21, 22, 23, 24, 25, 26, 700, 1501, 2400]:
+        got = list(itertools.islice(src.iter_from(skip), 600))
+        assert _same(got, ref[skip : skip + 600]), skip
+
+
+def test_seek_to_a_time_yields_the_unseeked_stream_from_that_time() -> None:
+    src = SyntheticSource("p1", seed=2, start_time=T0, episodes=[tachycardia(10.0, 30.0)])
+    ref = list(itertools.islice(src, 21 * 60))
+    for t in (T0 + 0.05, T0 + 1.0, T0 + 12.34, T0 + 37.0):
+        before = sum(1 for due, _ in ref if due < t)
+        got = list(itertools.islice(src.iter_from(before), 100))
+        assert got[0][0] >= t
+        assert _same(got, [item for item in ref if item[0] >= t][:100])
+
+
+def test_iter_from_with_a_duration_and_past_the_end() -> None:
+    src = SyntheticSource("p1", start_time=T0, duration_s=2.55, chunk_ms=100)
+    ref = list(src)
+    assert _same(list(src.iter_from(17)), ref[17:])
+    assert list(src.iter_from(len(ref) + 5)) == []
+
+
+def test_iter_from_rejects_a_negative_skip() -> None:
+    with pytest.raises(SourceError) as info:
+        SyntheticSource().iter_from(-1)
+    assert info.value.reason == "skip"
+    with pytest.raises(SourceError):
+        WfdbReplay(RECORD, chunk_ms=250).iter_from(-3)
+
+
+def test_wfdb_iter_from_matches_dropping_the_first_chunks() -> None:
+    replay = WfdbReplay(RECORD, chunk_ms=250, start_time=T0)
+    ref = list(itertools.islice(replay, 60))
+    assert _same(list(itertools.islice(replay.iter_from(13), 47)), ref[13:])  # type: ignore[arg-type]
