@@ -151,8 +151,13 @@ async def _sweeper(app: web.Application) -> None:
     while True:
         await asyncio.sleep(tick)
         try:
-            for ws, code, err, msg in hub.sweep():
-                await hub.close_ws(ws, code, err, msg)
+            more = True
+            while more:
+                closes, more = hub.sweep()
+                for ws, code, err, msg in closes:
+                    await hub.close_ws(ws, code, err, msg)
+                if more:
+                    await asyncio.sleep(0.005)
             now = asyncio.get_running_loop().time()
             if hub.audit.dirty() and now - last_cp >= config.audit_checkpoint_interval:
                 hub.audit.checkpoint()

@@ -9,12 +9,21 @@ from aiohttp import web
 from signaling import closecodes as cc
 from signaling.sessions import Sessions
 
+# Removing an endpoint costs tens of microseconds (audit entry, log line, peer notices); after
+# a mass disconnect thousands expire together, and one pass over all of them stalled joins and
+# relaying for ~350 ms. The caller runs passes of at most SWEEP_BUDGET removals, pausing between.
+SWEEP_BUDGET = 50
+
 
 class Sweeper(Sessions):
-    def sweep(self) -> list[tuple[web.WebSocketResponse, int, str, str]]:
-        """Idle logoff, reconnect-grace expiry and revocation; returns sockets to close."""
+    def sweep(
+        self, budget: int = SWEEP_BUDGET
+    ) -> tuple[list[tuple[web.WebSocketResponse, int, str, str]], bool]:
+        """Revocation, then idle logoff and reconnect-grace expiry for at most `budget`
+        endpoints. Returns the sockets to close and whether expired endpoints remain."""
         now = time.monotonic()
         closes: list[tuple[web.WebSocketResponse, int, str, str]] = []
+        more = False
         # revocations written since the last sweep (by `p2pmed token revoke`, any process)
         fresh, self.revoked_rowid = self.revocations.revoked_since(self.revoked_rowid)
         revoked = {j for j in fresh if j in self.jti_owner}
@@ -26,16 +35,25 @@ class Sweeper(Sessions):
                     closes.append((e.ws, cc.REVOKED, "token-revoked", "token was revoked"))
                 e.ws = None
                 self.remove(e, "revoked")
-            elif e.ws is not None and now - e.last_activity > self.config.idle_timeout:
+                continue
+            idle = e.ws is not None and now - e.last_activity > self.config.idle_timeout
+            expired = (
+                e.ws is None
+                and e.disconnected_at is not None
+                and now - e.disconnected_at > self.config.reconnect_grace
+            )
+            if not (idle or expired):
+                continue
+            if budget <= 0:
+                more = True
+                continue
+            budget -= 1
+            if idle and e.ws is not None:
                 self.metrics.idle_logoffs.inc()
                 self.audit.append("logoff", session=e.session.id, endpoint_id=e.id, role=e.role)
                 closes.append((e.ws, cc.TIMEOUT, "idle-timeout", "logged off after inactivity"))
                 e.ws = None
                 self.remove(e, "idle")
-            elif (
-                e.ws is None
-                and e.disconnected_at is not None
-                and now - e.disconnected_at > self.config.reconnect_grace
-            ):
+            else:
                 self.remove(e, "disconnected")
-        return closes
+        return closes, more

@@ -117,3 +117,28 @@ async def test_unjoined_connections_per_ip(tmp_path: Path, http: aiohttp.ClientS
         doc, _ = await h.join("s1", "clinician", "b")
         assert not doc.ws.closed
         await settle(lambda: sum(srv.hub.pending.values()) == 2)
+
+
+async def test_mass_expiry_is_swept_in_bounded_passes(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    # One pass over thousands of expired endpoints stalled the loop; passes are bounded.
+    async with running_server(tmp_path, reconnect_grace=3600) as srv:
+        h = Harness(srv, http)
+        clients = [(await h.join(f"m{i}", "clinician", "doc"))[0] for i in range(25)]
+        for c in clients:
+            await c.ws.close()
+        hub = srv.hub
+        while sum(len(s.endpoints) for s in hub.sessions.values()) and any(
+            e.ws is not None for s in hub.sessions.values() for e in s.endpoints.values()
+        ):
+            await asyncio.sleep(0.01)
+        for s in hub.sessions.values():
+            for e in s.endpoints.values():
+                e.disconnected_at = 0.0  # grace long expired
+        closes, more = hub.sweep(budget=10)
+        assert closes == [] and more
+        assert sum(len(s.endpoints) for s in hub.sessions.values()) == 15
+        hub.sweep(budget=10)
+        closes, more = hub.sweep(budget=10)
+        assert not more and not hub.sessions
