@@ -189,7 +189,8 @@ def mutate(rng: random.Random, h: Harness) -> bytes:
         return fix_crc(
             (base[: rng.randrange(len(base) + 1)] + other[rng.randrange(len(other) + 1) :])[:-4]
         )
-    return rng.randbytes(rng.choice([0, 1, 47, 48, 64, 100, 16448, 16449, rng.randrange(2000)]))
+    sizes = [0, 1, 47, 48, 64, 100, frame.MAX_FRAME, frame.MAX_FRAME + 1, rng.randrange(2000)]
+    return rng.randbytes(rng.choice(sizes))
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from p2pmed.core.frame import DEFAULT_CHUNK, MAX_CHUNK
 from p2pmed.core.identity import Identity
 
 NUM_CLASSES = 5
@@ -30,6 +31,7 @@ class SessionConfig:
     identity: Identity
     window_frames: int = 128
     window_bytes: int = 128 * 1024
+    chunk_bytes: int = DEFAULT_CHUNK  # largest DATA plaintext this side sends (<= MAX_CHUNK)
     heartbeat_interval: float = 0.25
     path_dead_after: float = 1.0
     rekey_interval: float = 3600.0
@@ -47,3 +49,7 @@ class SessionConfig:
     max_message: int = 64 * 1024 * 1024
     peer_public: bytes | None = None  # pin the peer's identity key
     random: Callable[[int], bytes] | None = None  # handshake randomness (tests)
+
+    def __post_init__(self) -> None:
+        if not 1024 <= self.chunk_bytes <= MAX_CHUNK:
+            raise ValueError(f"chunk_bytes must be 1024..{MAX_CHUNK}, got {self.chunk_bytes}")

@@ -17,7 +17,10 @@ HEADER = struct.Struct(">BBBBIQQQQI")
 HEADER_SIZE = HEADER.size  # 44
 CRC_SIZE = 4
 TAG_SIZE = 16
-MAX_CHUNK = 16 * 1024  # plaintext bytes carried by one DATA frame
+# Plaintext bytes one DATA frame may carry. 63 KiB keeps a frame plus its relay envelope inside
+# one 64 KiB WebSocket message and aiortc's default 64 KiB DataChannel message size.
+MAX_CHUNK = 63 * 1024
+DEFAULT_CHUNK = 16 * 1024  # what a sender cuts messages into unless configured otherwise
 MAX_PAYLOAD = MAX_CHUNK + TAG_SIZE
 MAX_FRAME = HEADER_SIZE + MAX_PAYLOAD + CRC_SIZE
 MIN_FRAME = HEADER_SIZE + CRC_SIZE

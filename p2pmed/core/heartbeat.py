@@ -92,14 +92,14 @@ class Heartbeat:
         if self.next_due is not None:
             times.append(self.next_due)
         dead = self._s.config.path_dead_after
-        times.extend(p.last_pong + dead for p in self.paths.values() if p.alive)
+        times.extend(p.last_pong + p.dead_after(dead) for p in self.paths.values() if p.alive)
 
     def on_timer(self, now: float) -> None:
         if self.next_due is not None and now >= self.next_due:
             self.beat(now)
         dead = self._s.config.path_dead_after
         for p in list(self.paths.values()):
-            if p.alive and now >= p.last_pong + dead:
+            if p.alive and now >= p.last_pong + p.dead_after(dead):
                 p.alive = False
                 self._s._events.append(PathDown(p.path_id))
                 self._s._recovery.reroute()
@@ -117,14 +117,12 @@ class Heartbeat:
         cfg = s.config
         self.next_due = now + cfg.heartbeat_interval
         pings = self.pings
-        while pings:
-            pid = next(iter(pings))
-            path_id, sent_at, _ = pings[pid]
-            if now - sent_at < cfg.path_dead_after:
-                break
-            del pings[pid]
+        for pid, (path_id, sent_at, _) in list(pings.items()):
             p = self.paths.get(path_id)
-            if p is not None:
+            if p is None:
+                del pings[pid]
+            elif now - sent_at >= p.dead_after(cfg.path_dead_after):
+                del pings[pid]  # a PONG after this is late: counted as lost
                 p.history.append(False)
         assert s._send is not None
         if s.state in OPEN_STATES and s._send.needs_ratchet(

@@ -18,7 +18,7 @@ class PathStatus:
 class Path:
     path_id: str
     alive: bool
-    last_pong: float  # liveness clock: dead once this is path_dead_after in the past
+    last_pong: float  # liveness clock: dead once dead_after() has passed since it
     srtt: float | None = None
     history: deque[bool] = field(default_factory=lambda: deque(maxlen=20))
 
@@ -30,6 +30,12 @@ class Path:
         self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
         self.history.append(True)
         self.last_pong = now
+
+    def dead_after(self, base: float) -> float:
+        """Silence that kills this path: `base`, or 3 smoothed RTTs on a slow path. A backlog
+        queued on a narrow uplink stretches every PONG; that is congestion, not a dead path."""
+        srtt = self.srtt
+        return base if srtt is None or 3 * srtt <= base else 3 * srtt
 
     def status(self) -> PathStatus:
         return PathStatus(self.path_id, self.alive, self.srtt, self.loss())

@@ -14,7 +14,7 @@ from p2pmed.core.config import SessionState
 from p2pmed.core.crypto import ReplayWindow
 from p2pmed.core.errors import CryptoError, FrameError, StateError
 from p2pmed.core.events import MessageReceived
-from p2pmed.core.frame import HANDSHAKE_TYPES, MAX_CHUNK, FrameType, Header, MessageClass
+from p2pmed.core.frame import HANDSHAKE_TYPES, FrameType, Header, MessageClass
 from p2pmed.core.persist import Delivered, KeysChanged
 from p2pmed.core.reliability import RecvStream
 
@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 _CLASSES = list(MessageClass)
 _DATA = FrameType.DATA
 RECENT = 1024  # (pn, crc) of recently accepted frames, to tell copies from replays
-# ...or ACK once this many DATA bytes came in: with 16 KiB chunks, waiting for 4 frames holds
-# back half of the sender's (by default 112 KiB) bulk window until the ACK.
-ACK_BYTES = 2 * MAX_CHUNK
+# ...or ACK once this many DATA bytes came in: waiting for 4 frames of 16 KiB (or 2 of 63 KiB)
+# would hold back half of a 128 KiB sender window until the ACK.
+ACK_BYTES = 32 * 1024
 CLOSE_PROTOCOL_VIOLATION = 2  # CLOSE code; 1 is a refused handshake
 
 

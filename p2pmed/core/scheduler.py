@@ -1,7 +1,7 @@
 """Priority scheduler: per-class FIFO queues, chunking of large and batching of small messages.
 
 The Session asks for the next DATA payload of a class; lower class values always
-go first. Large messages are cut into chunks of at most MAX_CHUNK bytes, so a
+go first. Large messages are cut into chunks of at most the sender's chunk size, so a
 more urgent message waits behind at most one chunk of anything else. Small
 messages of one class are coalesced into one BATCH payload.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from p2pmed.core.frame import MAX_CHUNK, Flags
+from p2pmed.core.frame import DEFAULT_CHUNK, MAX_CHUNK, Flags
 
 NUM_CLASSES = 5
 _FIRST = int(Flags.FIRST)
@@ -57,7 +57,7 @@ class Scheduler:
     def __len__(self) -> int:
         return sum(len(q) for q in self.queues)
 
-    def build(self, cls: int, budget: int = MAX_CHUNK) -> FramePlan | None:
+    def build(self, cls: int, budget: int = DEFAULT_CHUNK) -> FramePlan | None:
         """Next payload of `cls` holding at most `budget` plaintext bytes, or None."""
         q = self.queues[cls]
         if not q:

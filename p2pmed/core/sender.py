@@ -25,6 +25,7 @@ _DATA = FrameType.DATA
 class Sender:
     __slots__ = (
         "_s",
+        "chunk",
         "limit_critical",
         "limit_other",
         "next_pn",
@@ -46,6 +47,7 @@ class Sender:
         self.recovery = session._recovery
         self.next_pn = FIRST_PN
         self.pn_ceiling = FIRST_PN  # pns below it are reserved (durable when persisting)
+        self.chunk = cfg.chunk_bytes
         # non-critical classes leave an eighth of the window to CRITICAL
         reserve_f = max(1, cfg.window_frames // 8)
         reserve_b = max(1024, cfg.window_bytes // 8)
@@ -104,7 +106,7 @@ class Sender:
                 room = lim_b - self.inflight_bytes()
                 if room <= 0:
                     break
-                plan = sched.build(c, room)
+                plan = sched.build(c, min(room, self.chunk))
                 if plan is None:
                     break
                 seq = tx.next_seq

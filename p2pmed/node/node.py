@@ -309,6 +309,7 @@ class Node:
             path_dead_after=self.config.path_dead_after,
             window_frames=self.config.window_frames,
             window_bytes=self.config.window_bytes,
+            chunk_bytes=self.config.chunk_bytes,
         )
         from p2pmed.node import persist
 

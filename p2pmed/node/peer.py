@@ -66,6 +66,7 @@ class PeerLink:
         self._flush_scheduled = False
         self._in_flush = False
         self._timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
         self._answer: asyncio.Future[str] | None = None
         self._negotiator: asyncio.Task[None] | None = None
         self._renegotiate_now = asyncio.Event()
@@ -205,10 +206,14 @@ class PeerLink:
             node.on_rejected(self, event)
         elif isinstance(event, ev.PathUp):
             self._report(self.paths.up(event.path_id))
+            if event.path_id == "direct" and self._stall_timer is not None:
+                self._stall_timer.cancel()
+                self._stall_timer = None
+                self.node.events.emit("direct-recovered", peer=self.peer_id)
         elif isinstance(event, ev.PathDown):
             self._report(self.paths.down(event.path_id, "heartbeats missed"))
             if event.path_id == "direct":
-                self._direct_lost("heartbeats missed")
+                self._direct_stalled()
         elif isinstance(event, ev.PathQuality):
             self._report(self.paths.quality(event.path_id, event.rtt, event.loss))
         elif isinstance(event, ev.SessionClosed):
@@ -302,10 +307,31 @@ class PeerLink:
         self.node.events.emit("direct-open", peer=self.peer_id, generation=self.direct_generation)
         self.kick()
 
+    def _direct_stalled(self) -> None:
+        """Heartbeats stopped: traffic has already moved to the other paths. ICE and DTLS
+        outlive a burst or a handover of a few seconds, so keep the peer connection for
+        `direct_grace` (the session keeps pinging it) and take it back when PONGs return;
+        only then negotiate a new one, which costs a round trip through the server."""
+        dp = self.direct
+        if dp is None or self.closed or self._stall_timer is not None:
+            return
+        grace = self.node.config.direct_grace
+        self.node.events.emit("direct-stalled", peer=self.peer_id, grace_s=grace)
+
+        def expired() -> None:
+            self._stall_timer = None
+            if self.direct is dp and not self.session.path_status("direct").alive:
+                self._direct_lost(f"no heartbeat answer for {grace:g} s")
+
+        self._stall_timer = self._loop.call_later(grace, expired)
+
     def _direct_lost(self, why: str) -> None:
         dp = self.direct
         if dp is None or self.closed:
             return
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         self.direct = None
         now = _now()
         with contextlib.suppress(Exception):
@@ -333,6 +359,8 @@ class PeerLink:
         if answer is not None and not answer.done():
             self._skip_backoff = True
             answer.set_exception(ConnectionError("offer abandoned: peer reconnected"))
+        if self._stall_timer is not None:  # a stalled connection to a restarted peer is gone
+            self._direct_lost("peer reconnected while the direct path was stalled")
         if self.direct is None:
             self.renegotiate_soon()
 
@@ -472,8 +500,9 @@ class PeerLink:
         if self.closed:
             return
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._stall_timer):
+            if timer is not None:
+                timer.cancel()
         if self._negotiator is not None:
             self._negotiator.cancel()
         for dp in (self.direct, self.pending):

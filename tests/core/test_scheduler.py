@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pmed.core.frame import MAX_CHUNK, Flags
+from p2pmed.core.frame import DEFAULT_CHUNK, MAX_CHUNK, Flags
 from p2pmed.core.reliability import RecvStream, split_batch
 from p2pmed.core.scheduler import OutMessage, Scheduler
 
@@ -34,7 +34,7 @@ def test_large_message_is_chunked_with_first_and_last() -> None:
     while (p := s.build(4)) is not None:
         plans.append(p)
     assert [p.flags for p in plans] == [FIRST, 0, 0, LAST]
-    assert all(len(p.payload) <= MAX_CHUNK for p in plans)
+    assert all(len(p.payload) <= DEFAULT_CHUNK for p in plans)
     assert b"".join(p.payload for p in plans) == data
     assert [p.done for p in plans] == [(), (), (), (9,)]
     assert [p.progress for p in plans[:3]] == [(9, 16384), (9, 32768), (9, 49152)]
@@ -46,10 +46,17 @@ def test_small_messages_are_batched_up_to_one_chunk() -> None:
         _push(s, 1, b"x" * 32, i)
     p = s.build(1)
     assert p is not None and p.flags == BATCH
-    assert len(p.payload) <= MAX_CHUNK
-    assert len(p.done) == MAX_CHUNK // 36
+    assert len(p.payload) <= DEFAULT_CHUNK
+    assert len(p.done) == DEFAULT_CHUNK // 36
     msgs = split_batch(p.payload)
     assert msgs == [b"x" * 32] * len(p.done)
+
+
+def test_budget_up_to_max_chunk_makes_larger_chunks() -> None:
+    s = Scheduler()
+    _push(s, 4, bytes(200_000), 1)
+    p = s.build(4, budget=MAX_CHUNK + 1000)  # clamped to the protocol's limit
+    assert p is not None and len(p.payload) == MAX_CHUNK
 
 
 def test_budget_limits_payload_and_refuses_tiny_cuts() -> None:

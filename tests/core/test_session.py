@@ -72,15 +72,23 @@ def test_clean_network_exactly_once_both_directions(seed: int) -> None:
     assert a.stats["rejected_total"] == b.stats["rejected_total"] == 0
 
 
-def test_sizes_at_chunk_boundaries() -> None:
-    net, a, _b = make_pair(4)
+@pytest.mark.parametrize("chunk", [frame.DEFAULT_CHUNK, 32_416, frame.MAX_CHUNK])
+def test_sizes_at_chunk_boundaries(chunk: int) -> None:
+    net, a, _b = make_pair(4, chunk_bytes=chunk, window_bytes=256 * 1024)
     establish(net)
-    sizes = [0, 1, 16379, 16380, 16381, 16384, 16385, 32768, 32769, 200_000]
+    near = [chunk - 5, chunk - 4, chunk - 3, chunk, chunk + 1, 2 * chunk, 2 * chunk + 1]
+    sizes = [0, 1, *near, 200_000]
     msgs = [(MessageClass.MEDIUM, bytes([i % 251]) * n) for i, n in enumerate(sizes)]
     sent: Sent = {}
     send_all(net, "a", msgs, sent)
     net.run(lambda: all_idle(a))
     check_delivery(sent, net.ends["b"].events, net.ends["a"].events)
+
+
+@pytest.mark.parametrize("chunk", [0, 1023, frame.MAX_CHUNK + 1])
+def test_chunk_size_outside_the_protocol_is_refused(chunk: int) -> None:
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        make_pair(1, chunk_bytes=chunk)
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13, 14])
@@ -195,7 +203,7 @@ def test_critical_is_never_blocked_by_a_full_window() -> None:
     net, a, _b = make_pair(25, paths={"direct": PathCfg(latency=0.05)})
     establish(net)
     send_all(net, "a", [(MessageClass.BACKGROUND, bytes(2 * 1024 * 1024))], {})
-    assert a.inflight[1] >= a.config.window_bytes * 7 // 8 - frame.MAX_CHUNK
+    assert a.inflight[1] >= a.config.window_bytes * 7 // 8 - a.config.chunk_bytes
     a.send(MessageClass.CRITICAL, b"alarm", net.now)
     out = a.datagrams_to_send(net.now)
     assert any(frame.decode(f)[0].cls is MessageClass.CRITICAL for _, f in out)
@@ -276,6 +284,25 @@ def test_heartbeats_report_quality_and_detect_death() -> None:
     assert net.now - t0 <= a.config.path_dead_after + a.config.heartbeat_interval + 0.05
     net.run_for(1.0)
     assert a.path_status("relay").loss > 0.2
+
+
+def test_a_slow_path_is_congested_not_dead() -> None:
+    """A backlog on a narrow uplink stretches RTTs past path_dead_after; PONGs still come,
+    so the path must stay up. Once they stop, it dies within 3 smoothed RTTs."""
+    net, a, _b = make_pair(31, paths={"direct": PathCfg(latency=0.01), "relay": PathCfg(0.04)})
+    establish(net)
+    net.run_for(1.0)
+    for latency in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6):  # RTT up to 1.2 s > path_dead_after
+        net.paths["direct"].latency = latency
+        net.run_for(3.0)
+    net.run_for(6.0)
+    assert PathDown("direct") not in net.ends["a"].events
+    srtt = a.path_status("direct").rtt
+    assert srtt is not None and srtt > a.config.path_dead_after
+    net.paths["direct"].up = False
+    t0 = net.now
+    net.run(lambda: PathDown("direct") in net.ends["a"].events, max_time=10)
+    assert a.config.path_dead_after < net.now - t0 <= 3 * srtt + 2 * a.config.heartbeat_interval
 
 
 def test_rekey_on_direct_reconnect() -> None:
@@ -387,7 +414,7 @@ def test_rejects_are_counted_and_reported() -> None:
     )
     b.receive(hs, "direct", net.now)
     # garbage of every size
-    for n in (0, 1, 47, 48, 1000, 20000):
+    for n in (0, 1, 47, 48, 1000, frame.MAX_FRAME + 1):
         b.receive(bytes(n), "direct", net.now)
     net.flush("b")
     st = b.stats

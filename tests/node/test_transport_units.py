@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2pmed.core.frame import Flags, FrameType, Header, MessageClass, encode
+from p2pmed.core.frame import MAX_FRAME, Flags, FrameType, Header, MessageClass, encode
 from p2pmed.transport.datachannel import CHANNELS, channel_for, sdp_fingerprint
 from p2pmed.transport.paths import Backoff, PathManager, QualityThresholds, classify
 from p2pmed.transport.relay import EnvelopeError, RelayPath, decode_envelope, encode_envelope
@@ -31,7 +31,7 @@ def test_envelope_round_trip() -> None:
         (b"\x05ab", "envelope"),
         (b"\x02\xff\xfe" + b"f" * 50, "envelope"),
         (b"\x03a b" + b"f" * 50, "envelope"),
-        (b"\x01a" + b"f" * 20000, "oversized"),
+        (b"\x01a" + b"f" * (MAX_FRAME + 1), "oversized"),
     ],
 )
 def test_envelope_rejects_hostile_input(data: bytes, reason: str) -> None:

@@ -259,7 +259,7 @@ async def test_hostile_input_is_counted_never_delivered_or_fatal(blank_page: Pag
         replayed_forgery,  # same pn, other bytes: replay
         b"",
         b"\x00" * 47,
-        bytes(range(256)) * 70,  # oversized
+        bytes(range(256)) * 253,  # oversized (64768 > 64576)
         data_frame[:-1] + bytes([data_frame[-1] ^ 1]),  # bad CRC
     ]
     await blank_page.evaluate(

@@ -2,7 +2,7 @@
 // per-class seq with cumulative + SACK acks, in-order exactly-once delivery, chunking, PING/PONG per path,
 // retransmission on whichever path is alive. I/O is injected: `transmit(pathId, bytes)`; time is `now()`.
 import {
-  FrameType, MessageClass, Flags, FrameError, StateError, CryptoError, MAX_CHUNK, decode, encode, concat,
+  FrameType, MessageClass, Flags, FrameError, StateError, CryptoError, DEFAULT_CHUNK, decode, encode, concat,
   bytesEqual, HANDSHAKE_TYPES, toHex, fromHex,
 } from "./frame.js";
 import { SendKeys, RecvKeys, ReplayWindow } from "./crypto.js";
@@ -512,7 +512,7 @@ export class Session {
   sendMessage(cls, data) {
     if (!this.send) return new Promise((resolve) => this.queue.push([cls, data, resolve]));
     const chunks = [];
-    for (let o = 0; o < data.length || o === 0; o += MAX_CHUNK) chunks.push(data.subarray(o, o + MAX_CHUNK));
+    for (let o = 0; o < data.length || o === 0; o += DEFAULT_CHUNK) chunks.push(data.subarray(o, o + DEFAULT_CHUNK));
     let seq = 0;
     const jobs = chunks.map((c, i) => {
       let flags = 0;
