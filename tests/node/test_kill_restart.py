@@ -95,3 +95,45 @@ async def test_graceful_stop_closes_session_and_restart_handshakes_anew(server, 
     sent_after = [e for e in patient.w.events[second:] if e["event"] == "sent"]
     check_stream([e for e in sent_before if e["peer"] == cid], c1.w.of("message"))
     check_stream([e for e in sent_after if e["peer"] == cid], c2.w.of("message"))
+
+
+async def test_patient_that_lost_its_store_starts_a_new_session(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The patient comes back with its identity and endpoint id but without sessions.db (a
+    disk replaced, a restore from an old backup). The clinician holds an established session
+    that the patient no longer knows: it must accept the patient's new signed handshake
+    instead of stalling on the old keys, and the new stream arrives complete."""
+    p_url = server.join_url(server.mint("s1", "patient"))
+    c_url = server.join_url(server.mint("s1", "clinician"))
+    p1 = await start_proc(p_url, "patient-1", "--data-dir", str(tmp_path / "p"))
+    clinician = await start_proc(c_url, "clinician", "--data-dir", str(tmp_path / "c"))
+    p2 = None
+    try:
+        await clinician.w.wait_for("path", active="direct")
+        await clinician.w.wait_count("message", 20)
+        p1.kill()
+        await p1.stop()
+        for name in os.listdir(tmp_path / "p"):
+            if name.startswith("sessions.db"):
+                os.remove(tmp_path / "p" / name)
+        mark = len(clinician.w.events)
+        p2 = await start_proc(p_url, "patient-2", "--data-dir", str(tmp_path / "p"))
+        await clinician.w.wait_for("session-reset", after=mark)
+        await clinician.w.wait_for("handshake", after=mark)
+        await p2.w.wait_for("handshake")
+        n = len(clinician.w.events)
+        await clinician.w.wait_for("message", after=n)
+        await clinician.w.wait_count("message", len(clinician.w.of("message")) + 20)
+        after_reset = clinician.w.events[mark:]
+    finally:
+        if p2 is not None:
+            await p2.stop()
+        await clinician.stop()
+    assert p2.w.of("joined")[0]["endpoint_id"] == p1.w.of("joined")[0]["endpoint_id"]
+    cid = clinician.w.of("joined")[0]["endpoint_id"]
+    new_msgs = [e for e in after_reset if e["event"] == "message"]
+    check_stream(p2.w.of("sent", peer=cid), new_msgs)
+    # What the old patient had not delivered is gone with its store, and the new one resumes at
+    # the current sample: the clinician must report the hole (once per signal), not hide it.
+    gaps = [e for e in after_reset if e["event"] == "waveform-gap"]
+    assert sorted(e["signal"] for e in gaps) == ["II", "PLETH"]
+    assert all(e["got"] > e["expected"] for e in gaps), [(e["expected"], e["got"]) for e in gaps]
