@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 _CLASSES = list(MessageClass)
 _DATA = FrameType.DATA
 RECENT = 1024  # (pn, crc) of recently accepted frames, to tell copies from replays
-# ...or ACK once this many DATA bytes came in: waiting for 4 frames of 16 KiB (or 2 of 63 KiB)
-# would hold back half of a 128 KiB sender window until the ACK.
+# ...or ACK once this many DATA bytes came in (two 16 KiB chunks), so that during a bulk
+# transfer the sender's window keeps moving instead of waiting for ack_every frames.
 ACK_BYTES = 32 * 1024
 CLOSE_PROTOCOL_VIOLATION = 2  # CLOSE code; 1 is a refused handshake
 

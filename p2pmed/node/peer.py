@@ -296,6 +296,9 @@ class PeerLink:
         return dp
 
     def _direct_open(self, dp: DirectPath) -> None:
+        if self._stall_timer is not None:  # a new connection replaces the stalled one
+            self._stall_timer.cancel()
+            self._stall_timer = None
         old = self.direct
         self.pending = None if self.pending is dp else self.pending
         self.direct = dp
