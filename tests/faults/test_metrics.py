@@ -10,6 +10,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
+import fault_metrics as metrics  # noqa: E402
 import faults  # noqa: E402
 
 Event = dict[str, Any]
@@ -35,7 +36,7 @@ def _stream(n: int) -> tuple[list[Event], list[Event]]:
 
 def test_clean_stream_passes() -> None:
     sent, got = _stream(20)
-    row = faults.compute_row("t", sent, got, cutoff=1e12)
+    row = metrics.compute_row("t", sent, got, cutoff=1e12)
     assert (row.sent, row.delivered, row.lost, row.duplicated, row.reordered) == (20, 20, 0, 0, 0)
     assert row.corrupted == 0 and row.sample_gaps == 0 and row.passed
     assert row.vitals_p99_ms == 10.0
@@ -45,43 +46,43 @@ def test_clean_stream_passes() -> None:
 def test_lost_message_counts_and_fails() -> None:
     sent, got = _stream(20)
     del got[5]
-    row = faults.compute_row("t", sent, got, cutoff=1e12)
+    row = metrics.compute_row("t", sent, got, cutoff=1e12)
     assert row.lost == 1 and row.sample_gaps == 1 and not row.passed
 
 
 def test_messages_sent_after_cutoff_are_in_flight_not_lost() -> None:
     sent, got = _stream(20)
-    row = faults.compute_row("t", sent, got[:15], cutoff=sent[14]["ts"])
+    row = metrics.compute_row("t", sent, got[:15], cutoff=sent[14]["ts"])
     assert row.lost == 0 and row.passed
 
 
 def test_duplicate_by_id_and_by_content() -> None:
     sent, got = _stream(10)
     again = dict(got[3], ts=got[-1]["ts"] + 1)
-    row = faults.compute_row("t", sent, [*got, again], cutoff=1e12)
+    row = metrics.compute_row("t", sent, [*got, again], cutoff=1e12)
     assert row.duplicated == 1 and not row.passed
     # the same samples under a fresh message id (a sender that re-queued after a restart)
     resent = _sent(999, 200.0, 150)
-    row = faults.compute_row("t", [*sent, resent], [*got, _got(resent, 200.1)], cutoff=1e12)
+    row = metrics.compute_row("t", [*sent, resent], [*got, _got(resent, 200.1)], cutoff=1e12)
     assert row.duplicated == 1 and not row.passed
 
 
 def test_reordered() -> None:
     sent, got = _stream(10)
     got[4], got[5] = got[5], got[4]
-    row = faults.compute_row("t", sent, got, cutoff=1e12)
+    row = metrics.compute_row("t", sent, got, cutoff=1e12)
     assert row.reordered >= 1 and row.lost == 0 and not row.passed
 
 
 def test_corrupted_against_sent_crc_and_against_source() -> None:
     sent, got = _stream(10)
     got[2] = dict(got[2], crc=got[2]["crc"] ^ 1)
-    row = faults.compute_row("t", sent, got, cutoff=1e12)
+    row = metrics.compute_row("t", sent, got, cutoff=1e12)
     assert row.corrupted == 1 and not row.passed
     sent, got = _stream(10)
-    expected = {faults.content_key(e): (e["len"], e["crc"]) for e in sent}
+    expected = {metrics.content_key(e): (e["len"], e["crc"]) for e in sent}
     expected[("waveform", "II", 100)] = (100, 12345)  # the source says otherwise
-    row = faults.compute_row("t", sent, got, cutoff=1e12, expected=expected)
+    row = metrics.compute_row("t", sent, got, cutoff=1e12, expected=expected)
     assert row.corrupted == 1
 
 
@@ -91,11 +92,11 @@ def test_alarm_latency_and_acknowledgement() -> None:
              "crc": 5, "kind": "alarm", "alarm_id": 1, "state": "ACTIVE"}  # fmt: skip
     patient = [*sent, {"event": "alarm", "ts": 101.0, "alarm_id": 1, "state": "ACTIVE"}, alarm]
     clinician = [*got, _got(alarm, 101.02)]
-    row = faults.compute_row("t", patient, clinician, cutoff=1e12)
+    row = metrics.compute_row("t", patient, clinician, cutoff=1e12)
     assert row.alarms == 1 and not row.alarms_acked
     assert row.alarm_p50_ms == row.alarm_max_ms == 20.0
     patient.append({"event": "alarm-ack", "ts": 101.5, "alarm_id": 1})
-    assert faults.compute_row("t", patient, clinician, cutoff=1e12).alarms_acked
+    assert metrics.compute_row("t", patient, clinician, cutoff=1e12).alarms_acked
 
 
 def test_failover_recovery_failback_and_gap() -> None:
@@ -111,7 +112,7 @@ def test_failover_recovery_failback_and_gap() -> None:
         {"event": "path", "ts": 102.45, "active": "direct"},
     ]
     marks = [(101.0, "cut", "udp"), (101.8, "restore", "udp")]
-    row = faults.compute_row("t", patient, got, cutoff=1e12, marks=marks)
+    row = metrics.compute_row("t", patient, got, cutoff=1e12, marks=marks)
     assert row.failover_s == 0.3
     assert row.recover_s is not None and 0 < row.recover_s < 0.2
     assert row.failback_s == 0.65
@@ -120,9 +121,9 @@ def test_failover_recovery_failback_and_gap() -> None:
 
 
 def test_percentile() -> None:
-    assert faults.percentile([], 50) is None
-    assert faults.percentile([3.0, 1.0, 2.0], 50) == 2.0
-    assert faults.percentile(list(map(float, range(101))), 99) == 99.0
+    assert metrics.percentile([], 50) is None
+    assert metrics.percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert metrics.percentile(list(map(float, range(101))), 99) == 99.0
 
 
 def test_expected_from_source_matches_codec() -> None:
@@ -136,14 +137,14 @@ def test_expected_from_source_matches_codec() -> None:
     src = SyntheticSource("sess", start_time=start,
                           episodes=fault_scenarios.fault_episodes(2.0, 60.0))  # fmt: skip
     msgs = [m for _, m in zip(range(40), src, strict=False)]
-    keys = {faults.content_key(summary(m)) for _, m in msgs} - {None}
-    out = faults.expected_from_source("sess", start, 2.0, 60.0, keys)  # type: ignore[arg-type]
+    keys = {metrics.content_key(summary(m)) for _, m in msgs} - {None}
+    out = metrics.expected_from_source("sess", start, 2.0, 60.0, keys)  # type: ignore[arg-type]
     assert set(out) == keys
     for _, m in msgs:
         data = codec.encode(m)
-        assert out[faults.content_key(summary(m))] == (len(data), zlib.crc32(data))  # type: ignore[index]
+        assert out[metrics.content_key(summary(m))] == (len(data), zlib.crc32(data))  # type: ignore[index]
     # another start time gives other bytes: a stream replayed from the wrong place is caught
-    other = faults.expected_from_source("sess", start + 1, 2.0, 60.0, keys)  # type: ignore[arg-type]
+    other = metrics.expected_from_source("sess", start + 1, 2.0, 60.0, keys)  # type: ignore[arg-type]
     assert other != out
 
 
