@@ -25,9 +25,10 @@ from p2pmed.transport.relay import ENDPOINT_ID, EnvelopeError, decode_envelope
 log = logging.getLogger("p2pmed.signaling_client")
 
 MAX_QUEUE_BYTES = 8 * 1024 * 1024
-FATAL_CODES = frozenset(
-    {"bad-token", "token-expired", "token-invalid", "token-replayed", "forbidden", "invalid-token"}
-)
+# Refusals that no retry can cure (besides every "token-..." code). Before the first join every
+# refusal is final, so `p2pmed node` fails with the server's reason; after it, the others
+# (rate limit, capacity, "patient-present" while an old connection lingers) are retried.
+FATAL_CODES = frozenset({"wrong-session", "role-mismatch", "forbidden"})
 
 
 class JoinUrlError(ValueError):
@@ -98,6 +99,8 @@ class SignalingClient:
         on_relay: RelayHandler,
         on_state: StateHandler,
         max_backoff: float = 2.0,
+        resume_token: str | None = None,
+        on_resume_token: Callable[[str], None] | None = None,
     ) -> None:
         if not ENDPOINT_ID.match(endpoint_id):
             raise ValueError(f"invalid endpoint id {endpoint_id!r}")
@@ -119,6 +122,10 @@ class SignalingClient:
         self.connects = 0
         self.joined_info: dict[str, Any] = {}
         self.first_join: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        # The server's resume token for this endpoint: used instead of the join token from the
+        # next connection on, so the node can rejoin after its join token expired.
+        self.resume_token = resume_token
+        self._on_resume_token = on_resume_token
 
     @property
     def connected(self) -> bool:
@@ -142,6 +149,12 @@ class SignalingClient:
         self._wake.set()
         return True
 
+    def _take_resume_token(self, token: object) -> None:
+        if isinstance(token, str) and 0 < len(token) <= 4096 and token != self.resume_token:
+            self.resume_token = token
+            if self._on_resume_token is not None:
+                self._on_resume_token(token)
+
     # ---- HTTP helpers ----
     async def turn_servers(self) -> list[dict[str, Any]]:
         """ICE servers from GET /turn-credentials; [] when the server offers none or fails."""
@@ -149,7 +162,7 @@ class SignalingClient:
         try:
             async with self._http.get(
                 self.join.server + "/turn-credentials",
-                headers={"Authorization": f"Bearer {self.join.token}"},
+                headers={"Authorization": f"Bearer {self.resume_token or self.join.token}"},
                 timeout=aiohttp.ClientTimeout(total=3),
             ) as resp:
                 if resp.status != 200:
@@ -202,10 +215,9 @@ class SignalingClient:
         self.connects += 1
         writer = asyncio.create_task(self._writer(ws))
         reconnect_after: float | None = None
+        token = self.resume_token or self.join.token
         try:
-            await ws.send_json(
-                {"type": "join", "token": self.join.token, "endpoint_id": self.endpoint_id}
-            )
+            await ws.send_json({"type": "join", "token": token, "endpoint_id": self.endpoint_id})
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     try:
@@ -215,6 +227,8 @@ class SignalingClient:
                     if not isinstance(data, dict):
                         continue
                     kind = data.get("type")
+                    if kind in ("joined", "resume-token"):
+                        self._take_resume_token(data.get("resume_token") or data.get("token"))
                     if kind == "joined":
                         self._joined = True
                         self.paused.clear()
@@ -233,6 +247,17 @@ class SignalingClient:
                             self.paused.discard(peer)
                     elif kind == "error" and not self._joined:
                         code = str(data.get("code", "error"))
+                        token_error = code.startswith("token-")
+                        if token_error and token != self.join.token:
+                            # the resume token was refused (it expired while we were away, or
+                            # was revoked): the join token decides
+                            log.info("resume token refused (%s); trying the join token", code)
+                            self.resume_token = None
+                            reconnect_after = 0.0
+                            break
+                        if self.first_join.done() and not token_error and code not in FATAL_CODES:
+                            log.info("rejoin refused for now (%s); retrying", code)
+                            break
                         self._on_message(data)
                         self._fail(SignalingRefused(code, str(data.get("message", ""))))
                         self._closing = True

@@ -95,6 +95,12 @@ def _register_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     _opt(p, "--allowed-origins", "extra WebSocket Origins, comma-separated", type=_csv)
     _opt(p, "--idle-timeout", "seconds without a message before logoff", type=_positive_float)
     _opt(p, "--reconnect-grace", "seconds a dropped endpoint keeps its place", type=_positive_float)
+    _opt(
+        p,
+        "--resume-ttl",
+        "lifetime (s) of the resume tokens given to endpoints",
+        type=_positive_float,
+    )
     _opt(p, "--turn-urls", "TURN URLs, comma-separated", type=_csv)
     _opt(p, "--turn-ttl", "TURN credential lifetime (s)", type=_positive_int)
     _opt(p, "--max-msg-size", "max WebSocket message bytes", type=_positive_int)
@@ -144,6 +150,7 @@ def _build_config(args: argparse.Namespace) -> Any:
         "allowed_origins",
         "idle_timeout",
         "reconnect_grace",
+        "resume_ttl",
         "turn_urls",
         "turn_ttl",
     ):

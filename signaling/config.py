@@ -44,6 +44,10 @@ class Config:
     issuer: str = "p2pmed-signaling"
     audience: str = "p2pmed-join"
     max_token_ttl: float = 24 * 3600.0
+    # A joined endpoint gets a resume token of this lifetime, renewed every third of it while
+    # connected, so a node that outlives its join token can still reconnect (after a server
+    # restart or a network drop). Revoking the join token's jti revokes its resume tokens.
+    resume_ttl: float = 3600.0
     clock_leeway: float = 5.0
     turn_secret: str | None = None
     turn_urls: list[str] = field(default_factory=list)

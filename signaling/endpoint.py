@@ -41,7 +41,8 @@ class Endpoint:
         self.id_bytes = endpoint_id.encode()
         self.prefix = bytes([len(self.id_bytes)]) + self.id_bytes
         self.role = grant.role
-        self.jti = grant.jti
+        self.jti = grant.root_jti  # the join token this endpoint descends from
+        self.resume_at = 0.0  # monotonic time its last resume token was sent
         self.ip = ip
         self.admitted = grant.role != "patient"
         self.ws: web.WebSocketResponse | None = None

@@ -15,7 +15,7 @@ from signaling import logs
 from signaling.endpoint import Closing, Endpoint, Session, dumps
 from signaling.relay import Relay
 from signaling.schema import SchemaError, validate
-from signaling.tokens import Grant, TokenError
+from signaling.tokens import Grant, TokenError, mint
 
 
 class Sessions(Relay):
@@ -71,12 +71,17 @@ class Sessions(Relay):
             "session": grant.session,
             "endpoint_id": eid,
             "role": grant.role,
-            "jti": grant.jti,
+            "jti": grant.root_jti,
         }
+        if grant.endpoint is not None and grant.endpoint != eid:
+            self.reject("token-endpoint", ip, **fields)
+            raise Closing(
+                cc.UNAUTHORIZED, "token-endpoint", "resume token belongs to another endpoint"
+            )
         if data.get("session", grant.session) != grant.session:
             self.reject("wrong-session", ip, **fields)
             raise Closing(cc.UNAUTHORIZED, "wrong-session", "token is for another session")
-        owner = self.jti_owner.get(grant.jti)
+        owner = self.jti_owner.get(grant.root_jti)
         if owner is not None and owner != (grant.session, eid):
             self.reject("token-in-use", ip, **fields)
             raise Closing(cc.UNAUTHORIZED, "token-in-use", "token already used by another endpoint")
@@ -108,7 +113,7 @@ class Sessions(Relay):
         ep.ws = ws
         session.endpoints[eid] = ep
         session.by_bytes[ep.id_bytes] = ep
-        self.jti_owner[grant.jti] = (grant.session, eid)
+        self.jti_owner[grant.root_jti] = (grant.session, eid)
         ep.writer = asyncio.get_running_loop().create_task(self._writer(ep))
         self.audit.append("join", ip=ip, waiting=not ep.admitted, **fields)
         self.metrics.joins.labels(grant.role).inc()
@@ -137,7 +142,23 @@ class Sessions(Relay):
             "endpoint_id": ep.id,
             "waiting": not ep.admitted,
             "peers": [o.info() for o in others],
+            "resume_token": self.resume_token(ep),
         }
+
+    def resume_token(self, ep: Endpoint) -> str:
+        v, cfg = self.verifier, self.config
+        token, _ = mint(
+            v.key,
+            session=ep.session.id,
+            role=ep.role,
+            ttl=min(cfg.resume_ttl, cfg.max_token_ttl),
+            issuer=v.issuer,
+            audience=v.audience,
+            root=ep.jti,
+            endpoint=ep.id,
+        )
+        ep.resume_at = time.monotonic()
+        return token
 
     async def _takeover(
         self, ws: web.WebSocketResponse, ep: Endpoint, grant: Grant, ip: str, t0: float
@@ -146,10 +167,10 @@ class Sessions(Relay):
         ep.ws = ws
         ep.disconnected_at = None
         ep.last_activity = time.monotonic()
-        if ep.jti != grant.jti:
+        if ep.jti != grant.root_jti:
             self.jti_owner.pop(ep.jti, None)
-            ep.jti = grant.jti
-            self.jti_owner[grant.jti] = (ep.session.id, ep.id)
+            ep.jti = grant.root_jti
+            self.jti_owner[ep.jti] = (ep.session.id, ep.id)
         ep.ip = ip
         # JSON queued for the old connection is stale (the new one gets a fresh "joined");
         # relay frames stay queued and go to the new connection in order.
@@ -161,7 +182,7 @@ class Sessions(Relay):
             session=ep.session.id,
             endpoint_id=ep.id,
             role=ep.role,
-            jti=grant.jti,
+            jti=ep.jti,
             ip=ip,
         )
         logs.event("reconnect", session=ep.session.id, endpoint_id=ep.id, role=ep.role)

@@ -42,6 +42,8 @@ class Sweeper(Sessions):
                 and e.disconnected_at is not None
                 and now - e.disconnected_at > self.config.reconnect_grace
             )
+            if e.ws is not None and now - e.resume_at > self.config.resume_ttl / 3:
+                self.post(e, {"type": "resume-token", "token": self.resume_token(e)})
             if not (idle or expired):
                 continue
             if budget <= 0:

@@ -50,6 +50,15 @@ class Grant:
     jti: str
     exp: float
     nbf: float = 0.0
+    # A resume token (minted by the server for a joined endpoint) names the join token it
+    # descends from (`root`, so revoking that jti revokes the whole line) and the one endpoint
+    # it may join as. For a join token root is its own jti and endpoint is None.
+    root: str = ""
+    endpoint: str | None = None
+
+    @property
+    def root_jti(self) -> str:
+        return self.root or self.jti
 
 
 def mint(
@@ -62,6 +71,8 @@ def mint(
     audience: str,
     now: float | None = None,
     jti: str | None = None,
+    root: str | None = None,
+    endpoint: str | None = None,
 ) -> tuple[str, Grant]:
     if not ID_RE.fullmatch(session):
         raise ValueError("session must be 1..64 chars of [A-Za-z0-9_-]")
@@ -83,8 +94,14 @@ def mint(
         "nbf": nbf,
         "exp": exp,
     }
+    if (root is None) != (endpoint is None):
+        raise ValueError("a resume token needs both root and endpoint")
+    if root is not None and endpoint is not None:
+        if not ID_RE.fullmatch(endpoint):
+            raise ValueError("endpoint must be 1..64 chars of [A-Za-z0-9_-]")
+        claims["root"], claims["eid"] = root, endpoint
     token = jwt.encode(claims, key, algorithm=ALGORITHM, headers={"typ": TOKEN_TYPE})
-    return token, Grant(session, role, jti, float(exp), float(nbf))
+    return token, Grant(session, role, jti, float(exp), float(nbf), root or "", endpoint)
 
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
@@ -195,7 +212,10 @@ class Verifier:
             raise TokenError("expired", "token expired")
         if now < grant.nbf - self.leeway:
             raise TokenError("not-yet-valid", "token not yet valid")
-        if self.revoked is not None and self.revoked.is_revoked(grant.jti):
+        if self.revoked is not None and (
+            self.revoked.is_revoked(grant.jti)
+            or (grant.root and self.revoked.is_revoked(grant.root))
+        ):
             raise TokenError("revoked", "token revoked")
         return grant
 
@@ -212,7 +232,14 @@ class Verifier:
             raise TokenError("not-yet-valid", "token issued in the future")
         if exp - iat > self.max_ttl:
             raise TokenError("lifetime", f"token lifetime exceeds {self.max_ttl:.0f} s")
-        return Grant(sub, role, jti, float(exp), float(nbf))
+        root, eid = claims.get("root"), claims.get("eid")
+        if (root is None) != (eid is None):
+            raise TokenError("claims", "resume token needs both root and eid")
+        if root is not None and (not isinstance(root, str) or not 1 <= len(root) <= 128):
+            raise TokenError("claims", "token root is invalid")
+        if eid is not None and (not isinstance(eid, str) or not ID_RE.fullmatch(eid)):
+            raise TokenError("claims", "token endpoint (eid) is invalid")
+        return Grant(sub, role, jti, float(exp), float(nbf), root or "", eid)
 
 
 def verify(

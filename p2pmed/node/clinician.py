@@ -63,6 +63,13 @@ class ClinicianApp:
         elif peer_id not in self.waiting:
             self.waiting.append(peer_id)
 
+    def on_peer_left(self, peer_id: str) -> None:
+        # the server forgets the admission with the endpoint: when it joins again (a patient
+        # node stopped and started), it waits to be admitted again
+        self._admit_sent.discard(peer_id)
+        if peer_id in self.waiting:
+            self.waiting.remove(peer_id)
+
     def on_signaling(self, up: bool) -> None:
         if not up:
             self._admit_sent.clear()  # a restarted server has forgotten every admission

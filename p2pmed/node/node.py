@@ -18,6 +18,7 @@ from p2pmed.core.frame import MessageClass
 from p2pmed.core.identity import Identity
 from p2pmed.core.session import Session, SessionConfig
 from p2pmed.media import MediaSink, MediaSource
+from p2pmed.node import resume
 from p2pmed.node.config import NodeConfig
 from p2pmed.node.output import Events
 from p2pmed.node.peer import PeerLink
@@ -40,6 +41,7 @@ class NodeError(RuntimeError):
 class App(Protocol):
     def on_joined(self) -> None: ...
     def on_peer_waiting(self, peer_id: str, role: str) -> None: ...
+    def on_peer_left(self, peer_id: str) -> None: ...
     def on_signaling(self, up: bool) -> None: ...
     def on_established(self, link: PeerLink) -> None: ...
     def on_message(self, link: PeerLink, event: ev.MessageReceived) -> None: ...
@@ -71,12 +73,15 @@ class Node:
         self.app: App = _NullApp()
         self._ready = False  # until start() set up store and app, signaling input waits here
         self._early: list[tuple[str, Any]] = []
+        data_dir = config.data_dir
         self.signaling = SignalingClient(
             config.join,
             self.endpoint_id,
             on_message=self._on_signal,
             on_relay=self._on_relay,
             on_state=self._on_signal_state,
+            resume_token=resume.load(data_dir, config.join.token, self.endpoint_id),
+            on_resume_token=lambda token: resume.save(data_dir, token),
         )
 
     # ---- identity and durable state ----
@@ -388,6 +393,7 @@ class Node:
             self._peer_present(peer_id, role, rejoined=True)
         elif kind == "peer-left":
             self.events.emit("peer", peer=peer_id, state="left")
+            self.app.on_peer_left(peer_id)
             link = self.peers.get(peer_id)
             if link is not None:
                 link.present = False

@@ -183,6 +183,9 @@ class PatientApp:
     def on_peer_waiting(self, peer_id: str, role: str) -> None:
         return None
 
+    def on_peer_left(self, peer_id: str) -> None:
+        return None
+
     def on_signaling(self, up: bool) -> None:
         return None
 

@@ -198,6 +198,8 @@ def test_server_bad_flags(tmp_path: Path) -> None:
         (["signaling", "--tls-cert", str(tmp_path / "none.pem"), *d], {}, "no such file"),
         (["signaling", "--idle-timeout", "0", *d], {}, "positive"),
         (["signaling", "--msg-rate", "nan", *d], {}, "positive"),
+        (["signaling", "--resume-ttl", "-5", *d], {}, "positive"),
+        (["signaling", *d], {"P2PMED_RESUME_TTL": "soon"}, "not a number"),
     ]
     for args, env, needle in cases:
         r = cli(*args, env=env)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -115,3 +116,35 @@ async def test_waiting_room_admits_patient(page: Page, server: RunningServer) ->
         assert "peer-joined" in got
         await expect(page.locator("#main")).to_be_visible(timeout=5_000)
         await ws.close()
+
+
+async def _joins(page: Page, n: int) -> None:
+    """Wait (bounded: a hang guard, not a timing assert) until the page joined n times."""
+    for _ in range(300):
+        if await page.evaluate("window.p2pmed.metrics.signalingJoins") >= n:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the page did not join {n} times")
+
+
+async def test_page_rejoins_after_its_join_token_expired(page: Page, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The join token expires 2 s after the page joined; then the server restarts. The page
+    rejoins with the resume token the server gave it, instead of showing token-expired."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path / "sig"
+    async with running_server(data, port=port, clock_leeway=0.0) as srv:
+        soon = time.time() - 60.0 + 2.0
+        await page.goto(srv.join_url(srv.mint("s-resume", "clinician", ttl=60.0, now=soon)))
+        await _joins(page, 1)
+        stored = await page.evaluate(
+            "Object.keys(sessionStorage).filter((k) => k.startsWith('p2pmed-resume:')).length"
+        )
+        assert stored == 1
+        while time.time() < soon + 60.0 + 0.5:
+            await asyncio.sleep(0.1)
+    async with running_server(data, port=port, clock_leeway=0.0):
+        await _joins(page, 2)
+    assert await page.evaluate("window.p2pmed.state") != "error"
+    await expect(page.locator("#view-error")).to_be_hidden()

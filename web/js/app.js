@@ -16,6 +16,7 @@ const now = () => performance.now() / 1000;
 const metrics = {
   firstEcgDrawnMs: null, latenciesUs: [], pageUs: [], delivered: {}, rejected: 0, rejectedReasons: {},
   codecRejected: 0, ecgSourceGaps: 0, ecgSamples: 0, lastNumerics: null, alarmAcks: [], path: null,
+  signalingJoins: 0,
 };
 window.p2pmed = { metrics, state: "starting" };
 
@@ -58,6 +59,25 @@ function endpointId() {
   return id;
 }
 
+// Claims of a JWT, unverified (the server verifies); {} when unreadable.
+function claims(token) {
+  try {
+    const p = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const v = JSON.parse(atob(p + "=".repeat((4 - (p.length % 4)) % 4)));
+    return v && typeof v === "object" ? v : {};
+  } catch { return {}; }
+}
+
+// The resume token kept for this tab, if it descends from this join token and endpoint: after a
+// reload the page can rejoin even when the join token in the URL has expired.
+function storedResume(key, token, eid) {
+  const t = sessionStorage.getItem(key);
+  if (!t) return null;
+  const mine = claims(t), join = claims(token);
+  const same = mine.eid === eid && mine.root === join.jti && mine.sub === join.sub && mine.role === join.role;
+  return same ? t : null;
+}
+
 class App {
   constructor(identity, token, session) {
     this.identity = identity;
@@ -83,8 +103,11 @@ class App {
     const base = location.pathname.replace(/\/join\/?$/, "");
     const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${base}/ws`;
     this.httpBase = `${location.origin}${base}`;
+    const resumeKey = `p2pmed-resume:${this.eid}`;
     this.sig = new SignalingClient({
       wsUrl, token, endpointId: this.eid, session,
+      resumeToken: storedResume(resumeKey, token, this.eid),
+      onResumeToken: (t) => { try { sessionStorage.setItem(resumeKey, t); } catch { /* storage full: memory only */ } },
       onMessage: (m) => this.onSignal(m),
       onRelay: (peer, frame) => { if (peer === this.patientId && this.session) this.session.receive(frame, "relay"); },
       onState: (up, joined) => this.onSignalState(up, joined),
@@ -117,6 +140,7 @@ class App {
   // ---- signaling ----
   onSignalState(up, joined) {
     if (up && joined) {
+      metrics.signalingJoins++;
       window.p2pmed.state = "joined";
       this.sessionId = joined.session;
       for (const p of joined.peers || []) {

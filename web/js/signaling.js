@@ -1,6 +1,10 @@
 // Signaling WebSocket client: join, JSON messages, relay envelopes (docs/protocol.md section 5),
-// reconnect with the same endpoint id. Fatal refusals (bad token, ...) are reported once and stop it.
+// reconnect with the same endpoint id, using the server's resume token once it has one (so the page
+// can rejoin after its join token expired). Fatal refusals are reported once and stop it.
 const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+// After a first join, only these refusals (and every "token-..." one) are final; the rest
+// (rate limits, capacity) are retried. See FATAL_CODES in p2pmed/signaling_client.py.
+const FATAL_CODES = new Set(["wrong-session", "role-mismatch", "forbidden"]);
 const enc = new TextEncoder();
 const dec = new TextDecoder("utf-8", { fatal: true });
 
@@ -26,9 +30,13 @@ export function decodeEnvelope(bytes) {
 }
 
 export class SignalingClient {
-  constructor({ wsUrl, token, endpointId, session = null, onMessage, onRelay, onState, onFatal }) {
+  constructor({ wsUrl, token, endpointId, session = null, onMessage, onRelay, onState, onFatal,
+    resumeToken = null, onResumeToken = null }) {
     this.wsUrl = wsUrl;
     this.token = token;
+    this.resumeToken = resumeToken;
+    this.onResumeToken = onResumeToken;
+    this.joins = 0;
     this.endpointId = endpointId;
     this.session = session;
     this.onMessage = onMessage;
@@ -53,8 +61,9 @@ export class SignalingClient {
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     let reconnectAfter = null;
+    const token = this.resumeToken || this.token;
     ws.onopen = () => {
-      const join = { type: "join", token: this.token, endpoint_id: this.endpointId };
+      const join = { type: "join", token, endpoint_id: this.endpointId };
       if (this.session) join.session = this.session;
       ws.send(JSON.stringify(join));
     };
@@ -68,7 +77,16 @@ export class SignalingClient {
       let msg;
       try { msg = JSON.parse(ev.data); } catch { return; }
       if (!msg || typeof msg !== "object") return;
+      if (msg.type === "joined" || msg.type === "resume-token") {
+        const t = msg.type === "joined" ? msg.resume_token : msg.token;
+        if (typeof t === "string" && t.length > 0 && t.length <= 4096 && t !== this.resumeToken) {
+          this.resumeToken = t;
+          if (this.onResumeToken) this.onResumeToken(t);
+        }
+        if (msg.type === "resume-token") return;
+      }
       if (msg.type === "joined") {
+        this.joins++;
         this.joined = true;
         this.everJoined = true;
         this.backoff = 100;
@@ -79,6 +97,14 @@ export class SignalingClient {
       } else if (msg.type === "backpressure") {
         if (msg.paused) this.paused.add(String(msg.to)); else this.paused.delete(String(msg.to));
       } else if (msg.type === "error" && !this.joined) {
+        const code = String(msg.code || "error");
+        const tokenError = code.startsWith("token-");
+        if (tokenError && token !== this.token) { // the resume token was refused: try the join token
+          this.resumeToken = null;
+          reconnectAfter = 0;
+          return;
+        }
+        if (this.everJoined && !tokenError && !FATAL_CODES.has(code)) return; // retried on close
         this.closing = true;
         this.onFatal(String(msg.code || "error"), String(msg.message || ""));
         return;

@@ -1,0 +1,63 @@
+"""The server's resume token, kept under --data-dir (`resume_token`, 0600) so that a node
+restarted after its join token expired can still rejoin as itself.
+
+A stored token is used only when it belongs to the session, role and endpoint the node is
+joining now: a data dir reused with another join URL must not rejoin the old session. The
+claims are read without checking the signature; the server checks it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+from typing import Any
+
+FILE = "resume_token"
+
+
+def claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT, unverified; {} when it cannot be read."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        raw = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def load(data_dir: str | None, join_token: str, endpoint_id: str) -> str | None:
+    if data_dir is None:
+        return None
+    try:
+        with open(os.path.join(data_dir, FILE), encoding="ascii") as f:
+            token = f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    mine, join = claims(token), claims(join_token)
+    same = (
+        mine.get("eid") == endpoint_id
+        and mine.get("root") == join.get("jti")
+        and mine.get("sub") == join.get("sub")
+        and mine.get("role") == join.get("role")
+    )
+    return token if same else None
+
+
+def save(data_dir: str | None, token: str) -> None:
+    if data_dir is None:
+        return
+    path = os.path.join(data_dir, FILE)
+    tmp = path + ".tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(token)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
