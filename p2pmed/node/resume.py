@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
 from typing import Any
 
 FILE = "resume_token"
+log = logging.getLogger("p2pmed.node.resume")
 
 
 def claims(token: str) -> dict[str, Any]:
@@ -49,15 +51,19 @@ def load(data_dir: str | None, join_token: str, endpoint_id: str) -> str | None:
 
 
 def save(data_dir: str | None, token: str) -> None:
+    """Best effort: a node that cannot write it still holds the token in memory."""
     if data_dir is None:
         return
     path = os.path.join(data_dir, FILE)
     tmp = path + ".tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(token)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(token)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot keep the resume token in %s: %s", data_dir, exc)
