@@ -32,10 +32,12 @@ class Path:
         self.last_pong = now
 
     def dead_after(self, base: float) -> float:
-        """Silence that kills this path: `base`, or 3 smoothed RTTs on a slow path. A backlog
-        queued on a narrow uplink stretches every PONG; that is congestion, not a dead path."""
+        """Silence that kills this path: `base`, or 3 smoothed RTTs on a slow path, at most
+        3 * base. A backlog queued on a narrow uplink stretches every PONG; that is congestion,
+        not a dead path. The cap bounds how long a path that slows down until it stops (its
+        RTT growing with the queue) can hold traffic before it is given up."""
         srtt = self.srtt
-        return base if srtt is None or 3 * srtt <= base else 3 * srtt
+        return base if srtt is None or 3 * srtt <= base else min(3 * srtt, 3 * base)
 
     def status(self) -> PathStatus:
         return PathStatus(self.path_id, self.alive, self.srtt, self.loss())

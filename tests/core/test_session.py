@@ -303,6 +303,7 @@ def test_a_slow_path_is_congested_not_dead() -> None:
     t0 = net.now
     net.run(lambda: PathDown("direct") in net.ends["a"].events, max_time=10)
     assert a.config.path_dead_after < net.now - t0 <= 3 * srtt + 2 * a.config.heartbeat_interval
+    assert net.now - t0 <= 3 * a.config.path_dead_after + 2 * a.config.heartbeat_interval
 
 
 def test_rekey_on_direct_reconnect() -> None:
