@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 
-from tests.node.conftest import check_stream, start_proc
+from tests.node.conftest import NodeProc, check_stream, start_proc
 
 
 async def test_clinician_killed_and_restarted(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -41,17 +41,29 @@ async def test_clinician_killed_and_restarted(server, tmp_path) -> None:  # type
     assert not c2.w.of("waveform-gap")
 
 
-async def test_patient_killed_and_restarted(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def _kill_streaming_patient(server, tmp_path) -> tuple[str, NodeProc, NodeProc]:  # type: ignore[no-untyped-def]
+    """A patient and a clinician, each with a data dir, stream over the direct path; then the
+    patient is SIGKILLed. Returns the patient's join URL, the dead patient and the clinician."""
     p_url = server.join_url(server.mint("s1", "patient"))
     c_url = server.join_url(server.mint("s1", "clinician"))
     p1 = await start_proc(p_url, "patient-1", "--data-dir", str(tmp_path / "p"))
     clinician = await start_proc(c_url, "clinician", "--data-dir", str(tmp_path / "c"))
-    p2 = None
     try:
         await clinician.w.wait_for("path", active="direct")
         await clinician.w.wait_count("message", 20)
-        p1.kill()
+    except BaseException:
         await p1.stop()
+        await clinician.stop()
+        raise
+    p1.kill()
+    await p1.stop()
+    return p_url, p1, clinician
+
+
+async def test_patient_killed_and_restarted(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    p_url, p1, clinician = await _kill_streaming_patient(server, tmp_path)
+    p2 = None
+    try:
         await clinician.w.wait_for("path-down", path="direct")
         n = len(clinician.w.of("message"))
         p2 = await start_proc(p_url, "patient-2", "--data-dir", str(tmp_path / "p"))
@@ -103,16 +115,9 @@ async def test_patient_that_lost_its_store_starts_a_new_session(server, tmp_path
     disk replaced, a restore from an old backup). The clinician holds an established session
     that the patient no longer knows: it must accept the patient's new signed handshake
     instead of stalling on the old keys, and the new stream arrives complete."""
-    p_url = server.join_url(server.mint("s1", "patient"))
-    c_url = server.join_url(server.mint("s1", "clinician"))
-    p1 = await start_proc(p_url, "patient-1", "--data-dir", str(tmp_path / "p"))
-    clinician = await start_proc(c_url, "clinician", "--data-dir", str(tmp_path / "c"))
+    p_url, p1, clinician = await _kill_streaming_patient(server, tmp_path)
     p2 = None
     try:
-        await clinician.w.wait_for("path", active="direct")
-        await clinician.w.wait_count("message", 20)
-        p1.kill()
-        await p1.stop()
         for name in os.listdir(tmp_path / "p"):
             if name.startswith("sessions.db"):
                 os.remove(tmp_path / "p" / name)
