@@ -43,6 +43,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--record", metavar="FILE", help="clinician: record received audio/video")
     p.add_argument(
+        "--fhir-patient",
+        metavar="REFERENCE",
+        help="patient: FHIR subject (id, Patient/<id> or URL; default: the endpoint id)",
+    )
+    p.add_argument("--label", metavar="TEXT", help="patient: label shown to clinicians")
+    p.add_argument(
         "--media",
         default="testpattern",
         metavar="MEDIA",
@@ -155,6 +161,8 @@ def _node(args: argparse.Namespace) -> int:
             join_timeout=args.join_timeout,
             ice_relay_only=args.ice_relay_only,
             rate=args.rate,
+            fhir_patient=args.fhir_patient,
+            label=args.label,
         )
     except ConfigError as exc:
         return _fail(str(exc))

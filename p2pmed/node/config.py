@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,37 @@ class ConfigError(ValueError):
 class SourceSpec:
     kind: str  # "synthetic" | "wfdb"
     path: str = ""
+
+
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_FHIR_URL = re.compile(r"https?://[^\s/]+(/[^\s]*)?/Patient/[A-Za-z0-9\-.]{1,64}")
+LABEL_MAX = 64
+
+
+def parse_fhir_patient(value: str) -> str:
+    """`--fhir-patient`: a FHIR id, Patient/<id> or an absolute .../Patient/<id> URL."""
+    if _FHIR_ID.fullmatch(value):
+        return "Patient/" + value
+    if value.startswith("Patient/") and _FHIR_ID.fullmatch(value[len("Patient/") :]):
+        return value
+    if len(value) <= 512 and _FHIR_URL.fullmatch(value):
+        return value
+    raise ConfigError(
+        f"--fhir-patient must be a FHIR id, Patient/<id> or an http(s) URL ending in "
+        f"Patient/<id> (id: 1-64 of A-Z a-z 0-9 - .), got {value[:80]!r}"
+    )
+
+
+def parse_label(value: str) -> str:
+    """`--label`: the patient label clinicians see; printable, 1..64 characters."""
+    text = value.strip()
+    if not text:
+        raise ConfigError("--label is empty")
+    if len(text) > LABEL_MAX:
+        raise ConfigError(f"--label is longer than {LABEL_MAX} characters")
+    if not text.isprintable():
+        raise ConfigError("--label has control characters")
+    return text
 
 
 def parse_source(value: str) -> SourceSpec:
@@ -63,6 +95,11 @@ class NodeConfig:
     chunk_bytes: int = SCTP_CHUNK
     sctp_high_water: int = 16 * 1024  # bytes handed to aiortc ahead of its SCTP queue
     scenario: str = "demo"  # synthetic source events: demo | normal | alarm
+    # FHIR subject reference as written into Observation.subject.reference: "Patient/<id>" or an
+    # absolute URL ending in Patient/<id> (a bare id is normalised to "Patient/<id>").
+    # None: use the patient's endpoint id.
+    fhir_patient: str | None = None
+    label: str | None = None  # patient label shown to clinicians (printable, at most 64 chars)
 
     @classmethod
     def build(
@@ -84,6 +121,10 @@ class NodeConfig:
             media_spec = parse_media(media)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if kw.get("fhir_patient") is not None:
+            kw["fhir_patient"] = parse_fhir_patient(kw["fhir_patient"])
+        if kw.get("label") is not None:
+            kw["label"] = parse_label(kw["label"])
         return cls(
             join=join, data_dir=data_dir, source=parse_source(source), media=media_spec, **kw
         )

@@ -29,6 +29,8 @@ URL = "http://127.0.0.1:9/join#token=x"
         (["node", "--join", URL, "--record", "/nonexistent/dir/x.mp4"], "does not exist"),
         (["node", "--join", URL, "--join-timeout", "0"], "--join-timeout"),
         (["node", "--join", URL, "--rate", "0"], "--rate"),
+        (["node", "--join", URL, "--fhir-patient", "Observation/1"], "--fhir-patient"),
+        (["node", "--join", URL, "--label", "bed\x07"], "--label"),
         (["demo", "--media", "webcam"], "--media"),
         (["demo", "--port", "70000"], "--port"),
     ],

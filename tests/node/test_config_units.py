@@ -67,3 +67,20 @@ def test_node_config_build_wraps_errors(tmp_path) -> None:  # type: ignore[no-un
         NodeConfig.build("http://h/join#token=x", media="bogus")
     cfg = NodeConfig.build("http://h/join#token=x", media="none", json_out=True)
     assert cfg.json_out and cfg.media.kind == "none"
+
+
+def test_fhir_patient_and_label() -> None:
+    url = "http://h/join#token=x"
+    cfg = NodeConfig.build(url, media="none")
+    assert cfg.fhir_patient is None and cfg.label is None
+    assert NodeConfig.build(url, fhir_patient="p-42").fhir_patient == "Patient/p-42"
+    assert NodeConfig.build(url, fhir_patient="Patient/p.1").fhir_patient == "Patient/p.1"
+    ref = "https://fhir.example.org/r4/Patient/123"
+    assert NodeConfig.build(url, fhir_patient=ref).fhir_patient == ref
+    assert NodeConfig.build(url, label="  Bed 4 - J. Doe ").label == "Bed 4 - J. Doe"
+    for bad in ("", "Patient/", "Observation/1", "a b", "x" * 65, "ftp://h/Patient/1"):
+        with pytest.raises(ConfigError, match="--fhir-patient"):
+            NodeConfig.build(url, fhir_patient=bad)
+    for bad in ("", "   ", "x" * 65, "bed\n4", "bed\x1b[31m"):
+        with pytest.raises(ConfigError, match="--label"):
+            NodeConfig.build(url, label=bad)
