@@ -42,14 +42,15 @@ class Endpoint:
         self.prefix = bytes([len(self.id_bytes)]) + self.id_bytes
         self.role = grant.role
         self.jti = grant.root_jti  # the join token this endpoint descends from
-        self.resume_at = 0.0  # monotonic time its last resume token was sent
+        self.resume_at: float | None = None  # monotonic time its last resume token was sent
         self.ip = ip
         self.admitted = grant.role != "patient"
         self.ws: web.WebSocketResponse | None = None
         self.disconnected_at: float | None = None
         self.last_activity = time.monotonic()
         self.gone = False
-        self.queue: deque[tuple[float, bytes | str]] = deque()
+        # (perf_counter time queued if sampled for the latency metric, else None; item)
+        self.queue: deque[tuple[float | None, bytes | str]] = deque()
         self.qframes = 0
         self.qbytes = 0
         self.wake = asyncio.Event()
@@ -62,7 +63,7 @@ class Endpoint:
         # fast-path relay frames (already enveloped) written in one go per loop iteration
         self.batch: list[bytes] = []
         self.batch_bytes = 0
-        self.batch_t = 0.0
+        self.batch_t: float | None = None  # perf_counter time the batch started
         self.relay_pairs: dict[str, list[int]] = {}
 
     def info(self) -> dict[str, Any]:

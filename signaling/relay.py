@@ -41,7 +41,7 @@ class Relay(HubBase):
         """Queue a JSON message for ep, in order with its relay frames."""
         if ep.gone:
             return
-        ep.queue.append((0.0, dumps(msg)))
+        ep.queue.append((None, dumps(msg)))
         ep.wake.set()
 
     async def _writer(self, ep: Endpoint) -> None:
@@ -70,7 +70,7 @@ class Relay(HubBase):
                 if not isinstance(item, str):
                     ep.qframes -= 1
                     ep.qbytes -= len(item)
-                    if t:
+                    if t is not None:
                         sample.observe(time.perf_counter() - t)
                     if (
                         not ep.space.is_set()
@@ -123,7 +123,7 @@ class Relay(HubBase):
             await self._send_direct(ep, dst, out)
             return
         self._count(ep, dst, out)
-        t = time.perf_counter() if self.relay_frames % SAMPLE_EVERY == 0 else 0.0
+        t = time.perf_counter() if self.relay_frames % SAMPLE_EVERY == 0 else None
         dst.queue.append((t, out))
         dst.qframes += 1
         dst.qbytes += len(out)
@@ -148,13 +148,15 @@ class Relay(HubBase):
         ws, tr = dst.ws, dst.transport
         if ws is None or ws.closed or tr is None or tr.is_closing():
             for out in reversed(batch):  # the connection that takes over gets them, in order
-                dst.queue.appendleft((0.0, out))
+                dst.queue.appendleft((None, out))
                 dst.qframes += 1
                 dst.qbytes += len(out)
             dst.wake.set()
             return
         tr.write(b"".join([_ws_binary_header(len(out)) + out for out in batch]))
-        self.metrics.relay_latency.observe(time.perf_counter() - dst.batch_t)
+        if dst.batch_t is not None:
+            self.metrics.relay_latency.observe(time.perf_counter() - dst.batch_t)
+            dst.batch_t = None
         if dst.queue:
             dst.wake.set()
 
@@ -162,14 +164,14 @@ class Relay(HubBase):
         self._count(ep, dst, out)
         ws_dst = dst.ws
         assert ws_dst is not None
-        t = time.perf_counter() if self.relay_frames % SAMPLE_EVERY == 0 else 0.0
+        t = time.perf_counter() if self.relay_frames % SAMPLE_EVERY == 0 else None
         dst.sending = True
         try:
             await ws_dst.send_bytes(out)
         except Exception:
             self._requeue(dst, ws_dst, out)
         else:
-            if t:
+            if t is not None:
                 self.metrics.relay_latency.observe(time.perf_counter() - t)
         finally:
             dst.sending = False
@@ -178,7 +180,7 @@ class Relay(HubBase):
 
     def _requeue(self, dst: Endpoint, ws_dst: web.WebSocketResponse, out: bytes) -> None:
         """The connection was lost mid-send: the frame waits for the one that takes over."""
-        dst.queue.appendleft((0.0, out))
+        dst.queue.appendleft((None, out))
         dst.qframes += 1
         dst.qbytes += len(out)
         if dst.ws is ws_dst:

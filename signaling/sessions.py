@@ -187,7 +187,7 @@ class Sessions(Relay):
         )
         logs.event("reconnect", session=ep.session.id, endpoint_id=ep.id, role=ep.role)
         others = ep.session.others(ep)
-        ep.queue.appendleft((0.0, dumps(self._joined(ep, others))))
+        ep.queue.appendleft((None, dumps(self._joined(ep, others))))
         ep.wake.set()
         for o in others:
             if ep.admitted or o.role == "clinician":

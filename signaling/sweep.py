@@ -43,7 +43,9 @@ class Sweeper(Sessions):
                 and e.disconnected_at is not None
                 and now - e.disconnected_at > self.config.reconnect_grace
             )
-            if e.ws is not None and now - e.resume_at > self.config.resume_ttl / 3:
+            if e.ws is not None and (
+                e.resume_at is None or now - e.resume_at > self.config.resume_ttl / 3
+            ):
                 # minting costs ~0.1 ms: endpoints that joined together renew together, so
                 # renewals share the pass budget like removals do
                 if budget > 0:

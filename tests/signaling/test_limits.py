@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import aiohttp
@@ -133,9 +134,12 @@ async def test_mass_expiry_is_swept_in_bounded_passes(
             e.ws is not None for s in hub.sessions.values() for e in s.endpoints.values()
         ):
             await asyncio.sleep(0.01)
+        # grace long expired; relative to now, since monotonic() counts from boot and a
+        # freshly booted machine has not yet reached the grace (3,600 s)
+        expired_at = time.monotonic() - srv.config.reconnect_grace - 1.0
         for s in hub.sessions.values():
             for e in s.endpoints.values():
-                e.disconnected_at = 0.0  # grace long expired
+                e.disconnected_at = expired_at
         closes, more = hub.sweep(budget=10)
         assert closes == [] and more
         assert sum(len(s.endpoints) for s in hub.sessions.values()) == 15
