@@ -11,6 +11,7 @@ from aiohttp import web
 from signaling import closecodes as cc
 from signaling import logs
 from signaling.audit import AuditLog
+from signaling.bindings import BindingStore
 from signaling.config import Config
 from signaling.endpoint import CLOSE_TIMEOUT, Closing, Session, dumps, shut
 from signaling.limits import PerKeyLimiter
@@ -25,6 +26,7 @@ class HubBase:
         *,
         verifier: Verifier,
         revocations: RevocationStore,
+        bindings: BindingStore,
         audit: AuditLog,
         metrics: Metrics,
     ) -> None:
@@ -32,10 +34,11 @@ class HubBase:
         self.limits = config.limits
         self.verifier = verifier
         self.revocations = revocations
+        self.bindings = bindings  # join token -> endpoint, on disk (survives leave/restart)
         self.audit = audit
         self.metrics = metrics
         self.sessions: dict[str, Session] = {}
-        self.jti_owner: dict[str, tuple[str, str]] = {}
+        self.jti_owner: dict[str, tuple[str, str]] = {}  # jtis of endpoints present now
         self.join_limiter = PerKeyLimiter(self.limits.join_rate, self.limits.join_burst)
         self.relay_frames = 0
         self.relay_bytes = 0

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from signaling import closecodes as cc
 from signaling import logs
 from signaling.audit import AUDIT_FILE, AuditError, AuditLog
+from signaling.bindings import BINDINGS, BindingStore
 from signaling.config import Config
 from signaling.hub import Hub, shut
 from signaling.keys import KeyFileError, audit_key, ensure_data_dir
@@ -161,6 +162,7 @@ async def _sweeper(app: web.Application) -> None:
             now = asyncio.get_running_loop().time()
             if hub.audit.dirty() and now - last_cp >= config.audit_checkpoint_interval:
                 hub.audit.checkpoint()
+                hub.bindings.prune()
                 last_cp = now
             fd = hub.audit.sync_fd()
             if fd is not None:
@@ -179,6 +181,8 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         checkpoint_every=config.audit_checkpoint_every,
     )
     revocations = RevocationStore(config.data_dir / REVOCATIONS)
+    bindings = BindingStore(config.data_dir / BINDINGS)
+    bindings.prune()
     verifier = Verifier(
         tkey,
         issuer=config.issuer,
@@ -191,6 +195,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         config,
         verifier=verifier,
         revocations=revocations,
+        bindings=bindings,
         audit=audit,
         metrics=app[METRICS],
     )
@@ -211,6 +216,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         audit.append("stop")
         audit.close()
         revocations.close()
+        bindings.close()
         logs.event("stop")
 
 
@@ -245,6 +251,7 @@ def preflight(config: Config) -> None:
         audit_key(config.data_dir)
         AuditLog.check(config.data_dir / AUDIT_FILE)
         RevocationStore(config.data_dir / REVOCATIONS).close()
+        BindingStore(config.data_dir / BINDINGS).close()
     except (OSError, KeyFileError, AuditError, sqlite3.Error, ValueError) as e:
         raise StartupError(str(e)) from None
 

@@ -81,7 +81,7 @@ class Sessions(Relay):
         if data.get("session", grant.session) != grant.session:
             self.reject("wrong-session", ip, **fields)
             raise Closing(cc.UNAUTHORIZED, "wrong-session", "token is for another session")
-        owner = self.jti_owner.get(grant.root_jti)
+        owner = self.jti_owner.get(grant.root_jti) or self.bindings.owner(grant.root_jti)
         if owner is not None and owner != (grant.session, eid):
             self.reject("token-in-use", ip, **fields)
             raise Closing(cc.UNAUTHORIZED, "token-in-use", "token already used by another endpoint")
@@ -106,6 +106,7 @@ class Sessions(Relay):
             if grant.role == "patient" and session.patient() is not None:
                 self.reject("patient-present", ip, **fields)
                 raise Closing(cc.FORBIDDEN, "patient-present", "the session already has a patient")
+        self._bind(grant, eid)
         if session is None:
             session = self.sessions[grant.session] = Session(grant.session)
             self.audit.append("session-start", session=grant.session)
@@ -133,6 +134,11 @@ class Sessions(Relay):
                     self.post(ep, {"type": "peer-waiting", "endpoint_id": o.id, "role": o.role})
         self.metrics.join_latency.observe(time.perf_counter() - t0)
         return ep
+
+    def _bind(self, grant: Grant, eid: str) -> None:
+        # the check above saw no other owner; this process is the only writer (the data dir
+        # is locked), so the insert cannot lose a race
+        self.bindings.bind(grant.root_jti, grant.session, eid, grant.exp)
 
     def _joined(self, ep: Endpoint, others: list[Endpoint]) -> dict[str, Any]:
         return {
@@ -168,6 +174,7 @@ class Sessions(Relay):
         ep.disconnected_at = None
         ep.last_activity = time.monotonic()
         if ep.jti != grant.root_jti:
+            self._bind(grant, ep.id)
             self.jti_owner.pop(ep.jti, None)
             ep.jti = grant.root_jti
             self.jti_owner[ep.jti] = (ep.session.id, ep.id)

@@ -11,12 +11,18 @@ Keyword arguments are Config fields (limits=Limits(...) included); port 0 picks 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import os
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from signaling.config import Config
@@ -91,4 +97,95 @@ async def running_server(
         await runner.cleanup()
 
 
-__all__ = ["CONFIG", "RunningServer", "running_server"]
+__all__ = ["CONFIG", "RunningServer", "ServerProcess", "running_server", "server_process"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclasses.dataclass
+class ServerProcess:
+    """`p2pmed signaling` in its own process; stderr (the JSON log) goes to `log_path`."""
+
+    proc: asyncio.subprocess.Process
+    url: str
+    ws_url: str
+    data_dir: Path
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+
+async def start_process(
+    data_dir: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, Path, int]:
+    """Start `p2pmed signaling` (stdin /dev/null, as under systemd); do not wait for it."""
+    port = free_port() if port is None else port
+    log_path = data_dir.parent / f"server-{port}-{os.urandom(3).hex()}.log"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("P2PMED_")}
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "p2pmed",
+            "signaling",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env={**clean, **(env or {})},
+        )
+    return proc, log_path, port
+
+
+@contextlib.asynccontextmanager
+async def server_process(
+    data_dir: str | Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30.0
+) -> AsyncIterator[ServerProcess]:
+    """A server process, ready (healthz 200) on a free loopback port; killed on exit if still
+    running. Raises RuntimeError with its log if it exits or is not ready within `timeout`."""
+    data_dir = Path(data_dir)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    proc, log_path, port = await start_process(data_dir, *args, env=env)
+    url = f"http://127.0.0.1:{port}"
+    srv = ServerProcess(proc, url, f"ws://127.0.0.1:{port}/ws", data_dir, log_path)
+    try:
+        await _wait_ready(srv, timeout)
+        yield srv
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _wait_ready(srv: ServerProcess, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            if srv.proc.returncode is not None:
+                raise RuntimeError(f"server exited {srv.proc.returncode}: {srv.log()}")
+            if loop.time() > end:
+                raise RuntimeError(f"server not ready in {timeout} s: {srv.log()}")
+            try:
+                async with http.get(srv.url + "/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
