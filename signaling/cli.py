@@ -92,6 +92,14 @@ def _register_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     _opt(p, "--tls-cert", "TLS certificate chain (PEM)", type=_file)
     _opt(p, "--tls-key", "TLS private key (PEM)", type=_file)
     _opt(p, "--web-dir", "directory of the browser page", type=Path)
+    p.add_argument(
+        "--public-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="origin the page is served from, e.g. https://telemed.example.org (repeatable;"
+        " default: the bind address and port, loopback names for a loopback or wildcard bind)"
+        f" [env {ENV_PREFIX}PUBLIC_ORIGIN, comma-separated]",
+    )
     _opt(p, "--allowed-origins", "extra WebSocket Origins, comma-separated", type=_csv)
     _opt(p, "--idle-timeout", "seconds without a message before logoff", type=_positive_float)
     _opt(p, "--reconnect-grace", "seconds a dropped endpoint keeps its place", type=_positive_float)
@@ -156,6 +164,9 @@ def _build_config(args: argparse.Namespace) -> Any:
     ):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
+    public = args.public_origin or _csv(os.environ.get(ENV_PREFIX + "PUBLIC_ORIGIN", ""))
+    if public:
+        kw["public_origins"] = public
     secret = os.environ.get("P2PMED_TURN_SECRET")
     return Config(
         data_dir=args.data_dir,

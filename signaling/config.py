@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from signaling.origins import allowed_origins, normalize
+
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
@@ -34,7 +36,10 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     web_dir: Path = WEB_DIR
-    allowed_origins: list[str] = field(default_factory=list)  # plus the server's own origin
+    # WebSocket Origins allowed: the public origins (default: the bind address's, see
+    # signaling/origins.py) plus allowed_origins. Never the request's own Host header.
+    public_origins: list[str] = field(default_factory=list)
+    allowed_origins: list[str] = field(default_factory=list)
     idle_timeout: float = 900.0  # HIPAA automatic logoff (seconds without a message)
     reconnect_grace: float = 30.0  # a dropped endpoint keeps its place this long
     shutdown_reconnect_ms: int = 1000  # "after_ms" sent to clients on shutdown is this...
@@ -60,3 +65,14 @@ class Config:
         self.data_dir = Path(self.data_dir)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key must be given together")
+        for o in [*self.public_origins, *self.allowed_origins]:
+            normalize(o)  # ValueError names the bad one
+
+    def origins(self) -> frozenset[str]:
+        return allowed_origins(
+            self.public_origins,
+            self.allowed_origins,
+            self.host,
+            self.port,
+            self.tls_cert is not None,
+        )

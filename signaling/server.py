@@ -24,6 +24,7 @@ from signaling.config import Config
 from signaling.hub import Hub, shut
 from signaling.keys import KeyFileError, audit_key, ensure_data_dir
 from signaling.metrics import Metrics
+from signaling.origins import normalize
 from signaling.tokens import REVOCATIONS, RevocationStore, TokenError, Verifier, token_key
 from signaling.turncreds import credentials
 
@@ -42,10 +43,6 @@ CSP = (
 
 def json_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
-
-
-def own_origins(request: web.Request) -> set[str]:
-    return {f"{request.scheme}://{request.host}".lower()}
 
 
 @web.middleware
@@ -68,10 +65,11 @@ async def origin_check(request: web.Request, handler: Handler) -> web.StreamResp
     if request.path == "/ws":
         origin = request.headers.get("Origin")
         if origin is not None:
-            allowed = own_origins(request) | {
-                o.lower().rstrip("/") for o in request.app[CONFIG].allowed_origins
-            }
-            if origin.lower() not in allowed:
+            try:
+                ok = normalize(origin) in request.app[CONFIG].origins()
+            except ValueError:  # "null" (sandboxed frames, file://) and other non-origins
+                ok = False
+            if not ok:
                 hub = request.app[HUB]
                 hub.reject("origin", request.remote or "?", origin=urlsplit(origin).netloc[:100])
                 return json_error(403, "origin", "Origin not allowed for WebSocket upgrade")
