@@ -131,7 +131,9 @@ async def turn_credentials(request: web.Request) -> web.StreamResponse:
         hub.reject(f"token-{e.reason}", ip, path="/turn-credentials")
         return json_error(401, f"token-{e.reason}", str(e))
     if not config.turn_secret or not config.turn_urls:
-        return json_error(503, "turn-not-configured", "no TURN secret or URLs configured")
+        # no TURN here is a normal setup (direct paths and the WebSocket relay remain), not an
+        # error: a 503 showed as a console error on every page load
+        return web.json_response({"iceServers": [], "ttl": 0})
     user, password = credentials(config.turn_secret, grant.jti, config.turn_ttl)
     request.app[METRICS].turn_credentials.inc()
     hub.audit.append("turn-credentials", session=grant.session, role=grant.role, jti=grant.jti)

@@ -74,11 +74,18 @@ async def test_turn_credentials(tmp_path: Path, http: aiohttp.ClientSession) -> 
 
 
 async def test_turn_not_configured(srv: RunningServer, http: aiohttp.ClientSession) -> None:
+    # no TURN is a normal setup: 200 and no ICE servers (a 503 was a console error on the page)
     async with http.get(
         srv.url + "/turn-credentials",
         headers={"Authorization": f"Bearer {srv.mint('s1', 'patient')}"},
     ) as r:
-        assert r.status == 503 and (await r.json())["error"] == "turn-not-configured"
+        assert r.status == 200 and await r.json() == {"iceServers": [], "ttl": 0}
+    assert srv.metric("p2pmed_turn_credentials_total") == 0
+    # the token is still checked
+    async with http.get(
+        srv.url + "/turn-credentials", headers={"Authorization": "Bearer nope"}
+    ) as r:
+        assert r.status == 401 and (await r.json())["error"] == "token-malformed"
 
 
 async def test_join_page_and_static(tmp_path: Path, http: aiohttp.ClientSession) -> None:
