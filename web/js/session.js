@@ -55,36 +55,48 @@ export function encodeAck(largestPn, ackDelayUs, entries) {
   return concat(...parts);
 }
 
+// Same checks as p2pmed/core/reliability.py decode_ack: anything malformed is frame/payload.
+// Values past 2^53 stay BigInt (as frame.js does); they compare correctly with Numbers.
 export function decodeAck(p) {
   const dv = new DataView(p.buffer, p.byteOffset, p.length);
-  const fail = (d) => { throw new StateError("ack", d); };
-  if (p.length < 13) fail("ACK shorter than 13 bytes");
-  const num = (o) => { const v = dv.getBigUint64(o); return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : fail("u64 too large"); };
+  const fail = (d) => { throw new FrameError("payload", d); };
+  const num = (o) => { const v = dv.getBigUint64(o); return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v; };
+  if (p.length < 13) fail("truncated ACK");
   const largestPn = num(0);
   const ackDelayUs = dv.getUint32(8);
   const n = p[12];
   let o = 13;
   const entries = [];
+  const seen = new Set();
   for (let i = 0; i < n; i++) {
-    if (o + 10 > p.length) fail("ACK truncated");
+    if (o + 10 > p.length) fail("truncated ACK");
     const cls = p[o];
-    if (cls > 4) fail("ACK class");
     const cumulative = num(o + 1);
     const nr = p[o + 9];
-    if (nr > MAX_RANGES) fail("too many ranges");
+    if (cls > 4 || seen.has(cls) || nr > MAX_RANGES) fail("bad ACK class entry");
+    seen.add(cls);
     o += 10;
-    if (o + 16 * nr > p.length) fail("ACK truncated");
     const ranges = [];
     for (let j = 0; j < nr; j++) {
+      if (o + 16 > p.length) fail("truncated ACK");
       const s = num(o), t = num(o + 8);
-      if (t <= s) fail("empty range");
+      if (!(cumulative <= s && s < t)) fail("bad ACK range");
       ranges.push([s, t]);
       o += 16;
     }
     entries.push({ cls, cumulative, ranges });
   }
-  if (o !== p.length) fail("ACK trailing bytes");
+  if (o !== p.length) fail("trailing bytes after ACK");
   return { largestPn, ackDelayUs, entries };
+}
+
+// Payload checks of PING, PONG, CLOSE and PATH_BIND (docs/protocol.md section 4), as the
+// node does them: a malformed one is frame/payload.
+export function checkControl(type, pt) {
+  const bad = (d) => { throw new FrameError("payload", d); };
+  if ((type === FrameType.PING || type === FrameType.PONG) && pt.length !== 8) bad("PING/PONG payload is 8 bytes");
+  if (type === FrameType.CLOSE && pt.length < 2) bad("CLOSE payload too short");
+  if (type === FrameType.PATH_BIND && (pt.length < 1 || pt.length !== 1 + pt[0] + 64)) bad("malformed PATH_BIND");
 }
 
 class Path {
@@ -272,15 +284,15 @@ export class Session {
     this.stats.frames_received++;
     this._markAlive(pathId, now);
     if (header.pn > this.largestPn) { this.largestPn = header.pn; this.largestPnAt = now; }
+    checkControl(header.type, pt);
     switch (header.type) {
       case FrameType.DATA: return this._onData(header, pt, pathId, now, arrived);
       case FrameType.ACK: return this._onAck(decodeAck(pt), now);
       case FrameType.PING:
-        if (pt.length !== 8) throw new StateError("ping", "PING payload must be 8 bytes");
         return this._sendControl(FrameType.PONG, pt, pathId);
       case FrameType.PONG: return this._onPong(pt, pathId, now);
       case FrameType.CLOSE: {
-        const code = pt.length >= 2 ? (pt[0] << 8) | pt[1] : 0;
+        const code = (pt[0] << 8) | pt[1];
         const reason = new TextDecoder().decode(pt.subarray(2));
         this.closed = true;
         this.state = "CLOSED";
@@ -471,7 +483,7 @@ export class Session {
 
   _onPong(pt, pathId, now) {
     const p = this.paths.get(pathId);
-    if (!p || pt.length !== 8) return;
+    if (!p) return;
     const id = Number(new DataView(pt.buffer, pt.byteOffset, 8).getBigUint64(0));
     const sent = p.pings.get(id);
     if (sent === undefined) return;
@@ -486,7 +498,6 @@ export class Session {
   }
 
   _onPathBind(pt, pathId) {
-    if (pt.length < 1 || pt.length !== 1 + pt[0] + 64) throw new StateError("path_bind", "PATH_BIND length");
     const n = pt[0];
     const id = new TextDecoder().decode(pt.subarray(1, 1 + n));
     const fpLocal = pt.subarray(1 + n, 33 + n);

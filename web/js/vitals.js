@@ -26,7 +26,8 @@ export function rateLimits(signal) {
 }
 export const isEcg = (signal) => ECG_LEADS.has(signal);
 
-const dec = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the text (Python keeps it too).
+const dec = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 class Reader {
   constructor(bytes) {
@@ -63,9 +64,10 @@ class Reader {
     for (const c of raw) if (c < 0x20 || c > 0x7e) throw new CodecError(reason, "not printable ASCII");
     return String.fromCharCode(...raw);
   }
+  // Returns [text, byte length].
   utf8(reason) {
-    try { return dec.decode(this.take(this.u8())); } catch (e) {
-      if (e instanceof CodecError) throw e;
+    const raw = this.take(this.u8());
+    try { return [dec.decode(raw), raw.length]; } catch {
       throw new CodecError(reason, "invalid UTF-8");
     }
   }
@@ -76,7 +78,20 @@ class Reader {
 
 const check = (cond, reason, detail = "") => { if (!cond) throw new CodecError(reason, detail); };
 const CODE_RE = /^[a-z0-9][a-z0-9._-]{0,31}$/;
+const WHO_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const UNIT_RE = /^[\x21-\x7e]{1,8}$/;
+const CONTROL_RE = /[\x00-\x1f\x7f-\x9f]/; // C0, DEL, C1
+const U64_MAX = (1n << 64n) - 1n;
 
+function checkText([text, size], reason, min, max) {
+  check(size >= min && size <= max, reason, `${size} bytes`);
+  check(!CONTROL_RE.test(text), reason, "control character");
+  return text;
+}
+
+// Same order of checks as p2pmed/vitals/codec.py: every field of the message is read first
+// (truncated, and the per-field checks the reader does), then the fields are validated in
+// declaration order, then trailing bytes. tests/vectors/wire_v1.json pins the order.
 // Returns {kind: "numerics"|"waveform"|"alarm"|"alarm_ack"|"control", ...} or throws CodecError.
 export function decode(bytes) {
   check(bytes.length <= MAX_MESSAGE, "oversized", `${bytes.length} bytes`);
@@ -89,11 +104,12 @@ export function decode(bytes) {
   let msg;
   if (kind === Kind.NUMERICS) {
     const timestamp_us = r.u64();
-    const patient_id = r.utf8("patient");
-    const values = {};
+    const pid = r.utf8("patient");
     const raw = PARAMS.map(() => r.u16());
     const flags = r.u16();
+    const patient_id = checkText(pid, "patient", 1, 64);
     check((flags & ~VALID_FLAGS) === 0, "flags", "undefined flag bits");
+    const values = {};
     PARAMS.forEach((p, i) => {
       const suspect = (flags & (0x100 << i)) !== 0;
       check(!(suspect && raw[i] === ABSENT), "flags", `suspect bit on absent ${p.key}`);
@@ -103,48 +119,61 @@ export function decode(bytes) {
     msg = { kind: "numerics", timestamp_us, patient_id, values, flags };
   } else if (kind === Kind.WAVEFORM) {
     const signal = r.ascii("signal");
-    const [lo, hi] = rateLimits(signal);
     const sample_rate = r.u16();
-    check(sample_rate >= lo && sample_rate <= hi, "rate", `${signal} needs ${lo}..${hi} Hz`);
     const t0_us = r.u64();
     const first_seq = r.u64();
     const scale = r.f32();
-    check(Number.isFinite(scale) && scale > 0, "scale", "scale must be a finite float > 0");
     const unit = r.ascii("unit");
-    check(/^[\x21-\x7e]{1,8}$/.test(unit), "unit", unit);
     const n = r.u16();
     check(n >= 1 && n <= MAX_SAMPLES, "count", `${n} samples`);
     r.need(2 * n);
     const samples = new Int16Array(n);
     for (let i = 0; i < n; i++) samples[i] = r.dv.getInt16(r.pos + 2 * i);
     r.pos += 2 * n;
+    check(signal.length <= 16, "signal", "bad id");
+    const [lo, hi] = rateLimits(signal);
+    check(sample_rate >= lo && sample_rate <= hi, "rate", `${signal} needs ${lo}..${hi} Hz`);
+    check(BigInt(first_seq) + BigInt(n) - 1n <= U64_MAX, "seq", "sample seq overflows u64");
+    check(Number.isFinite(scale) && scale > 0, "scale", "scale must be a finite float > 0");
+    check(UNIT_RE.test(unit), "unit", unit);
     msg = { kind: "waveform", signal, sample_rate, t0_us, first_seq, scale, unit, samples };
   } else if (kind === Kind.ALARM) {
     const alarm_id = r.u64();
     const priority = r.u8();
     const state = r.u8();
     const category = r.u8();
-    check(priority >= 1 && priority <= 3, "priority", String(priority));
-    check(state <= 3, "state", String(state));
-    check(category <= 1, "category", String(category));
     const time_us = r.u64();
     const value = r.f64opt("value");
     const condition = r.ascii("condition");
+    const pid = r.utf8("patient");
+    check(priority >= 1 && priority <= 3, "priority", String(priority));
+    check(state <= 3, "state", String(state));
+    check(category <= 1, "category", String(category));
     check(CODE_RE.test(condition), "condition", condition);
-    const patient_id = r.utf8("patient");
+    const patient_id = checkText(pid, "patient", 1, 64);
     msg = { kind: "alarm", alarm_id, priority, state, category, time_us, value, condition, patient_id };
   } else if (kind === Kind.ALARM_ACK) {
     const alarm_id = r.u64();
     const time_us = r.u64();
     const who = r.ascii("who");
+    check(WHO_RE.test(who), "who", who);
     msg = { kind: "alarm_ack", alarm_id, time_us, who };
   } else {
     const command = r.u8();
     const request_id = r.u32();
-    if (command === 1 || command === 2) msg = { kind: "control", command, request_id, signal: r.ascii("signal") };
-    else if (command === 3) msg = { kind: "control", command, request_id, rule: r.ascii("rule"), limit: r.f64opt("limit") };
-    else if (command === 4) msg = { kind: "control", command, request_id, text: r.utf8("text") };
-    else throw new CodecError("command", `unknown command ${command}`);
+    if (command === 1 || command === 2) {
+      const signal = r.ascii("signal");
+      if (signal !== "") rateLimits(signal);
+      msg = { kind: "control", command, request_id, signal };
+    } else if (command === 3) {
+      const rule = r.ascii("rule");
+      const limit = r.f64opt("limit");
+      check(CODE_RE.test(rule), "rule", rule);
+      msg = { kind: "control", command, request_id, rule, limit };
+    } else if (command === 4) {
+      const text = checkText(r.utf8("text"), "text", 0, 255);
+      msg = { kind: "control", command, request_id, text };
+    } else throw new CodecError("command", `unknown command ${command}`);
   }
   r.end();
   return msg;

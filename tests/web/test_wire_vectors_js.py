@@ -1,0 +1,116 @@
+"""The page's frame, ACK, control-payload and vitals decoders against the shared vectors
+(tests/vectors/wire_v1.json), in real Chromium. tests/core/test_wire_vectors.py and
+tests/vitals/test_codec_vectors.py hold p2pmed to the same file, so the two agree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.async_api import Page
+
+from tests.vectors.wire import VECTORS, expand
+from tests.web.conftest import js
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+SAFE = 2**53 - 1
+
+# Every vector in one page call; BigInt values (past 2^53) come back as strings.
+RUN = """
+const big = (x) => JSON.parse(JSON.stringify(x, (k, v) => typeof v === 'bigint' ? String(v) : v));
+const out = [];
+for (const v of arg.vectors) {
+  try { out.push(big(await CHECK(v))); }
+  catch (e) { out.push({error: [e.kind, e.reason], message: String(e && e.message)}); }
+}
+return out;
+"""
+
+
+async def run(page: Page, check: str, vectors: list[dict[str, Any]]) -> list[Any]:
+    got = await js(
+        page, RUN.replace("CHECK", f"(async (v) => {{ {check} }})"), {"vectors": vectors}
+    )
+    assert isinstance(got, list) and len(got) == len(vectors)
+    return got
+
+
+def as_js(x: Any) -> Any:
+    """What a value looks like after the page's BigInt-to-string step."""
+    if isinstance(x, bool) or x is None:
+        return x
+    if isinstance(x, int):
+        return str(x) if x > SAFE else x
+    if isinstance(x, list):
+        return [as_js(i) for i in x]
+    if isinstance(x, dict):
+        return {k: as_js(i) for k, i in x.items()}
+    return x
+
+
+def check_all(vectors: list[dict[str, Any]], got: list[Any], want_ok: Any) -> None:
+    bad = []
+    for v, g in zip(vectors, got, strict=True):
+        want = {"error": v["error"]} if "error" in v else want_ok(v)
+        if "error" in g:
+            g = {"error": g["error"]}
+        if g != want:
+            bad.append((v["name"], want, g))
+    assert not bad, bad
+
+
+async def test_frames(blank_page: Page) -> None:
+    vs = [{"name": v["name"], "hex": expand(v["bytes"]).hex()} for v in VECTORS["frames"]]
+    got = await run(
+        blank_page,
+        "const {header, payload} = M.frame.decode(unhex(v.hex));"
+        " return {header, payload: hex(payload)};",
+        vs,
+    )
+    check_all(
+        VECTORS["frames"],
+        got,
+        lambda v: {"header": as_js(v["header"]), "payload": expand(v["payload"]).hex()},
+    )
+
+
+async def test_acks(blank_page: Page) -> None:
+    got = await run(
+        blank_page,
+        "const a = M.session.decodeAck(unhex(v.payload));"
+        " return {largest_pn: a.largestPn, ack_delay_us: a.ackDelayUs, entries: a.entries};",
+        VECTORS["acks"],
+    )
+    check_all(VECTORS["acks"], got, lambda v: as_js(v["ack"]))
+
+
+async def test_control_payloads(blank_page: Page) -> None:
+    got = await run(
+        blank_page, "M.session.checkControl(v.type, unhex(v.payload)); return {ok: true};",
+        VECTORS["control"],
+    )  # fmt: skip
+    check_all(VECTORS["control"], got, lambda v: {"ok": True})
+
+
+NEUTRAL = """
+const m = M.vitals.decode(unhex(v.hex));
+if (m.kind === 'numerics') {
+  const raw = {};
+  const names = {hr: 'hr_x10', sys: 'sys_x10', dia: 'dia_x10', spo2: 'spo2_x100',
+                 temp: 'temp_x100', rr: 'rr_x10'};
+  for (const p of M.vitals.PARAMS) {
+    const x = m.values[p.key];
+    raw[names[p.key]] = x === null ? null : Math.round(x / p.scale);
+  }
+  return {kind: m.kind, timestamp_us: m.timestamp_us, patient_id: m.patient_id, ...raw,
+          flags: m.flags};
+}
+if (m.kind === 'waveform') return {...m, samples: Array.from(m.samples)};
+return m;
+"""
+
+
+async def test_vitals(blank_page: Page) -> None:
+    got = await run(blank_page, NEUTRAL, VECTORS["vitals"])
+    check_all(VECTORS["vitals"], got, lambda v: {**as_js(v["message"])})
