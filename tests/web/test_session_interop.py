@@ -17,6 +17,7 @@ from p2pmed.core import events as ev
 from p2pmed.core import frame
 from p2pmed.core.frame import MessageClass
 from p2pmed.core.identity import Identity
+from p2pmed.core.reliability import decode_ack
 from p2pmed.core.session import Session, SessionConfig
 from p2pmed.vitals import codec
 from tests.web.conftest import js
@@ -51,6 +52,7 @@ class Bridge:
         self.dropped: set[str] = set()  # paths cut in both directions
         self.py_events: list[Any] = []
         self.tamper_next = False
+        self.data_pns: set[int] = set()  # pns of the DATA frames sent to the page
 
     async def pump(self, seconds: float, until: Any = None) -> None:
         """Move frames both ways for up to `seconds` (bounded), or until until() is true."""
@@ -71,6 +73,8 @@ class Bridge:
                     b[frame.HEADER_SIZE + 1] ^= 0x80
                     body = bytes(b[:-4])
                     data = body + frame.crc32(body).to_bytes(4, "big")
+                if data[1] == frame.FrameType.DATA:
+                    self.data_pns.add(frame.decode(data)[0].pn)
                 to_page.append([path, data.hex()])
             got = await self.page.evaluate(
                 "async (frames) => { for (const [p, h] of frames)"
@@ -286,3 +290,35 @@ async def test_hostile_input_is_counted_never_delivered_or_fatal(blank_page: Pag
     )
     msgs = [e for e in await b.page_events() if e["type"] == "message"]
     assert [bytes.fromhex(m["data"]) for m in msgs] == [_numerics(0), _numerics(1)]
+
+
+async def test_page_ack_reports_largest_data_pn(blank_page: Page) -> None:
+    """largest_pn of an ACK is the largest pn of a DATA frame received, never a PING's, so the
+    node gets RTT samples from the page's ACKs."""
+    b, _ = await _bridge(blank_page, "interop-largest")
+    await blank_page.evaluate(
+        "() => { window.acks = []; const s = window.sess, send = s._sendControl.bind(s);"
+        " s._sendControl = (t, body, p) => { if (t === 2) window.acks.push(M_hex(body));"
+        " return send(t, body, p); }; }".replace(
+            "M_hex", "((b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join(''))"
+        )
+    )
+    for i in range(20):
+        # a DATA frame, then a PING built after it (higher pn), delivered together
+        now = time.time()
+        b.py.send(MessageClass.MEDIUM, _numerics(i), now)
+        out = b.py.datagrams_to_send(now)
+        b.py._heartbeat.queue_ping("direct", now)
+        out += b.py.datagrams_to_send(now)
+        b.data_pns |= {frame.decode(f)[0].pn for _, f in out if f[1] == frame.FrameType.DATA}
+        await blank_page.evaluate(
+            "async (frames) => { for (const h of frames) window.sess.receive("
+            "new Uint8Array(h.match(/../g).map((x) => parseInt(x, 16))), 'direct');"
+            " await window.sess.chain; await new Promise((r) => setTimeout(r, 5)); }",
+            [f.hex() for p, f in out if p == "direct"],
+        )
+        await b.pump(0.02)
+    acks = [decode_ack(bytes.fromhex(h)) for h in await blank_page.evaluate("window.acks")]
+    assert len(acks) >= 10
+    assert {largest for largest, _, _ in acks} <= b.data_pns
+    assert b.py._recovery.rtt.srtt is not None

@@ -9,6 +9,11 @@ from typing import Any
 import pytest
 from playwright.async_api import Page
 
+from p2pmed.core import frame
+from p2pmed.core.events import FrameRejected
+from p2pmed.core.frame import Flags, FrameType, Header, MessageClass
+from p2pmed.core.identity import Identity
+from p2pmed.core.session import Session, SessionConfig
 from tests.vectors.wire import VECTORS, expand
 from tests.web.conftest import js
 
@@ -114,3 +119,51 @@ return m;
 async def test_vitals(blank_page: Page) -> None:
     got = await run(blank_page, NEUTRAL, VECTORS["vitals"])
     check_all(VECTORS["vitals"], got, lambda v: {**as_js(v["message"])})
+
+
+def _commit(pn: int, cls: int, seq: int, ack: int) -> bytes:
+    payload = bytes(range(32))  # any 32 bytes: the responder cannot check a commitment yet
+    return frame.encode(
+        Header(FrameType.HS_COMMIT, Flags.NONE, MessageClass(cls), 0, pn, seq, ack, 1, 32), payload
+    )
+
+
+HS_CASES = [
+    (_commit(0, 0, 0, 0), None),
+    (_commit(0, 3, 5, 9), None),  # class, seq and ack of a handshake frame are ignored
+    (_commit(1, 0, 0, 0), ("frame", "pn")),  # the pn must be the step number
+]
+
+
+def _python_responder(data: bytes) -> tuple[list[tuple[str, str]], int]:
+    s = Session(SessionConfig("sess-hs", False, Identity.generate()), now=0.0)
+    s.add_path("relay", 0.0)
+    s.receive(data, "relay", 0.0)
+    rejected = [
+        (e.kind, e.reason) for e in iter(s.next_event, None) if isinstance(e, FrameRejected)
+    ]
+    replies = [f for _, f in s.datagrams_to_send(0.0) if f[1] == FrameType.HS_REPLY]
+    return rejected, len(replies)
+
+
+@pytest.mark.parametrize(("data", "error"), HS_CASES, ids=["zero", "class-seq-ack-set", "wrong-pn"])
+async def test_handshake_frame_header_checks_agree(
+    blank_page: Page, data: bytes, error: tuple[str, str] | None
+) -> None:
+    got = await js(
+        blank_page,
+        """
+const id = await M.identity.Identity.generate();
+const out = [], evs = [];
+const s = new M.session.Session({sessionId: 'sess-hs', identity: id, now: () => 0,
+  transmit: (p, f) => out.push(f[1]), onEvent: (e) => evs.push(e)});
+s.addPath('relay');
+await s.receive(unhex(arg), 'relay');
+return {rejected: evs.filter((e) => e.type === 'frame-rejected').map((e) => [e.kind, e.reason]),
+        replies: out.filter((t) => t === 0x11).length};
+""",
+        data.hex(),
+    )
+    want_rejected = [] if error is None else [error]
+    assert got == {"rejected": [list(e) for e in want_rejected], "replies": 0 if error else 1}
+    assert _python_responder(data) == (want_rejected, 0 if error else 1)

@@ -283,7 +283,6 @@ export class Session {
     this.recent.set(header.pn & 1023, `${header.pn}:${crc}`);
     this.stats.frames_received++;
     this._markAlive(pathId, now);
-    if (header.pn > this.largestPn) { this.largestPn = header.pn; this.largestPnAt = now; }
     checkControl(header.type, pt);
     switch (header.type) {
       case FrameType.DATA: return this._onData(header, pt, pathId, now, arrived);
@@ -323,9 +322,9 @@ export class Session {
       this.onEvent({ type: "rehandshake", frame: bytes, path: pathId });
       return;
     }
-    if (header.cls !== MessageClass.CRITICAL || header.seq !== 0 || header.ack !== 0) {
-      throw new CryptoError("handshake", "handshake frame header fields");
-    }
+    // As the node: class, flags, seq and ack of a handshake frame are ignored (not authenticated,
+    // not in the transcript); the pn must be the step number.
+    if (header.pn !== header.type - FrameType.HS_COMMIT) throw new FrameError("pn", "handshake frame with a wrong pn");
     if (!this.hs) {
       if (header.type !== FrameType.HS_COMMIT) throw new CryptoError("handshake", "handshake must start with HS_COMMIT");
       this.hs = new Handshake(this.identity, { sessionId: this.sessionId, localFp: this.localFp, remoteFp: this.remoteFp });
@@ -369,6 +368,9 @@ export class Session {
 
   async _onData(h, pt, pathId, now, arrived) {
     const cls = h.cls;
+    // largest_pn of an ACK is the largest pn of a DATA frame received (the node takes its RTT
+    // sample from it; a PING's pn would give none)
+    if (h.pn > this.largestPn) { this.largestPn = h.pn; this.largestPnAt = now; }
     this.receivedAny[cls] = true;
     if (cls === MessageClass.CRITICAL) this.ackAllPaths = true;
     this._scheduleAck();
