@@ -35,7 +35,7 @@ async def live(browser: Browser) -> AsyncIterator[Live]:
         async with running_server(Path(d) / "server") as srv:
             purl = srv.join_url(srv.mint("s-node", "patient"))
             args = ("--scenario", "alarm", "--media", "testpattern")
-            async with NodeProc(purl, str(Path(d) / "patient"), *args) as node:
+            async with NodeProc(purl, str(Path(d) / "patient"), *args, commands=True) as node:
                 await node.wait_for(lambda e: e.get("event") == "joined")
                 ctx = await browser.new_context(viewport={"width": 1400, "height": 900})
                 page = await ctx.new_page()

@@ -6,7 +6,9 @@ import { SignalingClient } from "./signaling.js";
 import { decode as decodeVitals, encodeAlarmAck, isEcg } from "./vitals.js";
 import { SweepTrace } from "./waveform.js";
 import { $, announce, showView, showError, Tiles, AlarmList } from "./ui.js";
-import { fromHex, MessageClass } from "./frame.js";
+import { FrameType, CryptoError, MessageClass } from "./frame.js";
+import { checkSdp, SdpError } from "./sdp.js";
+import { Binder, decodePathBind, dtlsFingerprints, dtlsTransport, encodePathBind } from "./bind.js";
 
 const CHANNELS = [["control", 0], ["vitals", 1], ["bulk", 2]];
 const GRADES = ["normal", "mild", "moderate", "severe"];
@@ -16,7 +18,7 @@ const now = () => performance.now() / 1000;
 const metrics = {
   firstEcgDrawnMs: null, latenciesUs: [], pageUs: [], delivered: {}, rejected: 0, rejectedReasons: {},
   codecRejected: 0, ecgSourceGaps: 0, ecgSamples: 0, lastNumerics: null, alarmAcks: [], path: null,
-  signalingJoins: 0,
+  signalingJoins: 0, sdpRejected: 0, sdpRejectedReasons: {}, binds: null,
 };
 window.p2pmed = { metrics, state: "starting" };
 
@@ -25,13 +27,6 @@ function gradeOf(rtt, loss) {
   const lossT = [0.01, 0.05, 0.1], latT = [0.2, 0.5, 1.0];
   for (let i = 0; i < 3; i++) if (loss > lossT[i] || rtt > latT[i]) g = i + 1;
   return GRADES[g];
-}
-
-function sdpFingerprint(sdp) {
-  const m = /^a=fingerprint:sha-256 ([0-9A-Fa-f:]+)\s*$/m.exec(sdp || "");
-  if (!m) return new Uint8Array(32);
-  const raw = fromHex(m[1].replace(/:/g, ""));
-  return raw.length === 32 ? raw : new Uint8Array(32);
 }
 
 // The token travels in the fragment (never sent to the server in the URL). It is kept in sessionStorage
@@ -89,6 +84,9 @@ class App {
     this.pc = null;
     this.channels = [];
     this.localStream = null;
+    this.remoteStream = null;
+    this.binder = new Binder();
+    metrics.binds = this.binder.stats;
     this.iceServers = [];
     this.lastVitals = -Infinity;
     this.everLive = false;
@@ -242,8 +240,12 @@ class App {
       try { sessionStorage.setItem(key, JSON.stringify(state)); } catch { /* quota: resume not possible */ }
     };
     s.addPath("relay");
-    if (this.pc && this.localFp) s.setFingerprints(this.localFp, this.remoteFp);
-    if (this.pc && this.directOpen) s.addPath("direct", { preferred: true });
+    // The handshake carries zero fingerprints; the direct path is bound by PATH_BIND against what
+    // our DTLS verified (bind.js), never against SDP.
+    s._onPathBind = (pt) => this.onPeerBind(s, pt);
+    this.binder.resetPeer();
+    this.bindSentFor = null;
+    this.unbindDirect();
     this.session = s;
     window.p2pmed.session = s;
     this.ackSeqs.clear();
@@ -256,20 +258,36 @@ class App {
 
   transmit(path, frame) {
     if (path === "relay") { if (this.patientId) this.sig.sendRelay(this.patientId, frame); return; }
-    if (path !== "direct" || !this.directOpen) return;
+    // our PATH_BIND may also go on the control channel of a direct path not bound yet
+    const bindOnly = path === "direct-bind" && this.channels.length;
+    if (!bindOnly && (path !== "direct" || !this.directOpen)) return;
     const cls = frame[3];
-    const ch = frame[1] !== 1 || cls <= 1 ? this.channels[0] : cls === 2 ? this.channels[1] : this.channels[2];
+    const ch = bindOnly || frame[1] !== 1 || cls <= 1 ? this.channels[0] : cls === 2 ? this.channels[1] : this.channels[2];
     if (ch.readyState !== "open" || ch.bufferedAmount > 1024 * 1024) return; // retransmitted later
     try { ch.send(frame); } catch { /* closing: the session retransmits on another path */ }
   }
 
   // ---- WebRTC (the patient offers, the page answers; a new peer connection per offer) ----
   async onOffer(m) {
+    // Refused before the browser sees it: no answer, the current path stays as it is.
+    try {
+      checkSdp(m.sdp);
+    } catch (e) {
+      if (!(e instanceof SdpError)) throw e;
+      metrics.sdpRejected++;
+      metrics.sdpRejectedReasons[e.reason] = (metrics.sdpRejectedReasons[e.reason] || 0) + 1;
+      const note = $("rejected-note");
+      note.hidden = false;
+      note.textContent = `Refused a connection offer (${e.reason}): ${e.message}. Possible tampering on the server; vitals continue on the secure session.`;
+      console.warn("offer refused", e.reason, e.message);
+      return;
+    }
     if (m.from !== this.patientId) this.setPatient(m.from);
     this.closePc();
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
     this.pc = pc;
     this.directOpen = false;
+    this.binder.negotiate(pc);
     this.channels = CHANNELS.map(([label, id]) => {
       const ch = pc.createDataChannel(label, { negotiated: true, id, ordered: true });
       ch.binaryType = "arraybuffer";
@@ -278,34 +296,115 @@ class App {
       ch.onclose = () => this.directLost(pc);
       return ch;
     });
+    // Received media is shown only once the path is bound (showMedia).
     pc.ontrack = (e) => {
-      const v = $("remote-video");
-      const stream = e.streams[0] || new MediaStream([e.track]);
-      if (v.srcObject !== stream) { v.srcObject = stream; v.muted = true; v.play().catch(() => {}); }
+      if (this.pc !== pc) return;
+      this.remoteStream = e.streams[0] || new MediaStream([e.track]);
+      this.showMedia();
     };
-    pc.onconnectionstatechange = () => { if (pc.connectionState === "failed" || pc.connectionState === "closed") this.directLost(pc); };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "failed" || pc.connectionState === "closed") this.directLost(pc);
+      if (pc.connectionState === "connected") this.onDtlsConnected(pc);
+    };
     await pc.setRemoteDescription({ type: "offer", sdp: m.sdp });
-    for (const t of pc.getTransceivers()) {
-      const kind = t.receiver.track.kind;
-      const track = this.localStream?.getTracks().find((x) => x.kind === kind) || null;
-      t.direction = "sendrecv";
-      if (track) await t.sender.replaceTrack(track);
-    }
+    // Senders start with no track: our camera goes out only after binding (sendMedia).
+    for (const t of pc.getTransceivers()) t.direction = "sendrecv";
     await pc.setLocalDescription(await pc.createAnswer());
+    const dtls = dtlsTransport(pc);
+    if (dtls) dtls.addEventListener("statechange", () => { if (dtls.state === "connected") this.onDtlsConnected(pc); });
     await new Promise((resolve) => {
       if (pc.iceGatheringState === "complete") return resolve();
       const t = setTimeout(resolve, 1500);
       pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") { clearTimeout(t); resolve(); } });
     });
     if (this.pc !== pc) return;
-    this.localFp = sdpFingerprint(pc.localDescription.sdp);
-    this.remoteFp = sdpFingerprint(m.sdp);
-    this.session?.setFingerprints(this.localFp, this.remoteFp);
     this.sig.sendJson({ type: "answer", to: m.from, sdp: pc.localDescription.sdp });
+    if (dtls && dtls.state === "connected") this.onDtlsConnected(pc);
+  }
+
+  // Our DTLS connected: bind to the certificates it verified, tell the peer, check a held PATH_BIND.
+  async onDtlsConnected(pc) {
+    if (this.pc !== pc || this.binder.fps) return;
+    let fps;
+    try {
+      fps = await dtlsFingerprints(pc);
+    } catch (e) {
+      console.warn("no DTLS certificates", e);
+      return;
+    }
+    if (this.pc !== pc || this.binder.fps) return;
+    const held = this.binder.connected(pc, fps);
+    this.sendBind();
+    if (held) {
+      try { this.onBindResult(held); } catch { /* counted in bindFailed */ }
+    }
+  }
+
+  sendBind() {
+    const s = this.session;
+    const fps = this.binder.fps;
+    if (!s || !s.send || !fps || s.closed || this.bindSentFor === fps) return;
+    this.bindSentFor = fps;
+    const body = encodePathBind("direct", fps.local, fps.remote);
+    s._sendControl(FrameType.PATH_BIND, body, ["relay", "direct-bind"]);
+  }
+
+  // A PATH_BIND from the patient node, decrypted by the session (replaces Session._onPathBind).
+  onPeerBind(s, pt) {
+    const b = decodePathBind(pt);
+    if (s !== this.session) return;
+    this.onBindResult(this.binder.check(b));
+  }
+
+  onBindResult(result) {
+    if (result === "bound") {
+      this.maybeDirectOpen(this.pc);
+      this.showMedia();
+      this.sendMedia();
+    } else if (result === "mismatch") {
+      this.bindFailed();
+      throw new CryptoError("fingerprint", "PATH_BIND names other DTLS certificates than ours");
+    }
+  }
+
+  // Someone is in the middle of the direct path: end the session and say so loudly.
+  bindFailed() {
+    const s = this.session;
+    this.closePc();
+    this.alarms.technical("fingerprint", true, "security check of the direct connection failed (crypto/fingerprint): session closed. Someone may be intercepting it. Call the patient's site.");
+    if (s && !s.closed) s.close(1, "crypto/fingerprint: the peer's DTLS saw other certificates than ours");
+    window.p2pmed.state = "error";
+    $("conn").className = "conn conn-lost";
+    $("conn-state").textContent = "Session closed: security check failed";
+    announce("Security check of the direct connection failed. Session closed.");
+  }
+
+  showMedia() {
+    const v = $("remote-video");
+    const stream = this.binder.bound ? this.remoteStream : null;
+    if (v.srcObject !== stream) {
+      v.srcObject = stream;
+      if (stream) { v.muted = true; v.play().catch(() => {}); }
+    }
+  }
+
+  async sendMedia() {
+    if (!this.pc || !this.binder.bound) return;
+    for (const t of this.pc.getTransceivers()) {
+      const track = this.localStream?.getTracks().find((x) => x.kind === t.receiver.track.kind) || null;
+      if (t.sender.track !== track && t.currentDirection !== "inactive") await t.sender.replaceTrack(track).catch(() => {});
+    }
+  }
+
+  unbindDirect() {
+    if (this.directOpen && this.session) this.session.removePath("direct");
+    this.directOpen = false;
+    this.showMedia();
+    for (const t of this.pc?.getTransceivers() || []) if (t.sender.track) t.sender.replaceTrack(null).catch(() => {});
   }
 
   maybeDirectOpen(pc) {
-    if (this.pc !== pc || this.directOpen) return;
+    if (!pc || this.pc !== pc || this.directOpen || !this.binder.bound) return;
     if (!this.channels.every((c) => c.readyState === "open")) return;
     this.directOpen = true;
     this.session?.addPath("direct", { preferred: true });
@@ -322,7 +421,11 @@ class App {
     if (!pc) return;
     this.directLost(pc);
     this.pc = null;
+    this.binder.negotiate(null);
+    this.remoteStream = null;
+    this.showMedia();
     for (const c of this.channels) try { c.close(); } catch { /* already closed */ }
+    this.channels = [];
     pc.close();
   }
 
@@ -346,10 +449,7 @@ class App {
     }
     $("local-video").srcObject = this.localStream;
     $("local-video").hidden = false;
-    for (const t of this.pc?.getTransceivers() || []) {
-      const track = this.localStream.getTracks().find((x) => x.kind === t.receiver.track.kind);
-      if (track && t.currentDirection !== "inactive") await t.sender.replaceTrack(track);
-    }
+    await this.sendMedia();
     btn.textContent = "Stop my camera and microphone";
     btn.setAttribute("aria-pressed", "true");
   }
@@ -394,6 +494,7 @@ class App {
   }
 
   async onSecured(ev) {
+    this.sendBind();
     $("sas").textContent = ev.sas;
     $("peer-fp").textContent = ev.peerFingerprint;
     const verified = JSON.parse(localStorage.getItem("p2pmed-verified") || "[]");
