@@ -120,6 +120,13 @@ def _register_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     _opt(p, "--pending-per-ip", "unjoined connections per client IP", type=_positive_int)
     _opt(
         p,
+        "--handshake-timeout",
+        "seconds a connection may take to send a request (slowloris)",
+        type=_positive_float,
+    )
+    _opt(p, "--join-timeout", "seconds to send join after the upgrade", type=_positive_float)
+    _opt(
+        p,
         "--log-level",
         "debug, info, warning, error",
         default="info",
@@ -140,6 +147,8 @@ def _build_config(args: argparse.Namespace) -> Any:
         "max_sessions",
         "join_rate",
         "pending_per_ip",
+        "handshake_timeout",
+        "join_timeout",
     ):
         if getattr(args, name) is not None:
             setattr(limits, name, getattr(args, name))
@@ -179,10 +188,11 @@ def _build_config(args: argparse.Namespace) -> Any:
 
 
 def _run_server(args: argparse.Namespace) -> int:
-    from aiohttp import web
+    import asyncio
 
     from signaling import logs
-    from signaling.server import StartupError, create_app, preflight, ssl_context
+    from signaling.listen import bind
+    from signaling.server import StartupError, preflight, serve, ssl_context
 
     try:
         config = _build_config(args)
@@ -201,20 +211,17 @@ def _run_server(args: argparse.Namespace) -> int:
         print(f"p2pmed signaling: error: cannot load TLS cert/key: {e}", file=sys.stderr)
         return 2
     try:
+        sock = bind(config.host, config.port)
+    except OSError as e:
+        print(f"p2pmed signaling: error: cannot listen: {e}", file=sys.stderr)
+        return 2
+    try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    web.run_app(
-        create_app(config),
-        host=config.host,
-        port=config.port,
-        ssl_context=ctx,
-        access_log=None,
-        print=None,
-        shutdown_timeout=5.0,
-    )
+    asyncio.run(serve(config, sock, ctx))
     return 0
 
 

@@ -24,8 +24,10 @@ class Limits:
     max_errors: int = 20  # bad messages tolerated per connection before closing it
     queue_frames: int = 512  # relay queue per destination endpoint (frames)
     queue_bytes: int = 4 * 1024 * 1024  # ... and bytes
-    join_timeout: float = 10.0  # seconds to send "join" after the upgrade
-    pending_per_ip: int = 100  # upgraded but not yet joined connections per client IP
+    join_timeout: float = 5.0  # seconds to send "join" after the upgrade
+    # connections from one client IP not yet joined (counted from accept, before HTTP)
+    pending_per_ip: int = 100
+    handshake_timeout: float = 5.0  # seconds from accept (or the last response) to a request
 
 
 @dataclass

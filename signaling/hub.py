@@ -59,19 +59,11 @@ class Hub(Messages, Sweeper):
         ip = request.remote or "?"
         self.connections.add(ws)
         ep: Endpoint | None = None
-        self.pending[ip] = self.pending.get(ip, 0) + 1
-        pending = True
         try:
-            if self.pending[ip] > self.limits.pending_per_ip:
-                self.metrics.limit_violations.labels("pending-per-ip").inc()
-                self.reject("pending-per-ip", ip)
-                raise Closing(
-                    cc.RATE_LIMITED, "too-many-connections", "too many unjoined connections"
-                )
             ep = await self._await_join(ws, ip)
-            self._unpend(ip)
-            pending = False
             if ep is not None:
+                if self.guard is not None:
+                    self.guard.joined(request.transport)  # no longer counts against its IP
                 tr = request.transport
                 ep.buffered = getattr(tr, "get_write_buffer_size", None)
                 ep.transport = tr
@@ -85,21 +77,12 @@ class Hub(Messages, Sweeper):
             logs.log.exception("connection-error")
             await self.close_ws(ws, cc.INTERNAL, "internal-error", "internal server error")
         finally:
-            if pending:
-                self._unpend(ip)
             self.connections.discard(ws)
             if ep is not None and ep.ws is ws and not ep.gone:
                 self._disconnected(ep)
             if not ws.closed:
                 await shut(ws, cc.NORMAL, b"")
         return ws
-
-    def _unpend(self, ip: str) -> None:
-        left = self.pending.get(ip, 1) - 1
-        if left > 0:
-            self.pending[ip] = left
-        else:
-            self.pending.pop(ip, None)
 
     async def _serve(self, ws: web.WebSocketResponse, ep: Endpoint) -> None:
         """The per-connection loop. The relay fast path is inlined: it runs per frame."""

@@ -15,6 +15,7 @@ from signaling.bindings import BindingStore
 from signaling.config import Config
 from signaling.endpoint import CLOSE_TIMEOUT, Closing, Session, dumps, shut
 from signaling.limits import PerKeyLimiter
+from signaling.listen import ConnectionGuard
 from signaling.metrics import Metrics
 from signaling.tokens import RevocationStore, Verifier
 
@@ -45,7 +46,7 @@ class HubBase:
         self.closing = False
         _, self.revoked_rowid = revocations.revoked_since(0)
         self.connections: set[web.WebSocketResponse] = set()
-        self.pending: dict[str, int] = {}  # not-yet-joined connections per IP
+        self.guard: ConnectionGuard | None = None  # per-IP cap before the upgrade (listen.py)
         metrics.attach(self.snapshot)
 
     def snapshot(self) -> dict[str, Any]:
@@ -72,6 +73,7 @@ class HubBase:
             "relay_bytes": self.relay_bytes,
             "queued": queued,
             "queued_max": queued_max,
+            "unjoined": self.guard.total() if self.guard is not None else 0,
         }
 
     async def send_now(self, ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:

@@ -25,6 +25,11 @@ class _Live(Collector):
         for state, v in s["endpoints"].items():
             g.add_metric([state], v)
         yield g
+        yield GaugeMetricFamily(
+            "p2pmed_unjoined_connections",
+            "Open connections that have not joined (HTTP, handshakes, WebSockets before join)",
+            value=s["unjoined"],
+        )
         yield CounterMetricFamily(
             "p2pmed_relay_frames", "Relay frames forwarded", value=s["relay_frames"]
         )

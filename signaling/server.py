@@ -7,6 +7,8 @@ import contextlib
 import json
 import os
 import random
+import signal
+import socket
 import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +25,7 @@ from signaling.bindings import BINDINGS, BindingStore
 from signaling.config import Config
 from signaling.hub import Hub, shut
 from signaling.keys import KeyFileError, audit_key, ensure_data_dir
+from signaling.listen import ConnectionGuard, GuardedSite, log_refusal
 from signaling.metrics import Metrics
 from signaling.origins import normalize
 from signaling.tokens import REVOCATIONS, RevocationStore, TokenError, Verifier, token_key
@@ -31,6 +34,7 @@ from signaling.turncreds import credentials
 CONFIG = web.AppKey("config", Config)
 HUB = web.AppKey("hub", Hub)
 METRICS = web.AppKey("metrics", Metrics)
+GUARD = web.AppKey("guard", ConnectionGuard)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -200,6 +204,16 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         metrics=app[METRICS],
     )
     app[HUB] = hub
+    hub.guard = guard = app[GUARD]
+
+    def refused(ip: str, first: bool) -> None:
+        app[METRICS].limit_violations.labels("pending-per-ip").inc()
+        app[METRICS].rejected_joins.labels("pending-per-ip").inc()
+        if first:  # once per episode: an attack must not turn into an audit-log flood
+            audit.append("reject", reason="pending-per-ip", ip=ip)
+            log_refusal(ip, first)
+
+    guard.on_refused = refused
     audit.append("start", host=config.host, port=config.port)
     logs.event("start", host=config.host, port=config.port, tls=config.tls_cert is not None)
     sweeper = asyncio.get_running_loop().create_task(_sweeper(app))
@@ -263,6 +277,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[METRICS] = Metrics()
+    app[GUARD] = ConnectionGuard(config.limits.pending_per_ip)
     app.cleanup_ctx.append(_state)
     app.on_shutdown.append(_shutdown)
     app.router.add_get("/ws", ws_handler)
@@ -273,6 +288,40 @@ def create_app(config: Config) -> web.Application:
     if config.web_dir.is_dir():
         app.router.add_static("/static/", config.web_dir, show_index=False, follow_symlinks=False)
     return app
+
+
+async def start_site(
+    app: web.Application, config: Config, sock: socket.socket, ctx: ssl.SSLContext | None
+) -> web.AppRunner:
+    """Run `app` on the bound socket `sock` behind the connection guard; returns the runner
+    (`await runner.cleanup()` shuts down gracefully)."""
+    lim = config.limits
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=5.0, keepalive_timeout=lim.handshake_timeout
+    )
+    await runner.setup()
+    site = GuardedSite(
+        runner, sock, app[GUARD], ssl_context=ctx, handshake_timeout=lim.handshake_timeout
+    )
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+async def serve(config: Config, sock: socket.socket, ctx: ssl.SSLContext | None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully (the `signaling` command)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = await start_site(create_app(config), config, sock, ctx)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def ssl_context(config: Config) -> ssl.SSLContext | None:

@@ -27,8 +27,9 @@ from aiohttp import web
 
 from signaling.config import Config
 from signaling.hub import Hub
+from signaling.listen import bind
 from signaling.metrics import Metrics
-from signaling.server import CONFIG, HUB, METRICS, create_app, ssl_context
+from signaling.server import CONFIG, HUB, METRICS, create_app, ssl_context, start_site
 from signaling.tokens import REVOCATIONS, RevocationStore, mint, token_key
 
 
@@ -80,15 +81,17 @@ async def running_server(
     data_dir: str | Path, *, host: str = "127.0.0.1", port: int = 0, **config: Any
 ) -> AsyncIterator[RunningServer]:
     cfg = Config(data_dir=Path(data_dir), host=host, port=port, **config)
-    app = create_app(cfg)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
-    await runner.setup()
     ctx = ssl_context(cfg)
-    site = web.TCPSite(runner, host, port, ssl_context=ctx)
-    await site.start()
+    sock = bind(host, port)
+    bound = sock.getsockname()[1]
+    cfg.port = bound
+    app = create_app(cfg)
     try:
-        bound = runner.addresses[0][1]
-        cfg.port = bound
+        runner = await start_site(app, cfg, sock, ctx)
+    except BaseException:
+        sock.close()
+        raise
+    try:
         scheme = "https" if ctx else "http"
         url = f"{scheme}://{host}:{bound}"
         ws_url = f"{'wss' if ctx else 'ws'}://{host}:{bound}/ws"

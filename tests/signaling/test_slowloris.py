@@ -1,0 +1,77 @@
+"""Slowloris: half-open connections from one address are capped before the upgrade and
+timed out, and a legitimate client still joins while the attack runs (real sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import aiohttp
+
+from signaling.config import Limits
+from signaling.testing import running_server
+from tests.signaling.conftest import Harness
+
+ATTACKER = "127.0.0.2"  # all of 127/8 is loopback on Linux: a second client address
+HALF_OPEN = 300
+CAP = 50
+PARTIAL = b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"  # never finished
+
+
+async def _half_open(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(ATTACKER, 0))
+    w.write(PARTIAL)
+    await w.drain()
+    return r, w
+
+
+async def test_half_open_connections_capped_and_timed_out(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    limits = Limits(pending_per_ip=CAP, handshake_timeout=1.0)
+    async with running_server(tmp_path, limits=limits) as srv:
+        port = srv.config.port
+        conns = [await _half_open(port) for _ in range(HALF_OPEN)]
+        # a slow drip (a byte now and then) does not extend the deadline
+        drip_w = conns[0][1]
+
+        async def drip() -> None:
+            while not drip_w.is_closing():
+                drip_w.write(b"X")
+                await asyncio.sleep(0.2)
+
+        dripper = asyncio.create_task(drip())
+        t0 = time.monotonic()
+        doc, joined = await Harness(srv, http).join("s1", "clinician", "doc")
+        took = time.monotonic() - t0
+        print(f"legitimate join during the attack ({HALF_OPEN} half-open): {took * 1000:.1f} ms")
+        assert joined["endpoint_id"] == "doc"
+
+        # those over the cap were refused at once with a clear HTTP 429; the rest are
+        # closed by the server once the handshake timeout passes (EOF)
+        refused = eof = 0
+        for r, _w in conns:
+            data = await asyncio.wait_for(r.read(), 30)
+            if data.startswith(b"HTTP/1.1 429"):
+                body = json.loads(data.split(b"\r\n\r\n", 1)[1])
+                assert body["error"] == "too-many-connections"
+                refused += 1
+            else:
+                assert data == b"" or data.startswith(b"HTTP/1.1 408"), data[:80]
+                eof += 1
+        dripper.cancel()
+        assert (refused, eof) == (HALF_OPEN - CAP, CAP)
+        assert srv.metric("p2pmed_limit_violations_total", limit="pending-per-ip") == refused
+        assert srv.metric("p2pmed_unjoined_connections") == 0
+        # once per episode in the audit log, not once per refused connection
+        audit = (srv.config.data_dir / "audit.jsonl").read_text()
+        assert audit.count('"reason":"pending-per-ip"') == 1
+        # the joined client was never affected, and the address may connect again
+        await doc.send(type="ping", id=1)
+        assert (await doc.recv_type("pong"))["id"] == 1
+        r, w = await _half_open(port)
+        w.close()
+        for _r, w in conns:
+            w.close()
