@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import signal
+import stat
 import sys
 import tempfile
 from typing import Any
@@ -23,7 +24,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run a node (patient or clinician; the join URL's token says which)",
         description="Join a session and stream vitals peer to peer (relay as fallback).",
     )
-    p.add_argument("--join", required=True, metavar="URL", help="join URL {server}/join#token=...")
+    p.add_argument(
+        "--join",
+        metavar="URL",
+        help="join URL {server}/join#token=... (visible in ps: prefer --join-file or env "
+        "P2PMED_JOIN)",
+    )
     p.add_argument("--data-dir", metavar="DIR", help="keep identity key and session store here")
     p.add_argument(
         "--source",
@@ -132,6 +138,9 @@ def _node(args: argparse.Namespace) -> int:
     from p2pmed.node.config import ConfigError, NodeConfig
 
     _setup_logging(args.log_level)
+    join = args.join if args.join is not None else os.environ.get("P2PMED_JOIN")
+    if not join:
+        return _fail("no join URL: give --join URL or set P2PMED_JOIN")
     if not 0 < args.rate <= 1000:
         return _fail("--rate must be > 0 and <= 1000")
     if not 0 < args.join_timeout <= 3600:
@@ -148,7 +157,7 @@ def _node(args: argparse.Namespace) -> int:
             return _fail(f"--record: directory {parent} does not exist")
     try:
         config = NodeConfig.build(
-            args.join,
+            join,
             data_dir=args.data_dir,
             source=args.source,
             media=args.media,
@@ -184,7 +193,7 @@ async def _node_main(config: Any) -> int:
         joined = await node.start()
     except NodeError as exc:
         node.events.emit("error", code="join", message=str(exc))
-        return _fail(str(exc), 1)
+        return _fail(str(exc), exc.exit_code)
     if not config.json_out and not config.ui:
         print(
             f"p2pmed node: joined session {joined.get('session')} as {node.role} "
@@ -192,7 +201,7 @@ async def _node_main(config: Any) -> int:
             file=sys.stderr,
         )
     reader = None
-    if config.json_out:
+    if config.json_out and stdin_is_pollable():
         reader = asyncio.create_task(_stdin_commands(node))
     try:
         await node.run()
@@ -201,6 +210,19 @@ async def _node_main(config: Any) -> int:
             reader.cancel()
         await node.close()
     return 0
+
+
+def stdin_is_pollable() -> bool:
+    """True when stdin is a pipe, socket or terminal. /dev/null (systemd, nohup, cron, docker
+    without -i) or a regular file cannot be polled: uvloop aborts the process (SIGABRT inside
+    libuv, no Python exception) when connect_read_pipe is given such a descriptor."""
+    try:
+        mode = os.fstat(0).st_mode
+    except (OSError, ValueError):
+        return False  # stdin closed
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return True
+    return stat.S_ISCHR(mode) and os.isatty(0)
 
 
 async def _stdin_commands(node: Any) -> None:

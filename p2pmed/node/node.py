@@ -34,8 +34,19 @@ PEERS_OF = {
 }
 
 
+# `p2pmed node` exit codes a service manager can act on (deploy/systemd/p2pmed-node.service
+# does not restart on 2, 3 or 4: a retry cannot cure them)
+EXIT_FAILED = 1  # transient: the server could not be reached, ...
+EXIT_TLS = 3  # the server's TLS certificate is not trusted
+EXIT_REFUSED = 4  # the server refused the join token for good
+
+
 class NodeError(RuntimeError):
     """The node cannot start or run; the message says why."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class App(Protocol):
@@ -119,7 +130,7 @@ class Node:
             )
         except SignalingRefused as exc:
             await self._stop_signaling()
-            raise NodeError(str(exc)) from None
+            raise NodeError(str(exc), EXIT_REFUSED) from None
         except TimeoutError:
             await self._stop_signaling()
             raise NodeError(

@@ -123,7 +123,7 @@ class NodeProc:
                 self.w.add({"event": "non-json", "line": line.decode(errors="replace")})
 
     def command(self, cmd: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
+        assert self.proc.stdin is not None, "start_proc(..., commands=True) to send commands"
         self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
 
     def kill(self) -> None:
@@ -143,7 +143,8 @@ class NodeProc:
         return self.proc.returncode or 0
 
 
-async def start_proc(url: str, name: str, *args: str) -> NodeProc:
+async def start_proc(url: str, name: str, *args: str, commands: bool = False) -> NodeProc:
+    """stdin is /dev/null, as under systemd, nohup or cron, unless the test sends commands."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if "--media" not in args:
         args = (*args, "--media", "none")
@@ -156,7 +157,7 @@ async def start_proc(url: str, name: str, *args: str) -> NodeProc:
         url,
         "--json",
         *args,
-        stdin=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE if commands else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=str(ROOT),

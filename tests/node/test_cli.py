@@ -31,6 +31,7 @@ URL = "http://127.0.0.1:9/join#token=x"
         (["node", "--join", URL, "--rate", "0"], "--rate"),
         (["node", "--join", URL, "--fhir-patient", "Observation/1"], "--fhir-patient"),
         (["node", "--join", URL, "--label", "bed\x07"], "--label"),
+        (["node"], "no join URL"),
         (["demo", "--media", "webcam"], "--media"),
         (["demo", "--port", "70000"], "--port"),
     ],
@@ -44,7 +45,6 @@ def test_bad_flags(argv: list[str], words: str, capsys: pytest.CaptureFixture[st
 @pytest.mark.parametrize(
     "argv",
     [
-        ["node"],
         ["node", "--join"],
         ["node", "--join", URL, "--scenario", "x"],
         ["node", "--join", URL, "--join-timeout", "abc"],
@@ -65,6 +65,7 @@ async def run(*argv: str) -> tuple[int, str, str]:
         "p2pmed",
         *argv,
         cwd=str(ROOT),
+        stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -82,7 +83,7 @@ async def test_unreachable_server() -> None:
 async def test_refused_tokens(server) -> None:  # type: ignore[no-untyped-def]
     bad = server.join_url("not-a-token")
     code, _, err = await run("node", "--join", bad, "--media", "none")
-    assert code == 1 and "refused" in err and "token-" in err
+    assert code == 4 and "refused" in err and "token-" in err
     expired = server.join_url(server.mint("s1", "clinician", ttl=60, now=time.time() - 3600))
     code, _, err = await run("node", "--join", expired, "--media", "none")
-    assert code == 1 and "token-expired" in err
+    assert code == 4 and "token-expired" in err

@@ -26,6 +26,7 @@ async def test_demo_runs_patient_and_clinician_until_ctrl_c(tmp_path) -> None:  
         "--data-dir",
         str(tmp_path),
         cwd=str(ROOT),
+        stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class NodeProc:
-    def __init__(self, join_url: str, data_dir: str, *extra: str) -> None:
+    def __init__(self, join_url: str, data_dir: str, *extra: str, commands: bool = False) -> None:
+        self.commands = commands
         self.args = [
             sys.executable,
             "-m",
@@ -33,11 +34,12 @@ class NodeProc:
         self.stderr = b""
 
     async def __aenter__(self) -> NodeProc:
-        # stdin is a pipe: --json mode reads commands from it (e.g. {"cmd": "cut-direct"}).
+        # stdin is /dev/null as under systemd, unless the test sends --json commands through a
+        # pipe (e.g. {"cmd": "cut-direct"}): NodeProc(..., commands=True)
         self.proc = await asyncio.create_subprocess_exec(
             *self.args,
             cwd=REPO,
-            stdin=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE if self.commands else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -68,7 +70,8 @@ class NodeProc:
             self.stderr = await proc.stderr.read()
 
     def command(self, cmd: dict[str, Any]) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
+        assert self.proc is not None
+        assert self.proc.stdin is not None, "NodeProc(..., commands=True) to send commands"
         self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
 
     def of(self, name: str) -> list[dict[str, Any]]:
