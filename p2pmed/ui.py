@@ -74,8 +74,13 @@ class TerminalUI:
             out.append("waiting for the patient ...")
         for peer in app.waiting:
             out.append(f"patient {peer} is waiting: press y to admit")
+        hr = _fmt(v(Param.HR), "/min")
+        if any(a.condition == "hr-unavailable" for a in app.alarms.values()) or (
+            n is not None and v(Param.HR) is None
+        ):
+            hr = "unavailable"
         out.append(
-            f"HR {_fmt(v(Param.HR), '/min')}  SpO2 {_fmt(v(Param.SPO2), '%')}  "
+            f"HR {hr}  SpO2 {_fmt(v(Param.SPO2), '%')}  "
             f"NIBP {_fmt(v(Param.SYS), '')}/{_fmt(v(Param.DIA), 'mmHg')}  "
             f"RR {_fmt(v(Param.RR), '/min')}  T {_fmt(v(Param.TEMP), 'C', 1)}"
         )

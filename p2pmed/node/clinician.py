@@ -136,6 +136,7 @@ class ClinicianApp:
                 condition=msg.condition,
                 priority=msg.priority.name,
                 state=msg.state.name,
+                category=msg.category.name,
                 value=msg.value,
                 latency_ms=round((now - event.sent_timestamp_us / 1e6) * 1000, 3),
             )

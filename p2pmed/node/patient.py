@@ -74,6 +74,9 @@ class PatientApp:
         self.patient_id = node.session_id or "patient"
         first_id = node.store.get_meta("next_alarm_id") if node.store is not None else None
         self.engine = AlarmEngine(self.patient_id, first_alarm_id=int(first_id or 1))
+        if node.config.source.kind == "wfdb":  # HR is derived from the ECG and may be missing
+            self.engine.expected = (Param.HR,)
+        self.hr_source: str | None = None  # where the HR in NUMERICS comes from
         self.alarm_sent: dict[int, float] = {}
         self.acked_alarms: set[int] = set()
         self.pending_audit: list[dict[str, Any]] = []
@@ -87,7 +90,10 @@ class PatientApp:
         directly, not regenerated: this can take a moment, so callers run it off the loop)."""
         spec = self.node.config.source
         if spec.kind == "wfdb":
-            return WfdbReplay(spec.path, start_time=start).iter_from(skip)
+            replay = WfdbReplay(spec.path, start_time=start, patient_id=self.patient_id)
+            self.hr_source = replay.hr_source
+            return replay.iter_from(skip)
+        self.hr_source = "synthetic"
         scenario = self.node.config.scenario
         source = SyntheticSource(self.patient_id, start_time=start, episodes=episodes(scenario))
         return source.iter_from(skip)
@@ -110,6 +116,7 @@ class PatientApp:
         rate = self.node.config.rate
         n = skip
         source = await asyncio.to_thread(self._source, start, skip)
+        self.node.events.emit("source-started", skip=skip, hr_source=self.hr_source)
         for due, msg in source:
             n += 1
             wait = start + (due - start) / rate - time.time()
@@ -155,6 +162,8 @@ class PatientApp:
         self.sent += len(sent)
         if sent and (self.node.events.json_out or self.node.events.listeners):
             info = summary(msg)
+            if isinstance(msg, Numerics):
+                info["hr_source"] = self.hr_source
             crc = zlib.crc32(data)
             for peer_id, msg_id in sent:
                 self.node.events.emit(

@@ -127,6 +127,11 @@ class _Open:
     acked: bool = False
 
 
+def unavailable_code(param: Param) -> str:
+    """Technical condition code for an expected parameter the source cannot deliver."""
+    return f"{param.name.lower()}-unavailable"
+
+
 def _us(now: float) -> int:
     return max(0, round(now * 1_000_000))
 
@@ -138,6 +143,11 @@ class AlarmEngine:
     escalate_after_s: float | None = 60.0  # None: never escalate
     first_alarm_id: int = 1
     recent_closed: int = 1024  # closed ids remembered so a late duplicate ack is harmless
+    # parameters the source should always deliver (HR derived from a replayed ECG): absent
+    # from `unavailable_after` numerics in a row -> technical "<param>-unavailable", so the
+    # clinician sees the missing value as a condition, not as a blank
+    expected: tuple[Param, ...] = ()
+    unavailable_after: int = 3
 
     def __post_init__(self) -> None:
         codes = [r.code for r in self.rules]
@@ -149,6 +159,7 @@ class AlarmEngine:
         self._history: dict[Param, deque[tuple[float, float]]] = {}
         self._closed: deque[int] = deque(maxlen=self.recent_closed)
         self._disabled: set[str] = set()
+        self._absent: dict[Param, int] = {}
         self.stats: dict[str, int] = {"raised": 0, "suppressed_cooldown": 0, "escalated": 0}
 
     # -- public API -----------------------------------------------------------------------
@@ -177,6 +188,15 @@ class AlarmEngine:
             if n.flags & flag:
                 out += self.raise_technical(code, now, prio)
             else:
+                out += self.clear_technical(code, now)
+        for p in self.expected:
+            code = unavailable_code(p)
+            if n.value(p) is None:
+                self._absent[p] = self._absent.get(p, 0) + 1
+                if self._absent[p] >= self.unavailable_after:
+                    out += self.raise_technical(code, now, Priority.MEDIUM)
+            else:
+                self._absent[p] = 0
                 out += self.clear_technical(code, now)
         return out
 

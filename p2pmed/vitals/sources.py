@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from p2pmed.core.errors import ProtocolError
-from p2pmed.vitals.codec import PLETH, Message, Numerics, Param, Waveform
+from p2pmed.vitals import hr
+from p2pmed.vitals.codec import ECG_LEADS, PLETH, Message, Numerics, Param, Waveform
 from p2pmed.vitals.ranges import mark_suspect
 
 
@@ -309,6 +310,11 @@ class WfdbReplay:
     Samples are the record's digital values minus its ADC baseline, sent as int16 with
     scale = 1 / adc_gain (physical units per LSB), so the receiver gets the record's
     physical signal exactly as wfdb computes it.
+
+    Given a `patient_id`, an ECG replay also yields a NUMERICS every second with the heart
+    rate derived from the record (see hr.py: its beat annotations if it has a `.atr`, else
+    QRS detection), and HR absent when none can be derived; `hr_source` says which. The
+    detection runs here, in the constructor: build the replay off the event loop.
     """
 
     def __init__(
@@ -320,6 +326,7 @@ class WfdbReplay:
         chunk_ms: int = 100,
         start_time: float = 0.0,
         first_seq: int = 0,
+        patient_id: str | None = None,
     ) -> None:
         import wfdb  # type: ignore[import-untyped]  # imported here: it is slow to import and only replay needs it
 
@@ -355,30 +362,56 @@ class WfdbReplay:
         self.first_seq = first_seq
         # fail early if the codec would refuse this signal, rate or unit
         Waveform(self.signal, self.sample_rate, 0, first_seq, self.scale, self.unit, (0,))
+        self.patient_id = patient_id
+        self.beats: hr.BeatTrack | None = None
+        if patient_id is not None and self.signal in ECG_LEADS:
+            Numerics(0, patient_id)  # fail early on an id the codec would refuse
+            self.beats = hr.from_annotations(record, fs) or hr.from_ecg(
+                self.samples * self.scale, fs
+            )
+        self.hr_source = self.beats.source if self.beats is not None else None
 
-    def __iter__(self) -> Iterator[tuple[float, Waveform]]:
+    def __iter__(self) -> Iterator[tuple[float, Message]]:
         return self.iter_from(0)
 
-    def iter_from(self, skip: int) -> Iterator[tuple[float, Waveform]]:
-        """The replay without its first `skip` chunks (one message per chunk)."""
+    def iter_from(self, skip: int) -> Iterator[tuple[float, Message]]:
+        """The replay without its first `skip` messages."""
         if skip < 0:
             raise SourceError("skip", "skip must be >= 0")
-        return self._chunks(skip)
+        return (self._message(item) for item in itertools.islice(self._schedule(), skip, None))
 
-    def _chunks(self, first: int) -> Iterator[tuple[float, Waveform]]:
+    def _schedule(self) -> Iterator[tuple[str, int]]:
+        """("w", chunk index) and ("n", second) in due-time order; a numerics first on a tie,
+        as in SyntheticSource. Cheap: messages are built only for what is not skipped."""
         rate, n = self.sample_rate, len(self.samples)
-        for i in itertools.count(first):
+        second = 1
+        for i in itertools.count():
             a, b = chunk_bounds(i, rate, self.chunk_ms)
             if a >= n:
                 return
             b = min(b, n)
-            msg = Waveform(
-                self.signal,
-                rate,
-                _us(self.start_time + a / rate),
-                self.first_seq + a,
-                self.scale,
-                self.unit,
-                tuple(int(s) for s in self.samples[a:b]),
-            )
-            yield self.start_time + b / rate, msg
+            while self.beats is not None and second * rate <= b:
+                yield "n", second
+                second += 1
+            yield "w", i
+
+    def _message(self, item: tuple[str, int]) -> tuple[float, Message]:
+        what, k = item
+        if what == "n":
+            assert self.beats is not None and self.patient_id is not None
+            t = self.start_time + k
+            n = Numerics.from_values(_us(t), self.patient_id, {Param.HR: self.beats.hr_at(k)})
+            return t, mark_suspect(n)
+        rate = self.sample_rate
+        a, b = chunk_bounds(k, rate, self.chunk_ms)
+        b = min(b, len(self.samples))
+        msg = Waveform(
+            self.signal,
+            rate,
+            _us(self.start_time + a / rate),
+            self.first_seq + a,
+            self.scale,
+            self.unit,
+            tuple(int(s) for s in self.samples[a:b]),
+        )
+        return self.start_time + b / rate, msg

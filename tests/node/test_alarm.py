@@ -13,7 +13,9 @@ async def test_alarm_ack_round_trip_and_audit(server, tmp_path) -> None:  # type
     patient = await start_inproc(
         server.join_url(server.mint("s1", "patient")), "patient", scenario="alarm"
     )
-    clinician = await start_proc(server.join_url(server.mint("s1", "clinician")), "clinician")
+    clinician = await start_proc(
+        server.join_url(server.mint("s1", "clinician")), "clinician", commands=True
+    )
     try:
         alarm = await clinician.w.wait_for("alarm")
         assert alarm["condition"].startswith("hr-")
