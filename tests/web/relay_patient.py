@@ -34,6 +34,7 @@ class RelayPatient:
         self.paused = False  # stop moving frames both ways (relay outage)
         self.mutate: Callable[[bytes], bytes] | None = None  # applied once to the next DATA frame
         self.joined: dict[str, Any] = {}
+        self.leave_on_exit = False  # say `leave` instead of just dropping the connection
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -55,6 +56,8 @@ class RelayPatient:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         if self._ws is not None:
+            if self.leave_on_exit and not self._ws.closed:
+                await self._ws.send_json({"type": "leave"})
             await self._ws.close()
         if self._http is not None:
             await self._http.close()
@@ -107,6 +110,10 @@ class RelayPatient:
     @property
     def established(self) -> bool:
         return any(isinstance(e, ev.HandshakeCompleted) for e in self.events)
+
+    @property
+    def closed(self) -> ev.SessionClosed | None:
+        return next((e for e in self.events if isinstance(e, ev.SessionClosed)), None)
 
     def received(self) -> list[ev.MessageReceived]:
         return [e for e in self.events if isinstance(e, ev.MessageReceived)]

@@ -8,6 +8,7 @@ import { SweepTrace } from "./waveform.js";
 import { $, announce, showView, showError, Tiles, AlarmList } from "./ui.js";
 import { FrameType, CryptoError, MessageClass } from "./frame.js";
 import { checkSdp, SdpError } from "./sdp.js";
+import { checkPin, markVerified } from "./pins.js";
 import { Binder, decodePathBind, dtlsFingerprints, dtlsTransport, encodePathBind } from "./bind.js";
 
 const CHANNELS = [["control", 0], ["vitals", 1], ["bulk", 2]];
@@ -247,6 +248,8 @@ class App {
     this.bindSentFor = null;
     this.unbindDirect();
     this.session = s;
+    this.trust = "pending"; // until the patient's identity matches its pin (onSecured)
+    this.heldMessages = [];
     window.p2pmed.session = s;
     this.ackSeqs.clear();
     this.alarms.restore(`p2pmed-alarms:${this.sessionId}:${this.patientId}`, fresh, (seq, it) => this.ackSeqs.set(seq, it));
@@ -458,7 +461,10 @@ class App {
   onSessionEvent(s, ev) {
     if (s !== this.session) return;
     switch (ev.type) {
-      case "message": return this.onMessage(ev);
+      case "message":
+        if (this.trust === "ok") return this.onMessage(ev);
+        if (this.trust === "pending" && this.heldMessages.length < 10000) this.heldMessages.push(ev);
+        return;
       case "handshake-completed": return this.onSecured(ev);
       case "handshake-failed":
         window.p2pmed.state = "error";
@@ -493,33 +499,73 @@ class App {
     }
   }
 
+  // The patient's identity key is pinned per session id on first use; a different key is refused.
   async onSecured(ev) {
-    this.sendBind();
+    const s = this.session;
     $("sas").textContent = ev.sas;
     $("peer-fp").textContent = ev.peerFingerprint;
-    const verified = JSON.parse(localStorage.getItem("p2pmed-verified") || "[]");
+    let pin;
+    try {
+      pin = await checkPin(this.sessionId, "patient", ev.peerFingerprint);
+    } catch (e) {
+      console.warn("identity pin store unavailable", e);
+      pin = { status: "unstored", pin: null };
+    }
+    if (s !== this.session) return;
+    if (pin.status === "changed") return this.identityChanged(s, pin.pin.fingerprint, ev.peerFingerprint);
+    this.trust = "ok";
+    const held = this.heldMessages;
+    this.heldMessages = [];
+    for (const m of held) this.onMessage(m);
+    this.sendBind();
     const btn = $("btn-verify");
-    if (verified.includes(ev.peerFingerprint)) {
+    if (pin.pin && pin.pin.verified) {
       $("verify-state").textContent = "Verified earlier (same patient node key)";
       $("verify-state").className = "verify-state ok";
+      btn.disabled = true;
     } else {
-      $("verify-state").textContent = "Not verified: compare the code by voice";
+      $("verify-state").textContent = pin.status === "unstored"
+        ? "Not verified (this browser cannot store keys): compare the code by voice"
+        : "Not verified: compare the code by voice";
       $("verify-state").className = "verify-state";
+      btn.disabled = false;
     }
-    btn.disabled = false;
     window.p2pmed.state = "secured";
     window.p2pmed.sas = ev.sas;
+    window.p2pmed.pin = pin.status;
     announce(`Connection secured. Verification code ${ev.sas}`);
   }
 
-  markVerified() {
-    const fp = $("peer-fp").textContent;
-    const verified = new Set(JSON.parse(localStorage.getItem("p2pmed-verified") || "[]"));
-    verified.add(fp);
-    localStorage.setItem("p2pmed-verified", JSON.stringify([...verified]));
-    $("verify-state").textContent = "Verified by you";
-    $("verify-state").className = "verify-state ok";
+  identityChanged(s, pinned, seen) {
+    this.trust = "refused";
+    this.heldMessages = [];
+    metrics.identityRefused = (metrics.identityRefused || 0) + 1;
+    if (!s.closed) s.close(1, "identity changed: the patient key differs from the one pinned for this session");
+    this.closePc();
+    window.p2pmed.state = "error";
+    window.p2pmed.pin = "changed";
+    $("sas").textContent = "--- ---";
     $("btn-verify").disabled = true;
+    $("verify-state").textContent = `REFUSED: the patient node's key changed. Pinned ${pinned}, now ${seen}.`;
+    $("verify-state").className = "verify-state bad";
+    this.alarms.technical("identity-changed", true, `patient identity changed for this session (pinned ${pinned}, presented ${seen}): connection refused. Someone may be impersonating the patient's device; call the patient's site.`);
+    $("conn").className = "conn conn-lost";
+    $("conn-state").textContent = "Refused: patient identity changed";
+    showView("main");
+    announce("High priority technical alarm: the patient's identity key changed. Connection refused.");
+  }
+
+  async markVerified() {
+    const btn = $("btn-verify");
+    const fp = $("peer-fp").textContent;
+    btn.disabled = true;
+    let ok = false;
+    try { ok = await markVerified(this.sessionId, "patient", fp); } catch (e) { console.warn("cannot record verification", e); }
+    $("verify-state").textContent = ok ? "Verified by you" : "Could not record the verification";
+    $("verify-state").className = ok ? "verify-state ok" : "verify-state bad";
+    btn.disabled = ok;
+    $("verify-state").setAttribute("tabindex", "-1");
+    $("verify-state").focus();
   }
 
   onMessage(ev) {

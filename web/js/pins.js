@@ -1,0 +1,62 @@
+// Trust on first use of the patient's identity key, kept in IndexedDB per session id and role:
+// the first fingerprint seen is pinned; a different one later is refused. "SAS verified" is
+// recorded with the pin when the clinician marks it.
+const DB = "p2pmed-pins";
+const STORE = "pins";
+
+function withStore(mode, fn) {
+  return new Promise((resolve, reject) => {
+    const open = indexedDB.open(DB, 1);
+    open.onupgradeneeded = () => open.result.createObjectStore(STORE);
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const db = open.result;
+      const tx = db.transaction(STORE, mode);
+      const req = fn(tx.objectStore(STORE));
+      tx.oncomplete = () => { db.close(); resolve(req.result); };
+      tx.onerror = tx.onabort = () => { db.close(); reject(tx.error); };
+    };
+  });
+}
+
+const keyOf = (sessionId, role) => `${sessionId}\n${role}`;
+
+export async function getPin(sessionId, role) {
+  return (await withStore("readonly", (s) => s.get(keyOf(sessionId, role)))) || null;
+}
+
+// {status: "pinned"|"match"|"changed", pin}: pins on first use, never overwrites a different key.
+export async function checkPin(sessionId, role, fingerprint) {
+  const key = keyOf(sessionId, role);
+  let result = null;
+  await withStore("readwrite", (s) => {
+    const req = s.get(key);
+    req.onsuccess = () => {
+      const pin = req.result;
+      if (!pin) {
+        const fresh = { fingerprint, verified: false, pinnedAt: Date.now(), verifiedAt: null };
+        s.put(fresh, key);
+        result = { status: "pinned", pin: fresh };
+      } else result = { status: pin.fingerprint === fingerprint ? "match" : "changed", pin };
+    };
+    return req;
+  });
+  return result;
+}
+
+// Records that the clinician compared the SAS for this pinned key; false if the pin is another key.
+export async function markVerified(sessionId, role, fingerprint) {
+  const key = keyOf(sessionId, role);
+  let ok = false;
+  await withStore("readwrite", (s) => {
+    const req = s.get(key);
+    req.onsuccess = () => {
+      const pin = req.result || { fingerprint, pinnedAt: Date.now() };
+      if (pin.fingerprint !== fingerprint) return;
+      s.put({ ...pin, verified: true, verifiedAt: Date.now() }, key);
+      ok = true;
+    };
+    return req;
+  });
+  return ok;
+}
