@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +26,11 @@ from p2pmed.transport.relay import ENDPOINT_ID, EnvelopeError, decode_envelope
 log = logging.getLogger("p2pmed.signaling_client")
 
 MAX_QUEUE_BYTES = 8 * 1024 * 1024
+# What the node accepts from the server. The server's own limit is 64 KiB per message; an SDP
+# is a few KiB. Anything bigger or deeper is rejected and counted (hostile or broken server).
+MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_JSON_CHARS = 256 * 1024
+MAX_JSON_DEPTH = 16
 # Refusals that no retry can cure (besides every "token-..." code). Before the first join every
 # refusal is final, so `p2pmed node` fails with the server's reason; after it, the others
 # (rate limit, capacity, "patient-present" while an old connection lingers) are retried.
@@ -84,6 +90,25 @@ def parse_join_url(url: str) -> JoinUrl:
     return JoinUrl(server=base, token=token)
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _depth(obj: object) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(obj, 1)]
+    while stack:
+        item, d = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, d)
+            if d <= MAX_JSON_DEPTH:
+                stack.extend((x, d + 1) for x in item)
+    return deepest
+
+
 MessageHandler = Callable[[dict[str, Any]], None]
 RelayHandler = Callable[[str, bytes], None]
 StateHandler = Callable[[bool], None]
@@ -101,6 +126,7 @@ class SignalingClient:
         max_backoff: float = 2.0,
         resume_token: str | None = None,
         on_resume_token: Callable[[str], None] | None = None,
+        on_rejected: Callable[[str, str], None] | None = None,
     ) -> None:
         if not ENDPOINT_ID.match(endpoint_id):
             raise ValueError(f"invalid endpoint id {endpoint_id!r}")
@@ -119,6 +145,9 @@ class SignalingClient:
         self._closing = False
         self.paused: set[str] = set()  # peers the server asked us to stop relaying to
         self.envelopes_rejected = 0
+        self.rejected: dict[str, int] = {}  # server messages refused, by reason
+        self.crashes = 0  # connection loops that ended with an unexpected exception
+        self._on_rejected = on_rejected
         self.connects = 0
         self.joined_info: dict[str, Any] = {}
         self.first_join: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -182,7 +211,13 @@ class SignalingClient:
         backoff = 0.1
         try:
             while not self._closing:
-                delay = await self._connect_once()
+                try:
+                    delay = await self._connect_once()
+                except Exception as exc:  # supervisor: log, count, reconnect
+                    self.crashes += 1
+                    log.error("signaling connection failed unexpectedly", exc_info=exc)
+                    self._reject("internal", f"{type(exc).__name__}: {exc}"[:200])
+                    delay = None
                 if self._closing:
                     break
                 if delay is None:
@@ -199,7 +234,10 @@ class SignalingClient:
         assert self._http is not None
         try:
             ws = await self._http.ws_connect(
-                self.join.ws_url, heartbeat=5.0, timeout=aiohttp.ClientWSTimeout(ws_close=2.0)
+                self.join.ws_url,
+                heartbeat=5.0,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                max_msg_size=MAX_MESSAGE_BYTES,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             if (
@@ -220,57 +258,38 @@ class SignalingClient:
             await ws.send_json({"type": "join", "token": token, "endpoint_id": self.endpoint_id})
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
-                    try:
-                        data = json.loads(msg.data)
-                    except ValueError:
+                    data = self._parse(msg.data)
+                    if data is None:
                         continue
-                    if not isinstance(data, dict):
-                        continue
-                    kind = data.get("type")
-                    if kind in ("joined", "resume-token"):
-                        self._take_resume_token(data.get("resume_token") or data.get("token"))
-                    if kind == "joined":
-                        self._joined = True
-                        self.paused.clear()
-                        self.joined_info = data
-                        if not self.first_join.done():
-                            self.first_join.set_result(data)
-                        self._on_state(True)
-                    elif kind == "reconnect":
-                        after = data.get("after_ms", 500)
-                        reconnect_after = max(0.0, min(30.0, float(after) / 1000.0))
-                    elif kind == "backpressure":
-                        peer = str(data.get("to", ""))
-                        if data.get("paused"):
-                            self.paused.add(peer)
-                        else:
-                            self.paused.discard(peer)
-                    elif kind == "error" and not self._joined:
-                        code = str(data.get("code", "error"))
-                        token_error = code.startswith("token-")
-                        if token_error and token != self.join.token:
-                            # the resume token was refused (it expired while we were away, or
-                            # was revoked): the join token decides
-                            log.info("resume token refused (%s); trying the join token", code)
-                            self.resume_token = None
-                            reconnect_after = 0.0
-                            break
-                        if self.first_join.done() and not token_error and code not in FATAL_CODES:
-                            log.info("rejoin refused for now (%s); retrying", code)
-                            break
-                        self._on_message(data)
-                        self._fail(SignalingRefused(code, str(data.get("message", ""))))
-                        self._closing = True
+                    action = self._handle(data, token)
+                    if action == "break":
                         break
-                    self._on_message(data)
+                    if isinstance(action, float):
+                        reconnect_after = action
+                        if data.get("type") != "reconnect":
+                            break
                 elif msg.type == aiohttp.WSMsgType.BINARY:
                     try:
                         peer, frame = decode_envelope(msg.data)
                     except EnvelopeError:
                         self.envelopes_rejected += 1
+                        self._reject("envelope", "relay envelope from the server is malformed")
                         continue
-                    self._on_relay(peer, frame)
-                elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+                    try:
+                        self._on_relay(peer, frame)
+                    except Exception as exc:  # one bad frame must not end the connection
+                        log.warning("relay frame handler failed", exc_info=exc)
+                        self._reject("handler", f"relay frame: {type(exc).__name__}")
+                elif msg.type == aiohttp.WSMsgType.ERROR:
+                    exc = msg.data if isinstance(msg.data, BaseException) else ws.exception()
+                    if isinstance(exc, aiohttp.WebSocketError) and (
+                        exc.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+                    ):
+                        self._reject("size", f"message larger than {MAX_MESSAGE_BYTES} bytes")
+                    else:
+                        self._reject("protocol", f"WebSocket error: {exc!r}")
+                    break
+                elif msg.type == aiohttp.WSMsgType.CLOSE:
                     break
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.debug("signaling connection lost: %s", exc)
@@ -288,6 +307,88 @@ class SignalingClient:
             if was_joined:
                 self._on_state(False)
         return reconnect_after
+
+    def _parse(self, text: str) -> dict[str, Any] | None:
+        """A JSON object from the server, or None (rejected and counted)."""
+        if len(text) > MAX_JSON_CHARS:
+            self._reject("size", f"JSON message of {len(text)} characters")
+            return None
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            self._reject("depth", "JSON nested too deeply")
+            return None
+        except ValueError:
+            self._reject("json", "message is not JSON")
+            return None
+        if not isinstance(data, dict):
+            self._reject("type", f"message is a JSON {type(data).__name__}, not an object")
+            return None
+        if _depth(data) > MAX_JSON_DEPTH:
+            self._reject("depth", "JSON nested too deeply")
+            return None
+        if not isinstance(data.get("type"), str):
+            self._reject("type", "message has no string 'type'")
+            return None
+        return data
+
+    def _handle(self, data: dict[str, Any], token: str) -> str | float | None:
+        """Act on one server message. Returns "break" to drop the connection, a float to
+        reconnect after that many seconds, else None. A message with fields of the wrong type,
+        or a handler that raises, is rejected and counted; the connection goes on."""
+        kind = data["type"]
+        try:
+            if kind in ("joined", "resume-token"):
+                self._take_resume_token(data.get("resume_token") or data.get("token"))
+            if kind == "joined":
+                self._joined = True
+                self.paused.clear()
+                self.joined_info = data
+                if not self.first_join.done():
+                    self.first_join.set_result(data)
+                self._on_state(True)
+            elif kind == "reconnect":
+                after = data.get("after_ms", 500)
+                if not _is_number(after):
+                    self._reject("field", "reconnect: after_ms is not a number")
+                    after = 500
+                self._on_message(data)
+                return max(0.0, min(30.0, float(after) / 1000.0))
+            elif kind == "backpressure":
+                peer = data.get("to")
+                if not isinstance(peer, str):
+                    self._reject("field", "backpressure: 'to' is not a string")
+                    return None
+                if data.get("paused"):
+                    self.paused.add(peer)
+                else:
+                    self.paused.discard(peer)
+            elif kind == "error" and not self._joined:
+                code = str(data.get("code", "error"))[:100]
+                token_error = code.startswith("token-")
+                if token_error and token != self.join.token:
+                    # the resume token was refused (it expired while we were away, or was
+                    # revoked): the join token decides
+                    log.info("resume token refused (%s); trying the join token", code)
+                    self.resume_token = None
+                    return 0.0
+                if self.first_join.done() and not token_error and code not in FATAL_CODES:
+                    log.info("rejoin refused for now (%s); retrying", code)
+                    return "break"
+                self._on_message(data)
+                self._fail(SignalingRefused(code, str(data.get("message", ""))[:500]))
+                return "break"
+            self._on_message(data)
+        except Exception as exc:  # a hostile or buggy message must not end signaling
+            log.warning("server message %r: handler failed", kind[:40], exc_info=exc)
+            self._reject("handler", f"{kind[:40]}: {type(exc).__name__}")
+        return None
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        if self._on_rejected is not None:
+            with contextlib.suppress(Exception):
+                self._on_rejected(reason, detail)
 
     def _fail(self, exc: Exception) -> None:
         if not self.first_join.done():

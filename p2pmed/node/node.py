@@ -93,6 +93,7 @@ class Node:
             on_state=self._on_signal_state,
             resume_token=resume.load(data_dir, config.join.token, self.endpoint_id),
             on_resume_token=lambda token: resume.save(data_dir, token),
+            on_rejected=self._on_signal_rejected,
         )
 
     # ---- identity and durable state ----
@@ -123,7 +124,7 @@ class Node:
     # ---- lifecycle ----
     async def start(self) -> dict[str, Any]:
         """Connect and join. Raises NodeError with a clear message when that fails."""
-        self._sig_task = asyncio.create_task(self.signaling.run())
+        self._sig_task = asyncio.create_task(self._run_signaling())
         try:
             joined = await asyncio.wait_for(
                 asyncio.shield(self.signaling.first_join), self.config.join_timeout
@@ -172,11 +173,15 @@ class Node:
         self._ready = True
         early, self._early = self._early, []
         for kind, item in early:
-            if kind == "json":
-                if item.get("type") != "joined":  # the first one was handled above
-                    self._on_signal(item)
-            else:
-                self._on_relay(*item)
+            try:
+                if kind == "json":
+                    if item.get("type") != "joined":  # the first one was handled above
+                        self._on_signal(item)
+                else:
+                    self._on_relay(*item)
+            except Exception as exc:  # same rule as live input: count it, go on
+                log.warning("early signaling message failed", exc_info=exc)
+                self._on_signal_rejected("handler", type(exc).__name__)
         self._spawn(self.app.run())
         return joined
 
@@ -261,6 +266,29 @@ class Node:
         if self.store is not None:
             with contextlib.suppress(Exception):
                 self.store.close()
+
+    async def _run_signaling(self) -> None:
+        """Supervisor: whatever ends the signaling loop unexpectedly is logged, counted and
+        the loop restarted; only close() (or a final refusal) ends it."""
+        while True:
+            try:
+                await self.signaling.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("signaling task failed; restarting it", exc_info=exc)
+                self._on_signal_rejected("internal", f"{type(exc).__name__}: {exc}"[:200])
+                await asyncio.sleep(1.0)
+
+    def _on_signal_rejected(self, reason: str, detail: str) -> None:
+        """A server message refused by the signaling client (malformed, oversized, too deep,
+        wrong field types, a handler that raised): counted; visible as a `rejected` event."""
+        key = f"signal/{reason}"
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+        n = self.rejected[key]
+        if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: visible without flooding stdout
+            self.events.emit("rejected", kind="signal", reason=reason, detail=detail, count=n)
 
     async def _stop_signaling(self) -> None:
         await self.signaling.close()
@@ -422,8 +450,9 @@ class Node:
             if link is not None:
                 self._spawn(self._add_candidate(link, msg.get("candidate")))
         elif kind == "error":
-            code = str(msg.get("code"))
-            self.events.emit("error", code=code, message=str(msg.get("message")), to=msg.get("to"))
+            code = str(msg.get("code"))[:64]
+            to = msg.get("to") if isinstance(msg.get("to"), str) else None
+            self.events.emit("error", code=code, message=str(msg.get("message"))[:300], to=to)
             link = self.peers.get(str(msg.get("to") or ""))
             if link is not None and code in ("unknown-peer", "not-admitted"):
                 link.present = False  # stop relaying until the server says it is back
