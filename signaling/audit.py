@@ -24,6 +24,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from signaling.audithead import Head, HeadError, head_path, read_head, write_head
+
 GENESIS = "0" * 64
 SIG_CONTEXT = b"p2pmed audit v1 checkpoint"
 AUDIT_FILE = "audit.jsonl"
@@ -42,6 +44,18 @@ class AuditError(Exception):
     pass
 
 
+def _hash_at(path: Path, seq: int) -> str | None:
+    with path.open("rb") as f:
+        for raw in f:
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("seq") == seq:
+                return str(entry.get("hash"))
+    return None
+
+
 class AuditLog:
     def __init__(
         self,
@@ -54,14 +68,43 @@ class AuditLog:
         self._key = key
         self._every = checkpoint_every
         self._seq, self._prev = self._resume()
+        self.head_path = head_path(path)
+        # no head beside a non-empty log: written by a version without heads, or deleted
+        self.head_missing = AuditLog._check_head(path, key.public_key()) and self._seq > 0
+        self.head_seq = -1  # seq of the head last written
         self._since_checkpoint = 0
         self._unsynced = False
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     @staticmethod
-    def check(path: Path) -> None:
-        """Raise AuditError if the log at `path` cannot be continued (torn or altered tail)."""
-        AuditLog._tail(path)
+    def check(path: Path, public: Ed25519PublicKey) -> None:
+        """Raise AuditError if the log at `path` cannot be continued: torn or altered tail,
+        or shorter than (or different from) its signed head."""
+        AuditLog._check_head(path, public)
+
+    @staticmethod
+    def _check_head(path: Path, public: Ed25519PublicKey) -> bool:
+        """Check the log against its head; True if there is no head."""
+        seq, last = AuditLog._tail(path)
+        hp = head_path(path)
+        try:
+            head = read_head(hp, public)
+        except HeadError as e:
+            raise AuditError(f"{e}; run `p2pmed audit verify`") from None
+        if head is None:
+            return True
+        if head.seq > seq:
+            raise AuditError(
+                f"{path} ends at seq {seq} but its signed head {hp} says {head.seq}: the log"
+                " was truncated; run `p2pmed audit verify`, keep both files as evidence"
+            )
+        h = last if head.seq == seq else _hash_at(path, head.seq)
+        if h != head.hash:
+            raise AuditError(
+                f"{path}: entry seq {head.seq} differs from the signed head {hp}: the log was"
+                " rewritten; run `p2pmed audit verify`, keep both files as evidence"
+            )
+        return False
 
     def _resume(self) -> tuple[int, str]:
         return self._tail(self.path)
@@ -113,6 +156,18 @@ class AuditLog:
                 self.checkpoint()
         return entry
 
+    def position(self) -> tuple[int, str]:
+        """(seq, hash) of the newest entry."""
+        return self._seq, self._prev
+
+    def head_bytes(self, position: tuple[int, str]) -> bytes | None:
+        """The signed head for `position`, or None if that head was already written."""
+        seq, h = position
+        if seq == self.head_seq or seq == 0:
+            return None
+        self.head_seq = seq
+        return Head(seq, h).signed(self._key)
+
     def checkpoint(self) -> None:
         self.append("checkpoint", entries=self._seq)
 
@@ -132,6 +187,9 @@ class AuditLog:
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
+            data = self.head_bytes(self.position())
+            if data is not None:
+                write_head(self.head_path, data)
 
 
 @dataclass
@@ -144,9 +202,17 @@ class VerifyResult:
 
 
 def verify_log(
-    path: Path, public: Ed25519PublicKey, *, allow_unsigned_tail: bool = False
+    path: Path,
+    public: Ed25519PublicKey,
+    *,
+    allow_unsigned_tail: bool = False,
+    head: Head | None = None,
+    min_seq: int = 0,
 ) -> VerifyResult:
+    """Check the chain and checkpoints; with `head` (already signature-checked) or
+    `min_seq` (a seq recorded elsewhere, e.g. from the metric), also that nothing was cut."""
     prev, seq, checkpoints, last_signed, n = GENESIS, 0, 0, 0, 0
+    head_hash: str | None = None
 
     def bad(line: int, problem: str) -> VerifyResult:
         return VerifyResult(False, n, checkpoints, line, problem)
@@ -178,8 +244,16 @@ def verify_log(
             elif "sig" in entry:
                 return bad(n, "signature on a non-checkpoint entry")
             prev, seq = entry["hash"], entry["seq"]
+            if head is not None and seq == head.seq:
+                head_hash = prev
     if n == 0:
         return VerifyResult(False, 0, 0, None, "log is empty")
+    if head is not None and seq < head.seq:
+        return bad(n, f"log ends at seq {seq} but the signed head says {head.seq} (truncated)")
+    if head is not None and head_hash != head.hash:
+        return bad(head.seq, f"entry seq {head.seq} differs from the signed head (rewritten)")
+    if seq < min_seq:
+        return bad(n, f"log ends at seq {seq}, before --min-seq {min_seq} (truncated)")
     if last_signed < n and not allow_unsigned_tail:
         return bad(
             last_signed + 1, f"lines {last_signed + 1}..{n} follow the last signed checkpoint"

@@ -322,6 +322,17 @@ def _register_audit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--public-key", type=Path, help="audit public key (default: audit-key.pub next to the log)"
     )
     v.add_argument(
+        "--head",
+        type=Path,
+        help="signed head to check the log's end against (default: audit.head next to the log)",
+    )
+    v.add_argument(
+        "--min-seq",
+        type=int,
+        default=0,
+        help="fail if the log ends before this seq (a p2pmed_audit_head_seq value kept elsewhere)",
+    )
+    v.add_argument(
         "--allow-unsigned-tail",
         action="store_true",
         help="accept entries after the last checkpoint (log of a running server)",
@@ -331,6 +342,7 @@ def _register_audit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _verify(args: argparse.Namespace) -> int:
     from signaling.audit import verify_log
+    from signaling.audithead import HeadError, head_path, read_head
     from signaling.keys import AUDIT_PUB, KeyFileError, load_public
 
     path: Path = args.path
@@ -343,9 +355,27 @@ def _verify(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyFileError) as e:
         print(f"p2pmed audit verify: error: cannot load public key {keyfile}: {e}", file=sys.stderr)
         return 2
-    res = verify_log(path, public, allow_unsigned_tail=args.allow_unsigned_tail)
+    headfile = args.head or head_path(path)
+    try:
+        head = read_head(headfile, public)
+    except HeadError as e:
+        print(f"FAIL: {e}", file=sys.stderr)
+        return 1
+    if head is None and args.head is not None:
+        print(f"p2pmed audit verify: error: no such file: {headfile}", file=sys.stderr)
+        return 2
+    res = verify_log(
+        path,
+        public,
+        allow_unsigned_tail=args.allow_unsigned_tail,
+        head=head,
+        min_seq=args.min_seq,
+    )
     if res.ok:
-        print(f"OK: {res.lines} entries, {res.checkpoints} signed checkpoints")
+        anchor = f", ends at or after the signed head (seq {head.seq})" if head else ""
+        print(f"OK: {res.lines} entries, {res.checkpoints} signed checkpoints{anchor}")
+        if head is None:
+            print(f"warning: no {headfile}: truncation not checked", file=sys.stderr)
         return 0
     where = f"line {res.bad_line}: " if res.bad_line else ""
     print(f"FAIL: {path}: {where}{res.problem}", file=sys.stderr)

@@ -74,6 +74,7 @@ class HubBase:
             "queued": queued,
             "queued_max": queued_max,
             "unjoined": self.guard.total() if self.guard is not None else 0,
+            "audit_head_seq": max(self.audit.head_seq, 0),
         }
 
     async def send_now(self, ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:

@@ -26,6 +26,12 @@ class _Live(Collector):
             g.add_metric([state], v)
         yield g
         yield GaugeMetricFamily(
+            "p2pmed_audit_head_seq",
+            "seq of the newest audit entry in the signed head (audit.head); record it off the"
+            " machine to detect a log cut back together with its head",
+            value=s["audit_head_seq"],
+        )
+        yield GaugeMetricFamily(
             "p2pmed_unjoined_connections",
             "Open connections that have not joined (HTTP, handshakes, WebSockets before join)",
             value=s["unjoined"],

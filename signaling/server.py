@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
@@ -21,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from signaling import closecodes as cc
 from signaling import logs
 from signaling.audit import AUDIT_FILE, AuditError, AuditLog
+from signaling.audithead import write_head
 from signaling.bindings import BINDINGS, BindingStore
 from signaling.config import Config
 from signaling.hub import Hub, shut
@@ -168,9 +170,15 @@ async def _sweeper(app: web.Application) -> None:
                 hub.audit.checkpoint()
                 hub.bindings.prune()
                 last_cp = now
+            # the head may only name entries already on disk: after a power loss the log
+            # must not end before its head (that is what truncation looks like)
+            pos = hub.audit.position()
             fd = hub.audit.sync_fd()
             if fd is not None:
                 await asyncio.to_thread(os.fsync, fd)
+            head = hub.audit.head_bytes(pos)
+            if head is not None:
+                await asyncio.to_thread(write_head, hub.audit.head_path, head)
         except Exception:
             logs.log.exception("sweep-error")
 
@@ -214,6 +222,8 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
             log_refusal(ip, first)
 
     guard.on_refused = refused
+    if audit.head_missing:
+        logs.event("audit-head-missing", level=logging.WARNING, path=str(audit.head_path))
     audit.append("start", host=config.host, port=config.port)
     logs.event("start", host=config.host, port=config.port, tls=config.tls_cert is not None)
     sweeper = asyncio.get_running_loop().create_task(_sweeper(app))
@@ -263,7 +273,7 @@ def preflight(config: Config) -> None:
         ensure_data_dir(config.data_dir)
         token_key(config.data_dir, create=True)
         audit_key(config.data_dir)
-        AuditLog.check(config.data_dir / AUDIT_FILE)
+        AuditLog.check(config.data_dir / AUDIT_FILE, audit_key(config.data_dir).public_key())
         RevocationStore(config.data_dir / REVOCATIONS).close()
         BindingStore(config.data_dir / BINDINGS).close()
     except (OSError, KeyFileError, AuditError, sqlite3.Error, ValueError) as e:
