@@ -322,3 +322,27 @@ async def test_page_ack_reports_largest_data_pn(blank_page: Page) -> None:
     assert len(acks) >= 10
     assert {largest for largest, _, _ in acks} <= b.data_pns
     assert b.py._recovery.rtt.srtt is not None
+
+
+async def test_page_resend_keeps_the_message_timestamp(blank_page: Page) -> None:
+    """The DATA header timestamp is when the message was queued, on every resend too."""
+    b, _ = await _bridge(blank_page, "interop-resend-ts")
+    b.dropped |= {"direct", "relay"}
+    queued_us = time.time() * 1e6
+    await blank_page.evaluate(
+        "async () => { const v = await import('/static/js/vitals.js');"
+        " await window.sess.sendMessage(1, v.encodeAlarmAck(5, 1700000000000000, 'web-1')); }"
+    )
+    await b.pump(1.0)  # the page resends (RTO 0.3 s) into the cut paths
+    assert (await b.page_stats())["retransmits"] >= 1
+    b.dropped.clear()
+    reopened_us = time.time() * 1e6  # every copy that gets through is built after this
+
+    def got() -> bool:
+        return any(isinstance(e, ev.MessageReceived) for e in b.py_events)
+
+    await b.pump(10, until=got)
+    received = [e for e in b.py_events if isinstance(e, ev.MessageReceived)]
+    assert len(received) == 1
+    ts = received[0].sent_timestamp_us
+    assert queued_us - 1e6 < ts < reopened_us - 0.5e6  # the queue time, not the resend time

@@ -198,7 +198,7 @@ export class Session {
     s.buffered = snap.buffered.map((fs) => new Map(fs.map(([seq, flags, pt, ts]) => [seq, { flags, pt: fromHex(pt), ts, path: "resumed" }])));
     s.partial = snap.partial.map((p) => (p ? { start: p.start, chunks: p.chunks.map(fromHex), size: p.chunks.reduce((n, c) => n + c.length / 2, 0) } : null));
     s.nextSeq = snap.nextSeq.slice();
-    s.unacked = snap.unacked.map((fs) => new Map(fs.map(([seq, flags, pt]) => [seq, { flags, pt: fromHex(pt), sentAt: -Infinity, path: null, tries: 1 }])));
+    s.unacked = snap.unacked.map((fs) => new Map(fs.map(([seq, flags, pt, ts]) => [seq, { flags, pt: fromHex(pt), ts: ts || undefined, sentAt: -Infinity, path: null, tries: 1 }])));
     s._takePn(); // reserve a fresh block at once
     return s;
   }
@@ -527,12 +527,13 @@ export class Session {
     const chunks = [];
     for (let o = 0; o < data.length || o === 0; o += DEFAULT_CHUNK) chunks.push(data.subarray(o, o + DEFAULT_CHUNK));
     let seq = 0;
+    const ts = nowUs(); // header timestamp: when the message was queued, kept on every resend
     const jobs = chunks.map((c, i) => {
       let flags = 0;
       if (i === 0) flags |= Flags.FIRST;
       if (i === chunks.length - 1) flags |= Flags.LAST;
       seq = this.nextSeq[cls]++;
-      const u = { flags, pt: c, sentAt: this.now(), path: null, tries: 0 };
+      const u = { flags, pt: c, ts, sentAt: this.now(), path: null, tries: 0 };
       this.unacked[cls].set(seq, u);
       this._persist();
       return this._transmitData(cls, seq, u);
@@ -550,7 +551,7 @@ export class Session {
     u.paths = targets;
     u.sentAt = this.now();
     u.tries++;
-    const header = { type: FrameType.DATA, flags: u.flags, cls, epoch: 0, pn: this._takePn(), seq, ack: this.ackPoint(cls), timestamp_us: nowUs(), length: 0 };
+    const header = { type: FrameType.DATA, flags: u.flags, cls, epoch: 0, pn: this._takePn(), seq, ack: this.ackPoint(cls), timestamp_us: u.ts ?? nowUs(), length: 0 };
     const frame = await this.send.seal(header, u.pt);
     for (const p of targets) {
       this.stats.frames_sent++;
