@@ -201,18 +201,20 @@ def _run_server(args: argparse.Namespace) -> int:
         return 2
     logs.setup(args.log_level)
     try:
-        preflight(config)
+        lock = preflight(config)
     except StartupError as e:
         print(f"p2pmed signaling: error: {e}", file=sys.stderr)
         return 2
     try:
         ctx = ssl_context(config)
     except (OSError, ValueError) as e:
+        lock.release()
         print(f"p2pmed signaling: error: cannot load TLS cert/key: {e}", file=sys.stderr)
         return 2
     try:
         sock = bind(config.host, config.port)
     except OSError as e:
+        lock.release()
         print(f"p2pmed signaling: error: cannot listen: {e}", file=sys.stderr)
         return 2
     try:
@@ -221,7 +223,7 @@ def _run_server(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(config, sock, ctx))
+    asyncio.run(serve(config, sock, ctx, lock))
     return 0
 
 

@@ -25,6 +25,7 @@ from signaling.audit import AUDIT_FILE, AuditError, AuditLog
 from signaling.audithead import write_head
 from signaling.bindings import BINDINGS, BindingStore
 from signaling.config import Config
+from signaling.datadir import DataDirInUse, DataDirLock
 from signaling.hub import Hub, shut
 from signaling.keys import KeyFileError, audit_key, ensure_data_dir
 from signaling.listen import ConnectionGuard, GuardedSite, log_refusal
@@ -37,6 +38,7 @@ CONFIG = web.AppKey("config", Config)
 HUB = web.AppKey("hub", Hub)
 METRICS = web.AppKey("metrics", Metrics)
 GUARD = web.AppKey("guard", ConnectionGuard)
+LOCK = web.AppKey("lock", DataDirLock)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -186,6 +188,7 @@ async def _sweeper(app: web.Application) -> None:
 async def _state(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     ensure_data_dir(config.data_dir)
+    lock = app.get(LOCK) or DataDirLock(config.data_dir)  # before anything is written
     tkey = token_key(config.data_dir, create=True)
     audit = AuditLog(
         config.data_dir / AUDIT_FILE,
@@ -241,6 +244,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         audit.close()
         revocations.close()
         bindings.close()
+        lock.release()
         logs.event("stop")
 
 
@@ -267,20 +271,29 @@ class StartupError(Exception):
     pass
 
 
-def preflight(config: Config) -> None:
-    """Check the data dir before serving, so a bad start fails with one clear message."""
+def preflight(config: Config) -> DataDirLock:
+    """Lock and check the data dir before serving, so a bad start fails with one clear
+    message; the lock is for create_app (held until the process ends)."""
     try:
         ensure_data_dir(config.data_dir)
+        lock = DataDirLock(config.data_dir)
+    except DataDirInUse as e:
+        raise StartupError(str(e)) from None
+    except OSError as e:
+        raise StartupError(str(e)) from None
+    try:
         token_key(config.data_dir, create=True)
         audit_key(config.data_dir)
         AuditLog.check(config.data_dir / AUDIT_FILE, audit_key(config.data_dir).public_key())
         RevocationStore(config.data_dir / REVOCATIONS).close()
         BindingStore(config.data_dir / BINDINGS).close()
     except (OSError, KeyFileError, AuditError, sqlite3.Error, ValueError) as e:
+        lock.release()
         raise StartupError(str(e)) from None
+    return lock
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, lock: DataDirLock | None = None) -> web.Application:
     app = web.Application(
         middlewares=[errors, security_headers, origin_check],
         client_max_size=64 * 1024,
@@ -288,6 +301,8 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app[GUARD] = ConnectionGuard(config.limits.pending_per_ip)
+    if lock is not None:
+        app[LOCK] = lock
     app.cleanup_ctx.append(_state)
     app.on_shutdown.append(_shutdown)
     app.router.add_get("/ws", ws_handler)
@@ -321,13 +336,15 @@ async def start_site(
     return runner
 
 
-async def serve(config: Config, sock: socket.socket, ctx: ssl.SSLContext | None) -> None:
+async def serve(
+    config: Config, sock: socket.socket, ctx: ssl.SSLContext | None, lock: DataDirLock
+) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (the `signaling` command)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = await start_site(create_app(config), config, sock, ctx)
+    runner = await start_site(create_app(config, lock), config, sock, ctx)
     try:
         await stop.wait()
     finally:
