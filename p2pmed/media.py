@@ -139,16 +139,39 @@ class MediaSource:
                 raise MediaSpecError(f"--media file: cannot open {spec.path}: {exc}") from exc
 
     def add_tracks(self, pc: RTCPeerConnection) -> None:
+        """Add send-only transceivers WITHOUT tracks: no media leaves before the direct path
+        is bound (docs/protocol.md); attach() puts the tracks in after the binding."""
+        for kind in self._kinds():
+            pc.addTransceiver(kind, direction="sendonly")
+
+    def _kinds(self) -> list[str]:
         if self.spec.kind == "none":
-            return
+            return []
         if self.spec.kind == "testpattern":
-            pc.addTrack(TestPatternTrack())
-            pc.addTrack(SineToneTrack())
-            return
+            return ["video", "audio"]
         assert self._player is not None
-        for track in (self._player.video, self._player.audio):
+        return [t.kind for t in (self._player.video, self._player.audio) if t is not None]
+
+    def attach(self, pc: RTCPeerConnection) -> int:
+        """The direct path of `pc` is bound: start sending. Returns the tracks attached."""
+        attached = 0
+        for transceiver in pc.getTransceivers():
+            sender = transceiver.sender
+            if transceiver.direction != "sendonly" or sender.track is not None:
+                continue
+            track = self._new_track(transceiver.kind)
             if track is not None:
-                pc.addTrack(self._relay.subscribe(track, buffered=False))
+                sender.replaceTrack(track)
+                attached += 1
+        return attached
+
+    def _new_track(self, kind: str) -> MediaStreamTrack | None:
+        if self.spec.kind == "testpattern":
+            return TestPatternTrack() if kind == "video" else SineToneTrack()
+        if self._player is None:
+            return None
+        source = self._player.video if kind == "video" else self._player.audio
+        return None if source is None else self._relay.subscribe(source, buffered=False)
 
     async def close(self) -> None:
         if self._player is not None:

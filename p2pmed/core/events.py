@@ -58,6 +58,15 @@ class PathQuality:
 
 
 @dataclass(frozen=True, slots=True)
+class PathBound:
+    """The peer's PATH_BIND matched what our DTLS verified: this direct path may carry data
+    and media. `local`/`remote` are the certificate fingerprints it binds."""
+
+    local: bytes
+    remote: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class SessionClosed:
     code: int
     reason: str
@@ -71,5 +80,6 @@ Event = (
     | PathUp
     | PathDown
     | PathQuality
+    | PathBound
     | SessionClosed
 )

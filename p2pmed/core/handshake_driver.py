@@ -11,7 +11,7 @@ from p2pmed.core.crypto import RecvKeys, SendKeys
 from p2pmed.core.errors import CryptoError, FrameError, StateError
 from p2pmed.core.events import HandshakeCompleted
 from p2pmed.core.frame import Flags, FrameType, Header, MessageClass
-from p2pmed.core.handshake import HANDSHAKE_PN, Handshake
+from p2pmed.core.handshake import HANDSHAKE_PN, NO_FINGERPRINT, Handshake
 from p2pmed.core.persist import Established, KeysChanged, MessageQueued
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ MAX_INTERVAL = 4.0
 
 
 class HandshakeDriver:
-    __slots__ = ("_s", "bind_after", "deadline", "hs", "interval", "out", "seen", "send_now")
+    __slots__ = ("_s", "deadline", "hs", "interval", "out", "seen", "send_now")
 
     def __init__(self, session: Session) -> None:
         self._s = session
@@ -31,20 +31,11 @@ class HandshakeDriver:
         self.deadline: float | None = None
         self.interval = session.config.handshake_rto
         self.seen: dict[int, bytes] = {}
-        self.bind_after = False  # PATH_BIND once established (fingerprints came too late)
 
     def start(self, now: float) -> None:
         step = self._new().start()
         assert step is not None
         self._set_out(step[0], step[1], now)
-
-    def set_fingerprints(self, local: bytes, remote: bytes) -> None:
-        if self.hs is None or self.hs.complete:
-            return
-        try:
-            self.hs.set_fingerprints(local, remote)
-        except CryptoError:  # the handshake already signed the old ones: bind afterwards
-            self.bind_after = True
 
     def stop(self) -> None:
         self.out = None
@@ -109,8 +100,10 @@ class HandshakeDriver:
             cfg.identity,
             initiator=cfg.initiator,
             session_id=cfg.session_id,
-            local_fp=s._local_fp,
-            remote_fp=s._remote_fp,
+            # always zero (docs/protocol.md): direct paths are bound by PATH_BIND to the
+            # certificates DTLS verified, never to fingerprints read from SDP
+            local_fp=NO_FINGERPRINT,
+            remote_fp=NO_FINGERPRINT,
             peer_public=cfg.peer_public,
             random=os.urandom if cfg.random is None else cfg.random,
         )
@@ -157,7 +150,6 @@ class HandshakeDriver:
             ch.append(KeysChanged(s._send.export_state(), s._recv.export_state()))
             for q in s._sched.queues:
                 ch.extend(MessageQueued(m.msg_id, m.cls, m.data, m.ts_us) for m in q)
-        if self.bind_after:
-            s._queue_bind()
+        s._queue_bind()  # a direct path connected before the handshake completed
         if s.config.initiator:
             s._confirm(now)  # pings go out at once and confirm the keys to the responder

@@ -13,7 +13,7 @@ from p2pmed.core import frame as _frame
 from p2pmed.core.config import SessionState
 from p2pmed.core.crypto import ReplayWindow
 from p2pmed.core.errors import CryptoError, FrameError, StateError
-from p2pmed.core.events import MessageReceived
+from p2pmed.core.events import MessageReceived, PathBound
 from p2pmed.core.frame import HANDSHAKE_TYPES, FrameType, Header, MessageClass
 from p2pmed.core.persist import Delivered, KeysChanged
 from p2pmed.core.reliability import RecvStream
@@ -27,7 +27,8 @@ RECENT = 1024  # (pn, crc) of recently accepted frames, to tell copies from repl
 # ...or ACK once this many DATA bytes came in (two 16 KiB chunks), so that during a bulk
 # transfer the sender's window keeps moving instead of waiting for ack_every frames.
 ACK_BYTES = 32 * 1024
-CLOSE_PROTOCOL_VIOLATION = 2  # CLOSE code; 1 is a refused handshake
+CLOSE_REFUSED = 1  # CLOSE code: handshake or path binding refused
+CLOSE_PROTOCOL_VIOLATION = 2
 
 
 class Receiver:
@@ -104,7 +105,7 @@ class Receiver:
         elif ftype is FrameType.CLOSE:
             s._on_close(plaintext)
         elif ftype is FrameType.PATH_BIND:
-            self._on_path_bind(plaintext)
+            self._on_path_bind(plaintext, path_id)
 
     def _on_data(self, header: Header, payload: bytes, path_id: str, now: float) -> None:
         c = int(header.cls)
@@ -181,16 +182,35 @@ class Receiver:
             s._reject("payload", "frame", path_id)
             s._abort(CLOSE_PROTOCOL_VIOLATION, "protocol violation: malformed DATA payload")
 
-    def _on_path_bind(self, payload: bytes) -> None:
+    def _on_path_bind(self, payload: bytes, path_id: str) -> None:
         s = self._s
         n = payload[0] if payload else 0
         if not payload or len(payload) != 1 + n + 64:
             raise FrameError("payload", "malformed PATH_BIND")
-        fp_local = payload[1 + n : 33 + n]
-        fp_remote = payload[33 + n :]
-        if fp_local != s._remote_fp or fp_remote != s._local_fp:
-            if (fp_remote, fp_local) in s._known_fps:
-                self.stats["stale_binds"] = self.stats.get("stale_binds", 0) + 1
-                return
-            raise CryptoError("fingerprint", "PATH_BIND fingerprints do not match the SDP")
-        self.stats["path_binds"] = self.stats.get("path_binds", 0) + 1
+        peer_cert = payload[1 + n : 33 + n]  # the sender's own certificate
+        my_cert = payload[33 + n :]  # the certificate the sender's DTLS saw from us
+        if my_cert != s._local_fp and (my_cert in s._pending_local or s._local_fp is None):
+            # our DTLS for that negotiation has not connected yet: check it when it does
+            s._held_bind = (peer_cert, my_cert)
+            self.stats["held_binds"] = self.stats.get("held_binds", 0) + 1
+            return
+        self.check_bind(peer_cert, my_cert, path_id)
+
+    def check_bind(self, peer_cert: bytes, my_cert: bytes, path_id: str) -> None:
+        """A peer's PATH_BIND against what our DTLS verified: bound, stale, or an attack,
+        which ends the session (crypto/fingerprint, CLOSE code 1)."""
+        s = self._s
+        if peer_cert == s._remote_fp and my_cert == s._local_fp:
+            self.stats["path_binds"] = self.stats.get("path_binds", 0) + 1
+            s._bound = (my_cert, peer_cert)
+            self.events.append(PathBound(my_cert, peer_cert))
+            return
+        if (my_cert, peer_cert) in s._known_fps:
+            self.stats["stale_binds"] = self.stats.get("stale_binds", 0) + 1
+            return
+        s._reject("fingerprint", "crypto", path_id)
+        s._abort(
+            CLOSE_REFUSED,
+            "crypto/fingerprint: the peer's DTLS saw other certificates than ours "
+            "(a man in the middle on the direct path?)",
+        )

@@ -51,7 +51,6 @@ from p2pmed.core.sender import Sender
 
 __all__ = ["FIRST_PN", "NUM_CLASSES", "Session", "SessionConfig", "SessionState"]
 
-_ZERO_FP = bytes(32)
 _CLOSE = struct.Struct(">H")
 
 
@@ -98,11 +97,20 @@ class Session:
         self._changes: list[Change] = []
         self._persist = config.persist
         self._ts_offset = config.timestamp_offset
-        self._local_fp = _ZERO_FP
-        self._remote_fp = _ZERO_FP
+        # The direct path binding (docs/protocol.md, PATH_BIND): the fingerprints of our own
+        # DTLS certificate and of the certificate the peer presented, as the completed DTLS
+        # handshake verified them; None until a DTLS transport connected. The handshake itself
+        # always carries zero fingerprints: a value parsed from SDP is never trusted.
+        self._local_fp: bytes | None = None
+        self._remote_fp: bytes | None = None
         # (local, remote) of recent negotiations: a PATH_BIND that crossed a renegotiation
         # names one of these and is stale, not an attack.
         self._known_fps: deque[tuple[bytes, bytes]] = deque(maxlen=4)
+        # our certificates of negotiations whose DTLS has not connected yet, and the latest
+        # PATH_BIND naming one of them, checked once that DTLS connects
+        self._pending_local: deque[bytes] = deque(maxlen=4)
+        self._held_bind: tuple[bytes, bytes] | None = None
+        self._bound: tuple[bytes, bytes] | None = None
         self._confirmed = False  # the peer proved it holds the keys
         self._send: SendKeys | None = None
         self._recv: RecvKeys | None = None
@@ -126,22 +134,44 @@ class Session:
 
     # -- public API ----------------------------------------------------------------------
 
+    def expect_direct(self, local: bytes) -> None:
+        """A direct path is being negotiated with our DTLS certificate `local` (SHA-256 of its
+        DER): a peer's PATH_BIND naming it is held until that DTLS connects."""
+        if len(local) != 32:
+            raise ValueError("fingerprints are 32-byte SHA-256 digests")
+        if local not in self._pending_local:
+            self._pending_local.append(bytes(local))
+
     def set_fingerprints(self, local: bytes, remote: bytes) -> None:
-        """DTLS certificate fingerprints (32 raw bytes each) of the current direct path."""
+        """Our DTLS transport connected: `local` is the SHA-256 of our certificate's DER,
+        `remote` that of the certificate the peer presented in the completed DTLS handshake
+        (never a value parsed from SDP). Sends a PATH_BIND once the session is open, and
+        checks a held peer PATH_BIND for this connection (PathBound event, or a close as
+        crypto/fingerprint)."""
         if len(local) != 32 or len(remote) != 32:
             raise ValueError("fingerprints are 32-byte SHA-256 digests")
-        self._local_fp, self._remote_fp = bytes(local), bytes(remote)
-        self._known_fps.append((self._local_fp, self._remote_fp))
+        local, remote = bytes(local), bytes(remote)
+        self._local_fp, self._remote_fp = local, remote
+        self._known_fps.append((local, remote))
+        if local in self._pending_local:
+            self._pending_local.remove(local)
         if self.state in OPEN_STATES:
             self._queue_bind()
-        else:
-            self._handshake.set_fingerprints(self._local_fp, self._remote_fp)
+        held = self._held_bind
+        if held is not None and (held[1] == local or held[1] not in self._pending_local):
+            self._held_bind = None
+            self._receiver.check_bind(held[0], held[1], "direct")
 
     def remember_fingerprints(self, local: bytes, remote: bytes) -> None:
         """Record a negotiation's fingerprints without binding them (e.g. an abandoned offer)."""
         if len(local) != 32 or len(remote) != 32:
             raise ValueError("fingerprints are 32-byte SHA-256 digests")
         self._known_fps.append((bytes(local), bytes(remote)))
+
+    @property
+    def bound(self) -> tuple[bytes, bytes] | None:
+        """(local, remote) of the direct path whose peer PATH_BIND was verified, if any."""
+        return self._bound
 
     def add_path(self, path_id: str, now: float, *, preferred: bool = False) -> None:
         self._heartbeat.add(path_id, now, preferred)
@@ -310,6 +340,8 @@ class Session:
         self._events.append(FrameRejected(reason, kind, path_id))
 
     def _queue_bind(self) -> None:
+        if self._local_fp is None or self._remote_fp is None:
+            return
         bind = b"\x06direct" + self._local_fp + self._remote_fp
         self._ctrl.append((None, FrameType.PATH_BIND, bind))
 

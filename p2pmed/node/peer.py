@@ -3,8 +3,10 @@
 The session core decides what bytes go out and when; this class feeds it input (frames, timers,
 path changes) and moves its output to the right transport. It also owns the WebRTC negotiation
 with that peer: the patient offers; on loss of the direct path it negotiates a fresh
-RTCPeerConnection in the background with backoff (aiortc cannot restart ICE) and re-binds the
-new DTLS fingerprints to the running session.
+RTCPeerConnection in the background with backoff (aiortc cannot restart ICE). A direct path
+carries data and media only once bound (docs/protocol.md, PATH_BIND): both sides sent, over the
+E2E session, the certificates their completed DTLS handshake verified, and each checked the
+other's.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from p2pmed.core import events as ev
 from p2pmed.core.frame import FrameType, MessageClass
 from p2pmed.core.session import Session
-from p2pmed.transport.datachannel import DirectPath, sdp_fingerprint
+from p2pmed.transport.datachannel import DirectPath, dtls_fingerprints, own_certificate_fp
 from p2pmed.transport.paths import Backoff, PathManager
 from p2pmed.transport.relay import RelayPath
+from p2pmed.transport.sdp import SdpError, check_sdp
 
 if TYPE_CHECKING:
     from p2pmed.node.node import Node
@@ -58,7 +61,7 @@ class PeerLink:
         self.paths = PathManager(thresholds=node.config.thresholds)
         self.backoff = Backoff(initial=node.config.reconnect_initial, maximum=8.0)
         self.established = session.state.name in ("ESTABLISHED", "REKEYING")
-        self.established_at = 0.0 if self.established else _now()
+        self.established_at: float | None = None  # when our handshake completed; None: never
         self.handshake_started = self.established
         self.sas = ""
         self.closed = False
@@ -110,7 +113,7 @@ class PeerLink:
         for path_id, frame in frames:
             if path_id == "relay":
                 self.relay.send(frame)
-            elif path_id == "direct" and self.direct is not None:
+            elif path_id == "direct" and self.direct is not None and self.direct.bound:
                 self.direct.send(frame)
         inbox: dict[int, int] | None = None
         store = self.node.store
@@ -152,7 +155,7 @@ class PeerLink:
             and frame[1] == FrameType.HS_COMMIT
             and self.established
             and self.node.role != "patient"
-            and _now() - self.established_at > RESET_AFTER
+            and (self.established_at is None or _now() - self.established_at > RESET_AFTER)
         ):
             self._reset_session()
         self.session.receive(frame, path_id, _now())
@@ -170,13 +173,19 @@ class PeerLink:
         self.session = self.node._make_session(self.peer_id, fresh=True)
         self.established = False
         self.sas = ""
-        newest = self.pending or self.direct  # the fingerprints of the latest SDP exchange
-        if newest is not None:
-            self.session.set_fingerprints(newest.local_fp, newest.remote_fp)
-        if self.direct is not None:
-            self.session.add_path("direct", now, preferred=True)
+        self._rebind()
         if self.present and self.node.signaling.connected:
             self.session.add_path("relay", now)
+
+    def _rebind(self) -> None:
+        """A new session for the same connections: the direct path is bound again by the
+        PATH_BINDs the new session sends once established."""
+        if self.pending is not None:
+            self.session.expect_direct(own_certificate_fp(self.pending.pc))
+        dp = self.direct
+        if dp is not None and dp.local_fp is not None and dp.remote_fp is not None:
+            dp.bound = False
+            self.session.set_fingerprints(dp.local_fp, dp.remote_fp)
 
     def send(self, cls: MessageClass, data: bytes) -> int:
         """Queue a message; it is durable (with a store) once node.persist() ran."""
@@ -204,6 +213,8 @@ class PeerLink:
             node.app.on_established(self)
         elif isinstance(event, ev.FrameRejected):
             node.on_rejected(self, event)
+        elif isinstance(event, ev.PathBound):
+            self._direct_bound(event)
         elif isinstance(event, ev.PathUp):
             self._report(self.paths.up(event.path_id))
             if event.path_id == "direct" and self._stall_timer is not None:
@@ -223,6 +234,15 @@ class PeerLink:
             node.app.on_closed(self)
             if event.reason.startswith("crypto/") or "fingerprint" in event.reason:
                 node.events.emit("error", peer=self.peer_id, code="handshake", message=event.reason)
+            if "fingerprint" in event.reason:
+                node.events.emit(
+                    "technical-alarm",
+                    peer=self.peer_id,
+                    code="fingerprint",
+                    priority="HIGH",
+                    message="direct path certificates do not match: session closed "
+                    "(a man in the middle?)",
+                )
             self._spawn(self.close())
 
     def _report(self, items: list[dict[str, object]]) -> None:
@@ -242,6 +262,11 @@ class PeerLink:
     def add_relay(self) -> None:
         if not (self.present and self.node.signaling.connected) or self.closed:
             return
+        if self.node.role == "patient" and not self.handshake_started:
+            # the E2E handshake runs on the relay as soon as both are admitted, whatever
+            # happens to WebRTC (docs/protocol.md)
+            self.handshake_started = True
+            self.session.connect(_now())
         if "relay" not in self.paths.paths or not self.paths.paths["relay"].up:
             self.session.add_path("relay", _now())
             self._report(self.paths.up("relay"))
@@ -296,19 +321,53 @@ class PeerLink:
         return dp
 
     def _direct_open(self, dp: DirectPath) -> None:
+        """DataChannels open, so DTLS completed: bind what it verified. The path carries
+        data and media only once the peer's PATH_BIND matched (PathBound)."""
+        try:
+            dp.local_fp, dp.remote_fp = dtls_fingerprints(dp.pc)
+        except ValueError as exc:
+            self.node.events.emit("direct-failed", peer=self.peer_id, reason=str(exc))
+            if self.pending is dp:
+                self.pending = None
+            self._spawn(dp.close())
+            self._renegotiate_now.set()
+            return
         if self._stall_timer is not None:  # a new connection replaces the stalled one
             self._stall_timer.cancel()
             self._stall_timer = None
         old = self.direct
         self.pending = None if self.pending is dp else self.pending
         self.direct = dp
+        now = _now()
         if old is not None and old is not dp:
             self._spawn(old.close())
-        now = _now()
-        self.session.add_path("direct", now, preferred=True)
+            if old.bound:  # nothing goes to the new one before it is bound
+                with contextlib.suppress(Exception):
+                    self.session.remove_path("direct", now)
+                self._report(self.paths.forget("direct"))
         self.backoff.reset()
         self.node.events.emit("direct-open", peer=self.peer_id, generation=self.direct_generation)
+        self.session.set_fingerprints(dp.local_fp, dp.remote_fp)
         self.kick()
+
+    def _direct_bound(self, event: ev.PathBound) -> None:
+        dp = self.direct
+        if dp is None or dp.bound or (dp.local_fp, dp.remote_fp) != (event.local, event.remote):
+            return  # a bind for a connection that is gone
+        dp.bound = True
+        self.session.add_path("direct", _now(), preferred=True)
+        media = self.node.media
+        tracks = media.attach(dp.pc) if media is not None else 0
+        sink = dp.media_sink
+        if sink is not None:
+            for track in dp.held_tracks:
+                sink.addTrack(track)
+            tracks += len(dp.held_tracks)
+            dp.held_tracks.clear()
+            self._spawn(sink.start())
+        self.node.events.emit(
+            "direct-bound", peer=self.peer_id, generation=self.direct_generation, tracks=tracks
+        )
 
     def _direct_stalled(self) -> None:
         """Heartbeats stopped: traffic has already moved to the other paths. ICE and DTLS
@@ -398,10 +457,10 @@ class PeerLink:
         self.pending = dp
         dp.open_channels()
         self.node.media_tracks(dp.pc)
+        self.session.expect_direct(own_certificate_fp(dp.pc))
         try:
             await dp.pc.setLocalDescription(await dp.pc.createOffer())
             local_sdp = dp.pc.localDescription.sdp
-            dp.local_fp = sdp_fingerprint(local_sdp)
             self._answer = self._loop.create_future()
             if not self.node.signaling.send_json(
                 {"type": "offer", "to": self.peer_id, "sdp": local_sdp}
@@ -412,10 +471,6 @@ class PeerLink:
             )
             answer = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT)
             await dp.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-            if not self.handshake_started:
-                self.handshake_started = True
-                self.session.connect(_now())
-                self.kick()
             await asyncio.wait_for(self._wait_open(dp), OPEN_TIMEOUT)
             return True
         except (TimeoutError, ConnectionError, ValueError) as exc:
@@ -437,21 +492,30 @@ class PeerLink:
             await asyncio.sleep(0.05)
 
     def on_answer(self, sdp: str) -> None:
-        """Runs synchronously in the signaling reader, so the session holds the new
-        fingerprints before the peer's PATH_BIND (relayed right behind the answer) arrives."""
         dp = self.pending
         if self._answer is None or self._answer.done() or dp is None:
             return
         try:
-            dp.remote_fp = sdp_fingerprint(sdp)
-        except ValueError as exc:
-            self._answer.set_exception(exc)
+            check_sdp(sdp)
+        except SdpError as exc:
+            self._sdp_refused("answer", exc)
+            self._answer.set_exception(ValueError(f"answer refused: {exc}"))
             return
-        # before DTLS can start: the handshake (or a PATH_BIND once established) covers
-        # the fingerprints both sides saw in the SDP
-        self.session.set_fingerprints(dp.local_fp, dp.remote_fp)
-        self.kick()
         self._answer.set_result(sdp)
+
+    def _sdp_refused(self, kind: str, exc: SdpError) -> None:
+        node = self.node
+        key = f"sdp/{exc.reason}"
+        node.rejected[key] = node.rejected.get(key, 0) + 1
+        node.events.emit(
+            "rejected",
+            peer=self.peer_id,
+            kind="sdp",
+            reason=exc.reason,
+            path="signaling",
+            count=node.rejected[key],
+            message=f"{kind}: {exc}",
+        )
 
     # answerer (clinician)
     async def on_offer(self, sdp: str) -> None:
@@ -459,28 +523,25 @@ class PeerLink:
             await self.pending.close()
         dp = self._new_direct()
         self.pending = dp
-        sink = dp.media_sink = self.node.media_sink()
-        dp.pc.on("track", lambda track: sink.addTrack(track) if sink is not None else None)
+        dp.media_sink = self.node.media_sink()
+        dp.pc.on("track", dp.held_tracks.append)  # played only once the path is bound
+        self.session.expect_direct(own_certificate_fp(dp.pc))
         try:
-            dp.remote_fp = sdp_fingerprint(sdp)
+            try:
+                check_sdp(sdp)
+            except SdpError as exc:
+                self._sdp_refused("offer", exc)
+                raise ValueError(f"offer refused: {exc}") from None
             await dp.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             dp.open_channels()
             await dp.pc.setLocalDescription(await dp.pc.createAnswer())
             local_sdp = dp.pc.localDescription.sdp
-            dp.local_fp = sdp_fingerprint(local_sdp)
         except ValueError as exc:
             self.node.events.emit("direct-failed", peer=self.peer_id, reason=str(exc))
             self.pending = None
             await dp.close()
             return
-        self.handshake_started = True
-        if sink is not None:
-            self._spawn(sink.start())
-        # the answer goes first: once established, set_fingerprints sends a PATH_BIND, which
-        # the offerer can only check after it took the answer (same ordered WebSocket)
         self.node.signaling.send_json({"type": "answer", "to": self.peer_id, "sdp": local_sdp})
-        self.session.set_fingerprints(dp.local_fp, dp.remote_fp)
-        self.kick()
 
     # ---- housekeeping ----
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:

@@ -19,7 +19,6 @@ transfer overtakes everything not yet handed to aiortc, and waits behind at most
 from __future__ import annotations
 
 import logging
-import re
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +26,8 @@ from typing import Any
 from aiortc import RTCPeerConnection
 from aiortc.rtcdatachannel import RTCDataChannel
 from aiortc.rtcsctptransport import USERDATA_MAX_LENGTH
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from p2pmed.core.frame import FrameType, MessageClass
 
@@ -42,7 +43,6 @@ log = logging.getLogger("p2pmed.transport.datachannel")
 
 CHANNELS: tuple[tuple[str, int], ...] = (("control", 0), ("vitals", 1), ("bulk", 2))
 _LANES = 6  # 0: non-DATA frames, 1..5: DATA by class CRITICAL..BACKGROUND
-_FP_LINE = re.compile(r"^a=fingerprint:sha-256 ([0-9A-Fa-f:]+)\s*$", re.MULTILINE)
 
 
 def channel_for(frame: bytes) -> int:
@@ -61,15 +61,35 @@ def _lane(frame: bytes) -> int:
     return 0 if frame[1] != FrameType.DATA else 1 + min(frame[3], 4)
 
 
-def sdp_fingerprint(sdp: str) -> bytes:
-    """The 32-byte SHA-256 DTLS certificate fingerprint of an SDP; ValueError if absent."""
-    m = _FP_LINE.search(sdp)
-    if not m:
-        raise ValueError("SDP has no a=fingerprint:sha-256 line")
-    raw = bytes.fromhex(m.group(1).replace(":", ""))
-    if len(raw) != 32:
-        raise ValueError("SDP sha-256 fingerprint is not 32 bytes")
-    return raw
+def _sha256(cert: x509.Certificate) -> bytes:
+    return cert.fingerprint(hashes.SHA256())
+
+
+def own_certificate_fp(pc: RTCPeerConnection) -> bytes:
+    """SHA-256 of the DER of the DTLS certificate this peer connection presents (aiortc makes
+    one per RTCPeerConnection; it has no public accessor for it)."""
+    return _sha256(pc._RTCPeerConnection__certificates[0]._cert)  # type: ignore[attr-defined]
+
+
+def dtls_fingerprints(pc: RTCPeerConnection) -> tuple[bytes, bytes]:
+    """(own certificate, peer certificate) SHA-256 fingerprints as the completed DTLS
+    handshakes verified them, read from the DTLS transports themselves (never from SDP).
+    ValueError unless every DTLS transport of `pc` is connected and all agree (an unbundled
+    media transport with another certificate would otherwise escape the binding)."""
+    transports = list(pc._RTCPeerConnection__dtlsTransports)  # type: ignore[attr-defined]
+    pairs = set()
+    for t in transports:
+        ssl = t._ssl
+        if t.state != "connected" or ssl is None:
+            raise ValueError(f"DTLS transport is {t.state}, not connected")
+        peer = ssl.get_peer_certificate(as_cryptography=True)
+        if peer is None:
+            raise ValueError("DTLS transport has no peer certificate")
+        own = t._RTCDtlsTransport__local_certificate._cert
+        pairs.add((_sha256(own), _sha256(peer)))
+    if len(pairs) != 1:
+        raise ValueError(f"{len(pairs)} distinct DTLS certificate pairs in one connection")
+    return pairs.pop()
 
 
 class DirectPath:
@@ -100,9 +120,12 @@ class DirectPath:
         self.closed = False
         self.sent = 0
         self.received = 0
-        self.local_fp = bytes(32)
-        self.remote_fp = bytes(32)
+        # certificate fingerprints as DTLS verified them, once connected (None before)
+        self.local_fp: bytes | None = None
+        self.remote_fp: bytes | None = None
+        self.bound = False  # the peer's PATH_BIND for these certificates was verified
         self.media_sink: Any = None  # a MediaRecorder/MediaBlackhole fed by this connection
+        self.held_tracks: list[Any] = []  # received tracks, not played before binding
 
         @pc.on("connectionstatechange")
         def _state() -> None:

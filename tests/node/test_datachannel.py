@@ -7,7 +7,7 @@ import asyncio
 from aiortc import RTCPeerConnection
 
 from p2pmed.core.frame import Flags, FrameType, Header, MessageClass, encode
-from p2pmed.transport.datachannel import DirectPath, sdp_fingerprint
+from p2pmed.transport.datachannel import DirectPath, dtls_fingerprints, own_certificate_fp
 
 
 def data_frame(cls: MessageClass, pn: int, size: int) -> bytes:
@@ -50,9 +50,10 @@ async def connected_pair() -> tuple[DirectPath, DirectPath, list[tuple[int, byte
 async def test_frames_flow_and_critical_overtakes_queued_bulk() -> None:
     a, b, got, closed = await connected_pair()
     try:
-        assert sdp_fingerprint(a.pc.localDescription.sdp) == sdp_fingerprint(
-            b.pc.remoteDescription.sdp
-        )
+        # what each side's DTLS verified: its own certificate and the other's, crosswise
+        fa, fb = dtls_fingerprints(a.pc), dtls_fingerprints(b.pc)
+        assert fa == (own_certificate_fp(a.pc), own_certificate_fp(b.pc))
+        assert fb == (fa[1], fa[0]) and fa[0] != fa[1]
         labels = {}
         for ch in b.channels:
             ch.on("message", lambda data, label=ch.label: labels.setdefault(data[16:24], label))

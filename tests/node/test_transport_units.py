@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from p2pmed.core.frame import MAX_FRAME, Flags, FrameType, Header, MessageClass, encode
-from p2pmed.transport.datachannel import CHANNELS, channel_for, sdp_fingerprint
+from p2pmed.transport.datachannel import CHANNELS, channel_for
 from p2pmed.transport.paths import Backoff, PathManager, QualityThresholds, classify
 from p2pmed.transport.relay import EnvelopeError, RelayPath, decode_envelope, encode_envelope
 
@@ -71,23 +71,6 @@ def test_channel_mapping() -> None:
     for t in (FrameType.ACK, FrameType.PING, FrameType.PONG, FrameType.PATH_BIND):
         assert channel_for(frame(t, MessageClass.BACKGROUND)) == 0
     assert channel_for(frame(FrameType.HS_COMMIT, MessageClass.CRITICAL, epoch=0)) == 0
-
-
-SDP = """v=0\r
-o=- 1 1 IN IP4 0.0.0.0\r
-a=fingerprint:sha-384 AA:BB\r
-a=fingerprint:sha-256 {fp}\r
-"""
-
-
-def test_sdp_fingerprint() -> None:
-    raw = bytes(range(32))
-    sdp = SDP.format(fp=":".join(f"{b:02X}" for b in raw))
-    assert sdp_fingerprint(sdp) == raw
-    with pytest.raises(ValueError):
-        sdp_fingerprint("v=0\r\n")
-    with pytest.raises(ValueError):
-        sdp_fingerprint(SDP.format(fp="AA:BB"))
 
 
 @pytest.mark.parametrize(
