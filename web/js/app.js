@@ -90,6 +90,9 @@ class App {
     metrics.binds = this.binder.stats;
     this.iceServers = [];
     this.lastVitals = -Infinity;
+    this.lastVideoFrame = null;
+    this.streamEnded = false;
+    this.ended = null;
     this.everLive = false;
     this.ackSeqs = new Map(); // CRITICAL seq -> alarm list item
     this.tiles = new Tiles();
@@ -215,8 +218,16 @@ class App {
   }
 
   patientLeft() {
-    announce("The patient left the session");
+    this.endSession("the patient left");
     this.closePc();
+  }
+
+  // The patient ended the session: shown as ended (not as a lost link), the last data greyed.
+  endSession(why) {
+    if (this.ended) return;
+    this.ended = { why, at: now(), clock: new Date().toLocaleTimeString() };
+    window.p2pmed.ended = why;
+    announce(`Session ended: ${why}`);
   }
 
   // A new session with the patient, or the one this tab had before a reload (see Session.resume).
@@ -248,6 +259,8 @@ class App {
     this.bindSentFor = null;
     this.unbindDirect();
     this.session = s;
+    this.ended = null;
+    window.p2pmed.ended = null;
     this.trust = "pending"; // until the patient's identity matches its pin (onSecured)
     this.heldMessages = [];
     window.p2pmed.session = s;
@@ -494,7 +507,11 @@ class App {
       case "rehandshake":
         this.newSession({ fresh: true }).then(() => this.session.receive(ev.frame, ev.path));
         return;
-      case "closed": announce(`Session closed by the patient: ${ev.reason}`); return;
+      case "closed": {
+        const why = ev.reason ? `closed by the patient (${ev.reason})` : "closed by the patient";
+        this.endSession(why);
+        return;
+      }
       default: return;
     }
   }
@@ -631,46 +648,75 @@ class App {
     } catch { /* stats are best effort */ }
   }
 
+  // What the header says: "Live" only while vitals are arriving; an ended session is not a lost link.
   renderStatus() {
     const t = now();
     const s = this.session;
-    const path = s ? s.bestPath() : null;
+    const ended = this.ended;
+    const open = s && !s.closed && !ended;
+    const path = open ? s.bestPath() : null;
     const st = path ? s.pathStatus(path) : null;
-    const alive = !!(st && st.alive);
+    // the relay path cannot be up while the signaling connection is down
+    const alive = !!(st && st.alive) && (path !== "relay" || this.sig.joined);
     const name = alive ? (path === "direct" ? (this.turn ? "TURN" : "direct") : "relay") : "none";
     metrics.path = alive ? name : null;
-    $("st-path").textContent = alive ? name : "none — all paths down";
+    $("st-path").textContent = alive ? name : ended ? "none — session ended" : "none — all paths down";
     $("st-rtt").textContent = alive && st.rtt !== null ? `${(st.rtt * 1000).toFixed(1)} ms` : "—";
     $("st-loss").textContent = alive ? `${(st.loss * 100).toFixed(1)} %` : "—";
     const grade = alive && st.rtt !== null ? gradeOf(st.rtt, st.loss) : "—";
     $("st-grade").textContent = grade;
     const age = t - this.lastVitals;
-    $("st-age").textContent = Number.isFinite(age) ? `${age < 10 ? age.toFixed(1) : Math.round(age)} s ago` : "never";
+    const ageText = Number.isFinite(age) ? `${age < 10 ? age.toFixed(1) : Math.round(age)} s ago` : "never";
+    $("st-age").textContent = ageText;
     const conn = $("conn");
     let cls, text;
-    const lost = this.everLive && !alive;
+    const lost = this.everLive && !alive && !ended;
+    const live = alive && age < 2;
     if (window.p2pmed.state === "error") return;
-    if (lost) { cls = "conn-lost"; text = "CONNECTION LOST"; }
+    if (ended) { cls = "conn-ended"; text = `Session ended — ${ended.why}`; }
+    else if (lost) { cls = "conn-lost"; text = "CONNECTION LOST"; }
     else if (!alive && metrics.noKeys > 20 && s && !s.send) {
       cls = "conn-degraded";
       text = "Patient node still holds an earlier secure session — waiting for a new handshake";
     } else if (!alive) { cls = "conn-connecting"; text = this.patientId ? "Connecting to the patient…" : (this.sig.joined ? "Waiting for the patient" : "Connecting…"); }
-    else if (age > 2 || (grade !== "normal" && grade !== "—")) { cls = "conn-degraded"; text = `Live via ${name} (${age > 2 ? "vitals delayed" : grade})`; }
+    else if (!live) { cls = "conn-degraded"; text = this.everLive ? `Connected via ${name} — no vitals for ${Math.round(age)} s` : `Connected via ${name} — waiting for vitals`; }
+    else if (grade !== "normal" && grade !== "—") { cls = "conn-degraded"; text = `Live via ${name} (${grade})`; }
     else { cls = "conn-live"; text = `Live via ${name}`; }
     if (conn.className !== `conn ${cls}`) conn.className = `conn ${cls}`;
     if ($("conn-state").textContent !== text) $("conn-state").textContent = text;
     $("lost-banner").hidden = !lost;
+    const banner = $("ended-banner");
+    banner.hidden = !ended;
+    if (ended) {
+      const msg = `Session ended at ${ended.clock}: ${ended.why}. Nothing shown is live; the last data (${ageText}) is kept greyed for reference.`;
+      if (banner.textContent !== msg) banner.textContent = msg;
+    }
     this.alarms.technical("all-paths-down", lost, "no path to the patient is up — vitals are not live");
-    const live = alive && age < 2;
-    this.tiles.render(t, alive);
+    this.tiles.render(t, live || (alive && age < 3));
     for (const [trace, id] of [[this.ecg, "ecg-status"], [this.pleth, "pleth-status"]]) {
       const el = $(id);
       const bad = !trace.buf || !live || trace.starved;
-      const txt = !trace.buf ? "no signal" : !alive ? "NOT LIVE — connection lost" : bad ? "NO SIGNAL" : `${trace.rate} Hz`;
+      const since = `last data ${ageText}`;
+      const txt = !trace.buf ? "no signal" : ended ? `FROZEN — session ended, ${since}` : !alive ? `NOT LIVE — connection lost, ${since}` : bad ? `NO SIGNAL — ${since}` : `${trace.rate} Hz`;
       if (el.textContent !== txt) el.textContent = txt;
       el.classList.toggle("bad", bad && !!trace.buf);
+      el.parentElement.classList.toggle("frozen", !!trace.buf && (ended || !alive || bad));
     }
+    this.renderVideo(t, ended || !alive);
   }
+
+  renderVideo(t, down) {
+    const v = $("remote-video");
+    const cap = $("video-status");
+    if (v.srcObject && v.currentTime !== this.lastVideoTime) { this.lastVideoTime = v.currentTime; this.lastVideoFrame = t; }
+    const age = this.lastVideoFrame === null ? null : t - this.lastVideoFrame;
+    const frozen = age !== null && (down || age > 2);
+    v.classList.toggle("frozen", frozen);
+    const txt = frozen ? `${this.streamEnded ? "Stream ended — " : ""}last frame ${age < 10 ? age.toFixed(1) : Math.round(age)} s ago, not live` : this.streamEnded ? "Stream ended" : "";
+    if (cap.textContent !== txt) cap.textContent = txt;
+    cap.hidden = !txt;
+  }
+
 }
 
 async function main() {
