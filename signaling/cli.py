@@ -191,7 +191,7 @@ def _run_server(args: argparse.Namespace) -> int:
     import asyncio
 
     from signaling import logs
-    from signaling.listen import bind
+    from signaling.listen import PortInUse, bind
     from signaling.server import StartupError, preflight, serve, ssl_context
 
     try:
@@ -213,9 +213,16 @@ def _run_server(args: argparse.Namespace) -> int:
         return 2
     try:
         sock = bind(config.host, config.port)
+    except PortInUse as e:
+        lock.release()
+        print(f"p2pmed signaling: error: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         lock.release()
-        print(f"p2pmed signaling: error: cannot listen: {e}", file=sys.stderr)
+        print(
+            f"p2pmed signaling: error: cannot listen on {config.host}:{config.port}: {e}",
+            file=sys.stderr,
+        )
         return 2
     try:
         import uvloop

@@ -16,9 +16,12 @@ at ulimit -n 1024) made new clients wait. Now:
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -154,8 +157,36 @@ class GuardedSite(web.SockSite):
         )
 
 
-class PortInUse(OSError):
+class PortInUse(Exception):
     pass
+
+
+def _listener(port: int) -> str:
+    """Best effort: which process listens on TCP `port` (from /proc; only processes this
+    user may inspect). '' if unknown."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{f[9]}]")
+    if not inodes:
+        return ""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    return f"pid {proc.name}: {cmd.strip()[:120]}"
+        except OSError:
+            continue
+    return ""
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -173,8 +204,10 @@ def bind(host: str, port: int) -> socket.socket:
         sock.setblocking(False)
     except OSError as e:
         sock.close()
-        if e.errno == 98:  # EADDRINUSE
-            raise PortInUse(e.errno, f"port {port} on {host or '*'} is already in use") from None
+        if e.errno == errno.EADDRINUSE:
+            who = _listener(port)
+            by = f" (by {who})" if who else ""
+            raise PortInUse(f"port {port} on {host or '*'} is already in use{by}") from None
         raise
     return sock
 
