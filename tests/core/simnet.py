@@ -19,6 +19,12 @@ from p2pmed.core.identity import Identity
 from p2pmed.core.persist import Change
 from p2pmed.core.session import Session, SessionConfig
 
+# Where virtual time starts when a test does not say. tests/core/conftest.py runs every test
+# that uses the simnet with START = 0.0 (a freshly booted machine: time.monotonic() is
+# small there, so "0.0 means long ago" bugs show) and with START = 1e9 (a machine up for
+# decades, and float precision far from zero).
+START = 1000.0
+
 
 class Store(Protocol):
     def apply(self, changes: list[Change]) -> None: ...
@@ -44,9 +50,9 @@ class Endpoint:
 
 
 class SimNet:
-    def __init__(self, seed: int, now: float = 1000.0) -> None:
+    def __init__(self, seed: int, now: float | None = None) -> None:
         self.rng = random.Random(seed)
-        self.now = now
+        self.now = START if now is None else now
         self.paths: dict[str, PathCfg] = {}
         self.ends: dict[str, Endpoint] = {}
         self._queue: list[tuple[float, int, str, str, bytes]] = []
