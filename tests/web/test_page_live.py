@@ -263,3 +263,49 @@ async def test_lost_connection_is_obvious_then_recovers(live: Live) -> None:
     # nothing lost: the ECG sample sequence has no hole after the outage
     await asyncio.sleep(0.5)
     assert await page.evaluate("window.p2pmed.metrics.ecgSourceGaps") == 0
+
+
+async def test_alarm_stays_signalled_until_the_ack_is_confirmed(live: Live) -> None:
+    page = live.page
+    p = live.patient
+    alarm = codec.Alarm(
+        51,
+        codec.Priority.HIGH,
+        codec.AlarmState.ACTIVE,
+        codec.AlarmCategory.PHYSIOLOGICAL,
+        int(time.time() * 1e6),
+        41.0,
+        "spo2-low",
+        "pat-1",
+    )
+    p.send(MessageClass.CRITICAL, codec.encode(alarm))
+    item = page.locator('#alarm-list li[data-alarm-id="51"]')
+    await expect(item).to_have_class("alarm alarm-high", timeout=5_000)
+    p.paused = True  # the acknowledgement cannot reach the patient node
+    await item.get_by_role("button", name="Acknowledge high priority alarm spo2-low").click()
+    await expect(item).to_have_attribute("data-ack", "sending")
+    await expect(item.locator(".ack-state")).to_have_text("sending…")
+    await expect(item.get_by_role("button")).to_have_text("Acknowledging…")
+    # not acknowledged yet: still flashing
+    assert await item.evaluate("(el) => getComputedStyle(el).animationName") == "flash"
+    # the connection drops: the ack is shown as failed, the alarm is still signalled
+    await expect(item).to_have_attribute("data-ack", "failed", timeout=5_000)
+    await expect(item.locator(".ack-state")).to_contain_text("✗ not delivered: connection lost")
+    await expect(item.get_by_role("button")).to_be_enabled()
+    await expect(item.get_by_role("button")).to_have_text("Acknowledge again")
+    assert await item.evaluate("(el) => getComputedStyle(el).animationName") == "flash"
+    # back: the session delivers the ack, the node confirms, the alarm stops flashing
+    p.paused = False
+    await expect(item).to_have_attribute("data-ack", "delivered", timeout=10_000)
+    await expect(item.locator(".ack-state")).to_have_text("✓ delivered to patient node")
+    await expect(item).to_have_class("alarm alarm-high acked")
+    assert await item.evaluate("(el) => getComputedStyle(el).animationName") == "none"
+
+    def acks_51() -> int:
+        return sum(
+            1
+            for m in p.received()
+            if isinstance(a := codec.decode(m.data), codec.AlarmAck) and a.alarm_id == 51
+        )
+
+    assert acks_51() == 1

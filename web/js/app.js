@@ -14,6 +14,7 @@ import { Binder, decodePathBind, dtlsFingerprints, dtlsTransport, encodePathBind
 const CHANNELS = [["control", 0], ["vitals", 1], ["bulk", 2]];
 const GRADES = ["normal", "mild", "moderate", "severe"];
 const now = () => performance.now() / 1000;
+const ACK_TIMEOUT = 10; // seconds for the patient node to confirm an alarm acknowledgement
 
 // Test and benchmark hooks (read-only figures; no secrets).
 const metrics = {
@@ -501,7 +502,10 @@ class App {
       case "acked": {
         if (ev.cls !== MessageClass.CRITICAL) return;
         const it = this.ackSeqs.get(ev.seq);
-        if (it) { this.ackSeqs.delete(ev.seq); this.alarms.markAcked(it, true); announce("Alarm acknowledgement delivered"); }
+        if (it) {
+          for (const [seq, other] of this.ackSeqs) if (other === it) this.ackSeqs.delete(seq);
+          if (it.ack !== "delivered") { this.alarms.markAcked(it, true); announce("Alarm acknowledgement delivered"); }
+        }
         return;
       }
       case "rehandshake":
@@ -626,7 +630,8 @@ class App {
   async ackAlarm(alarmId, it) {
     if (!this.session) return;
     const body = encodeAlarmAck(alarmId, nowUs(), this.eid);
-    this.alarms.markAcked(it, false);
+    it.ackSentAt = now();
+    this.alarms.markSending(it);
     metrics.alarmAcks.push(String(alarmId));
     const seq = await this.session.sendMessage(MessageClass.CRITICAL, body);
     this.ackSeqs.set(seq, it);
@@ -692,6 +697,7 @@ class App {
       if (banner.textContent !== msg) banner.textContent = msg;
     }
     this.alarms.technical("all-paths-down", lost, "no path to the patient is up — vitals are not live");
+    this.checkAcks(t, ended ? "session ended" : !alive ? "connection lost; retried when it is back" : null);
     this.tiles.render(t, live || (alive && age < 3));
     for (const [trace, id] of [[this.ecg, "ecg-status"], [this.pleth, "pleth-status"]]) {
       const el = $(id);
@@ -703,6 +709,15 @@ class App {
       el.parentElement.classList.toggle("frozen", !!trace.buf && (ended || !alive || bad));
     }
     this.renderVideo(t, ended || !alive);
+  }
+
+  // An acknowledgement the patient node has not confirmed is shown as failed, never as done.
+  checkAcks(t, down) {
+    for (const it of new Set(this.ackSeqs.values())) {
+      if (it.ack !== "sending") continue;
+      if (down) this.alarms.markFailed(it, down);
+      else if (it.ackSentAt !== undefined && t - it.ackSentAt > ACK_TIMEOUT) this.alarms.markFailed(it, `no confirmation after ${ACK_TIMEOUT} s`);
+    }
   }
 
   renderVideo(t, down) {

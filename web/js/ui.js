@@ -104,17 +104,18 @@ export class AlarmList {
     for (const r of saved) {
       this.upsert(r.alarm);
       const it = this.items.get(String(r.alarm.alarm_id));
-      if (it && r.acked) {
-        this.markAcked(it, r.delivered);
-        if (!r.delivered && r.ackSeq !== undefined) { it.ackSeq = r.ackSeq; onAckSeq(r.ackSeq, it); }
-      }
+      if (!it || !r.ack) continue;
+      if (r.ack === "delivered") { this.markAcked(it, true); continue; }
+      if (r.ack === "sending") this.markSending(it);
+      else this.markFailed(it, r.why || "not confirmed");
+      if (r.ackSeq !== undefined) { it.ackSeq = r.ackSeq; onAckSeq(r.ackSeq, it); }
     }
   }
 
   _save() {
     if (!this.storeKey) return;
     const rows = [...this.items.values()].filter((it) => !it.technical).map((it) => ({
-      alarm: it.alarm, acked: it.acked, delivered: it.li.dataset.ackDelivered === "true", ackSeq: it.ackSeq,
+      alarm: it.alarm, ack: it.ack || null, why: it.why, ackSeq: it.ackSeq,
     }));
     try {
       sessionStorage.setItem(this.storeKey, JSON.stringify(rows, (k, v) => (typeof v === "bigint" ? Number(v) : v)));
@@ -170,12 +171,31 @@ export class AlarmList {
     $("alarm-list").prepend(li);
   }
 
+  // The alarm stays signalled (flashing, sounding) until the patient node confirmed the
+  // acknowledgement: "sending" and "failed" are not acknowledged.
+  markSending(it) {
+    this._ackState(it, "sending", "Acknowledging…", true, "sending…");
+  }
+
+  markFailed(it, why) {
+    if (it.ack === "delivered") return;
+    it.why = why;
+    this._ackState(it, "failed", "Acknowledge again", false, `✗ not delivered: ${why}`);
+  }
+
   markAcked(it, delivered) {
-    it.acked = true;
-    it.btn.disabled = true;
-    it.btn.textContent = "Acknowledged";
-    it.st.textContent = delivered ? "✓ delivered to patient node" : "sending…";
-    it.li.dataset.ackDelivered = delivered ? "true" : "false";
+    if (!delivered) return this.markSending(it);
+    this._ackState(it, "delivered", "Acknowledged", true, "✓ delivered to patient node");
+  }
+
+  _ackState(it, state, label, disabled, status) {
+    it.ack = state;
+    it.acked = state === "delivered";
+    it.btn.disabled = disabled;
+    it.btn.textContent = label;
+    it.st.textContent = status;
+    it.li.dataset.ack = state;
+    it.li.dataset.ackDelivered = String(it.acked);
     this._render(it);
     this._save();
   }
