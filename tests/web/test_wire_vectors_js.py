@@ -10,10 +10,11 @@ import pytest
 from playwright.async_api import Page
 
 from p2pmed.core import frame
-from p2pmed.core.errors import CodecError
+from p2pmed.core.errors import CodecError, FrameError
 from p2pmed.core.events import FrameRejected
 from p2pmed.core.frame import Flags, FrameType, Header, MessageClass
 from p2pmed.core.identity import Identity
+from p2pmed.core.reliability import decode_ack
 from p2pmed.core.session import Session, SessionConfig
 from p2pmed.vitals import codec
 from tests.vectors.wire import VECTORS, expand, neutral
@@ -212,3 +213,82 @@ async def test_vitals_mutants_agree_with_python(blank_page: Page) -> None:
     assert sum("message" in m for m in mutants) > 100  # some mutants are valid messages
     got = await run(blank_page, NEUTRAL, mutants)
     check_all(mutants, got, lambda v: {**as_js(v["message"])})
+
+
+def _ack_mutants() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    seen: set[bytes] = set()
+    for v in VECTORS["acks"]:
+        if "ack" not in v:
+            continue
+        data = bytes.fromhex(v["payload"])
+        cases = [data[:n] for n in range(len(data))] + [data + b"\x00"]
+        for i in range(min(len(data), 120)):
+            for x in (0x00, 0x01, 0x05, 0x21, 0xFF, data[i] ^ 1):
+                cases.append(data[:i] + bytes([x]) + data[i + 1 :])
+        for case in cases:
+            if case in seen:
+                continue
+            seen.add(case)
+            try:
+                largest, delay, entries = decode_ack(case)
+                want: dict[str, Any] = {
+                    "ack": {
+                        "largest_pn": largest,
+                        "ack_delay_us": delay,
+                        "entries": [
+                            {"cls": c, "cumulative": cum, "ranges": [list(r) for r in rs]}
+                            for c, cum, rs in entries
+                        ],
+                    }
+                }
+            except FrameError as e:
+                want = {"error": [e.kind, e.reason]}
+            out.append({"name": case.hex(), "payload": case.hex(), **want})
+    return out
+
+
+async def test_ack_mutants_agree_with_python(blank_page: Page) -> None:
+    mutants = _ack_mutants()
+    assert len(mutants) > 1000
+    assert sum("ack" in m for m in mutants) > 100
+    got = await run(
+        blank_page,
+        "const a = M.session.decodeAck(unhex(v.payload));"
+        " return {largest_pn: a.largestPn, ack_delay_us: a.ackDelayUs, entries: a.entries};",
+        mutants,
+    )
+    check_all(mutants, got, lambda v: as_js(v["ack"]))
+
+
+def _frame_mutants() -> list[dict[str, Any]]:
+    """Header bytes changed with the CRC fixed up (so the header checks are reached)."""
+    out: list[dict[str, Any]] = []
+    for v in VECTORS["frames"][:4]:
+        data = expand(v["bytes"])
+        for i in range(frame.HEADER_SIZE):
+            for x in (0x00, 0x01, 0x02, 0x05, 0x10, 0x13, 0x80, 0xFF):
+                body = data[:i] + bytes([x]) + data[i + 1 : -4]
+                case = body + frame.crc32(body).to_bytes(4, "big")
+                try:
+                    h, p = frame.decode(case)
+                    fields = ("type", "flags", "cls", "epoch", "pn", "seq", "ack", "timestamp_us")
+                    want: dict[str, Any] = {
+                        "header": {k: int(getattr(h, k)) for k in (*fields, "length")},
+                        "payload": p.hex(),
+                    }
+                except FrameError as e:
+                    want = {"error": [e.kind, e.reason]}
+                out.append({"name": case.hex(), "hex": case.hex(), **want})
+    return out
+
+
+async def test_frame_mutants_agree_with_python(blank_page: Page) -> None:
+    mutants = _frame_mutants()
+    got = await run(
+        blank_page,
+        "const {header, payload} = M.frame.decode(unhex(v.hex));"
+        " return {header, payload: hex(payload)};",
+        mutants,
+    )
+    check_all(mutants, got, lambda v: {"header": as_js(v["header"]), "payload": v["payload"]})
