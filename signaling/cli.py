@@ -200,6 +200,7 @@ def _run_server(args: argparse.Namespace) -> int:
         print(f"p2pmed signaling: error: {e}", file=sys.stderr)
         return 2
     logs.setup(args.log_level)
+    os.umask(0o077)  # whatever else the process creates in the data dir is private too
     try:
         lock = preflight(config)
     except StartupError as e:

@@ -97,5 +97,5 @@ def audit_key(data_dir: Path) -> Ed25519PrivateKey:
     key = load_or_create(data_dir / AUDIT_KEY)
     pub = data_dir / AUDIT_PUB
     if not pub.exists():
-        pub.write_bytes(public_pem(key.public_key()))
+        _create(pub, public_pem(key.public_key()))  # 0600 like every file in the dir
     return key

@@ -25,9 +25,9 @@ from signaling.audit import AUDIT_FILE, AuditError, AuditLog
 from signaling.audithead import write_head
 from signaling.bindings import BINDINGS, BindingStore
 from signaling.config import Config
-from signaling.datadir import DataDirInUse, DataDirLock
+from signaling.datadir import DataDirError, DataDirInUse, DataDirLock, secure_data_dir
 from signaling.hub import Hub, shut
-from signaling.keys import KeyFileError, audit_key, ensure_data_dir
+from signaling.keys import KeyFileError, audit_key
 from signaling.listen import ConnectionGuard, GuardedSite, log_refusal
 from signaling.metrics import Metrics
 from signaling.origins import normalize
@@ -187,8 +187,10 @@ async def _sweeper(app: web.Application) -> None:
 
 async def _state(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    ensure_data_dir(config.data_dir)
+    fixed = secure_data_dir(config.data_dir)
     lock = app.get(LOCK) or DataDirLock(config.data_dir)  # before anything is written
+    if fixed:
+        logs.event("data-dir-permissions-fixed", level=logging.WARNING, changed=fixed)
     tkey = token_key(config.data_dir, create=True)
     audit = AuditLog(
         config.data_dir / AUDIT_FILE,
@@ -275,9 +277,9 @@ def preflight(config: Config) -> DataDirLock:
     """Lock and check the data dir before serving, so a bad start fails with one clear
     message; the lock is for create_app (held until the process ends)."""
     try:
-        ensure_data_dir(config.data_dir)
+        fixed = secure_data_dir(config.data_dir)
         lock = DataDirLock(config.data_dir)
-    except DataDirInUse as e:
+    except (DataDirInUse, DataDirError) as e:
         raise StartupError(str(e)) from None
     except OSError as e:
         raise StartupError(str(e)) from None
@@ -290,6 +292,8 @@ def preflight(config: Config) -> DataDirLock:
     except (OSError, KeyFileError, AuditError, sqlite3.Error, ValueError) as e:
         lock.release()
         raise StartupError(str(e)) from None
+    if fixed:
+        logs.event("data-dir-permissions-fixed", level=logging.WARNING, changed=fixed)
     return lock
 
 

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import sqlite3
@@ -265,6 +266,8 @@ class RevocationStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        if not path.exists():  # 0600, not the umask's 0644; SQLite gives -wal/-shm the same
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=2000")
