@@ -9,11 +9,13 @@ import { $, announce, showView, showError, Tiles, AlarmList } from "./ui.js";
 import { FrameType, CryptoError, MessageClass } from "./frame.js";
 import { checkSdp, SdpError } from "./sdp.js";
 import { checkPin, markVerified } from "./pins.js";
+import { AlarmSound } from "./audio.js";
 import { Binder, decodePathBind, dtlsFingerprints, dtlsTransport, encodePathBind } from "./bind.js";
 
 const CHANNELS = [["control", 0], ["vitals", 1], ["bulk", 2]];
 const GRADES = ["normal", "mild", "moderate", "severe"];
 const now = () => performance.now() / 1000;
+const AUDIO_PAUSE = 120; // seconds of audio pause (IEC 60601-1-8 AUDIO PAUSED)
 const ACK_TIMEOUT = 10; // seconds for the patient node to confirm an alarm acknowledgement
 
 // Test and benchmark hooks (read-only figures; no secrets).
@@ -97,6 +99,7 @@ class App {
     this.everLive = false;
     this.ackSeqs = new Map(); // CRITICAL seq -> alarm list item
     this.tiles = new Tiles();
+    this.sound = new AlarmSound();
     this.alarms = new AlarmList((id, it) => this.ackAlarm(id, it));
     this.ecg = new SweepTrace($("ecg"), {
       color: "#39ff6a", mode: "ecg",
@@ -127,6 +130,18 @@ class App {
       $("btn-unmute").textContent = v.muted ? "Unmute patient audio" : "Mute patient audio";
     });
     $("btn-verify").addEventListener("click", () => this.markVerified());
+    // Browsers allow sound only after a gesture: the first click or key press anywhere unlocks it.
+    const unlock = () => this.sound.unlock();
+    document.addEventListener("pointerdown", unlock, true);
+    document.addEventListener("keydown", unlock, true);
+    $("btn-audio-unlock").addEventListener("click", unlock);
+    $("btn-audio-pause").addEventListener("click", () => {
+      const t = now();
+      if (this.sound.pausedLeft(t) > 0) this.sound.resume();
+      else this.sound.pause(AUDIO_PAUSE, t);
+      this.renderAlarmSignals();
+    });
+    setInterval(() => this.renderAlarmSignals(), 100);
     this.sig.start();
     setInterval(() => this.session && this.session.tick(), 50);
     setInterval(() => this.renderStatus(), 200);
@@ -710,6 +725,30 @@ class App {
     }
     this.renderVideo(t, ended || !alive);
   }
+
+  // Sound, audio pause countdown and the tab title follow the highest alarm still signalled.
+  renderAlarmSignals() {
+    const t = now();
+    const prio = this.alarms.signalling();
+    this.sound.update(prio, t);
+    const left = this.sound.pausedLeft(t);
+    const btn = $("btn-audio-pause");
+    const label = left > 0 ? "Resume alarm audio" : `Pause alarm audio for ${AUDIO_PAUSE / 60} min`;
+    if (btn.textContent !== label) btn.textContent = label;
+    btn.setAttribute("aria-pressed", String(left > 0));
+    const secs = Math.ceil(left);
+    const mmss = `${Math.floor(secs / 60)}:${String(secs % 60).padStart(2, "0")}`;
+    const state = left > 0 ? `Alarm audio paused — ${mmss} left`
+      : prio && prio !== "low" && this.sound.blocked ? "Alarm sound is off in this browser: press “Turn on alarm sound”"
+      : prio && prio !== "low" ? `Alarm sounding (${prio} priority)` : "";
+    const el = $("audio-state");
+    if (el.textContent !== state) el.textContent = state;
+    $("btn-audio-unlock").hidden = !this.sound.blocked;
+    const title = prio ? `${prio === "high" ? "‼ HIGH ALARM" : prio === "medium" ? "! MEDIUM ALARM" : "low alarm"} — ${this.titleBase()}` : this.titleBase();
+    if (!$("main").hidden && document.title !== title) document.title = title;
+  }
+
+  titleBase() { return "p2pmed clinician"; }
 
   // An acknowledgement the patient node has not confirmed is shown as failed, never as done.
   checkAcks(t, down) {

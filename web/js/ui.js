@@ -212,6 +212,18 @@ export class AlarmList {
     it.btn.setAttribute("aria-label", `Acknowledge ${prio} priority alarm ${a.condition}`);
   }
 
+  // The highest priority still signalled: present, not cleared, acknowledgement not confirmed.
+  signalling() {
+    const rank = { high: 3, medium: 2, low: 1 };
+    let best = null;
+    for (const it of this.items.values()) {
+      const prio = it.technical ? "high" : PRIORITY_NAME[it.alarm.priority];
+      if (!it.technical && it.ack === "delivered") continue;
+      if (!best || rank[prio] > rank[best]) best = prio;
+    }
+    return best;
+  }
+
   _sort() {
     const list = $("alarm-list");
     const rank = { high: 0, medium: 1, low: 2 };
