@@ -7,13 +7,14 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from p2pmed import node_cli
+    from p2pmed import node_cli, trust_cli
     from signaling import cli as signaling_cli
 
     parser = argparse.ArgumentParser(prog="p2pmed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     signaling_cli.register(sub)
     node_cli.register(sub)
+    trust_cli.register(sub)
     return parser
 
 

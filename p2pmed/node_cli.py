@@ -66,6 +66,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="clinician: admit a waiting patient only on a key press / admit command",
     )
     p.add_argument(
+        "--require-known-peers",
+        action="store_true",
+        help="accept only peer identities enrolled with `p2pmed trust add` (needs --data-dir)",
+    )
+    p.add_argument(
         "--ice-relay-only",
         action="store_true",
         help="direct path only through the server's TURN relay (hides local addresses)",
@@ -172,6 +177,7 @@ def _node(args: argparse.Namespace) -> int:
             rate=args.rate,
             fhir_patient=args.fhir_patient,
             label=args.label,
+            require_known_peers=args.require_known_peers,
         )
     except ConfigError as exc:
         return _fail(str(exc))

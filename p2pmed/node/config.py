@@ -100,6 +100,7 @@ class NodeConfig:
     # None: use the patient's endpoint id.
     fhir_patient: str | None = None
     label: str | None = None  # patient label shown to clinicians (printable, at most 64 chars)
+    require_known_peers: bool = False  # accept only identities enrolled with `p2pmed trust add`
 
     @classmethod
     def build(
@@ -121,6 +122,8 @@ class NodeConfig:
             media_spec = parse_media(media)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if kw.get("require_known_peers") and data_dir is None:
+            raise ConfigError("--require-known-peers needs --data-dir (the trust store is there)")
         if kw.get("fhir_patient") is not None:
             kw["fhir_patient"] = parse_fhir_patient(kw["fhir_patient"])
         if kw.get("label") is not None:

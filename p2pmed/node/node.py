@@ -22,6 +22,8 @@ from p2pmed.node import resume
 from p2pmed.node.config import NodeConfig
 from p2pmed.node.output import Events
 from p2pmed.node.peer import PeerLink
+from p2pmed.node.trustgate import TrustGate
+from p2pmed.node.truststore import TrustError, TrustStore
 from p2pmed.signaling_client import SignalingClient, SignalingRefused
 from p2pmed.transport.relay import ENDPOINT_ID
 
@@ -82,6 +84,8 @@ class Node:
         self._stopped = asyncio.Event()
         self._sig_task: asyncio.Task[None] | None = None
         self.app: App = _NullApp()
+        # peer identities accepted (docs in truststore.py); none without a data dir
+        self.trust = TrustStore(config.data_dir) if config.data_dir is not None else None
         self._ready = False  # until start() set up store and app, signaling input waits here
         self._early: list[tuple[str, Any]] = []
         data_dir = config.data_dir
@@ -158,6 +162,11 @@ class Node:
         else:
             self.sink = MediaSink(self.config.record)
         self.app = self._make_app()
+        if self.trust is not None:
+            scope = resume.claims(self.config.join.token).get("sub")
+            if not isinstance(scope, str) or not scope:
+                scope = self.session_id
+            self.app = TrustGate(self.app, self, self.trust, scope)
         self._restore_links()
         self.events.emit(
             "joined",
@@ -509,8 +518,43 @@ class Node:
             self.signaling.send_json({"type": "admit", "endpoint_id": str(cmd.get("endpoint_id"))})
         elif name == "stop":
             self.stop()
+        elif name == "verify":
+            self._verify(cmd)
         else:
             self.app.command(cmd)
+
+    def _verify(self, cmd: dict[str, Any]) -> None:
+        """{"cmd": "verify", "peer": ID, "sas": "1234567"}: the user compared the SAS with the
+        peer (by voice, in person) and it matched; recorded in the trust store."""
+        peer, sas = cmd.get("peer"), cmd.get("sas")
+        links = [
+            link
+            for link in self.peers.values()
+            if link.established and not link.closed and peer in (None, link.peer_id)
+        ]
+        if len(links) != 1:
+            what = "no established peer" if not links else 'several peers: give "peer"'
+            self.events.emit("error", code="bad-command", message=f"verify: {what}")
+            return
+        link = links[0]
+        if sas is not None and sas != link.sas:
+            self.events.emit("error", code="bad-command", message="verify: SAS does not match")
+            return
+        if not isinstance(self.app, TrustGate):
+            self.events.emit("error", code="bad-command", message="verify: needs --data-dir")
+            return
+        try:
+            self.app.verify(link)
+        except TrustError as exc:
+            self.events.emit("error", code="trust-store", message=str(exc))
+            return
+        self.events.emit(
+            "trust",
+            action="verified",
+            peer=link.peer_id,
+            role=link.peer_role,
+            fingerprint=link.session.peer_fingerprint,
+        )
 
 
 class _NullApp(App):

@@ -1,0 +1,126 @@
+"""Identity pinning with real nodes: first-use pin, a second identity posing as the session's
+clinician (or patient) refused with a HIGH technical alarm, enrolled-only mode, SAS verify."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+from p2pmed.node.truststore import TrustStore
+from tests.node.conftest import start_inproc
+
+
+def entries(data_dir) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    path = data_dir / "trust.json"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    return json.loads(path.read_text())["peers"]
+
+
+async def test_first_use_pin_then_another_clinician_identity_is_refused(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    p_url = server.join_url(server.mint("s1", "patient"))
+    patient = await start_inproc(p_url, "patient", data_dir=str(tmp_path / "p"))
+    c1 = await start_inproc(
+        server.join_url(server.mint("s1", "clinician")), "c1", data_dir=str(tmp_path / "c1")
+    )
+    c2 = None
+    try:
+        await c1.w.wait_count("message", 5)
+        c1_fp = c1.node.identity.fingerprint()
+        pin = await patient.w.wait_for("trust", action="pinned")
+        assert pin["fingerprint"] == c1_fp and pin["role"] == "clinician"
+        assert c1.w.of("trust", action="pinned")[0]["fingerprint"] == (
+            patient.node.identity.fingerprint()
+        )
+        [e] = entries(tmp_path / "p")
+        assert (e["fingerprint"], e["role"], e["how"], e["session"]) == (
+            c1_fp,
+            "clinician",
+            "first-use",
+            "s1",
+        )
+        # Another identity as this consultation's clinician (what a server sitting in the
+        # middle would present): refused, with a HIGH technical alarm.
+        c2 = await start_inproc(
+            server.join_url(server.mint("s1", "clinician")), "c2", data_dir=str(tmp_path / "c2")
+        )
+        alarm = await patient.w.wait_for("technical-alarm", code="identity-changed")
+        assert alarm["priority"] == "HIGH" and alarm["role"] == "clinician"
+        assert alarm["fingerprint"] == c2.node.identity.fingerprint()
+        assert alarm["expected"] == [c1_fp]
+        assert patient.node.rejected["trust/identity-changed"] >= 1
+        await c2.w.wait_for("session-closed")
+        n = len(c1.w.of("message"))
+        await c1.w.wait_count("message", n + 10)  # the pinned clinician goes on
+        assert not c2.w.of("message")  # no vitals reached the other identity
+        assert len(entries(tmp_path / "p")) == 1  # nothing new was pinned
+    finally:
+        for n in (c2, c1, patient):
+            if n is not None:
+                await n.stop()
+
+
+async def test_clinician_refuses_a_patient_with_another_identity(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    c_url = server.join_url(server.mint("s2", "clinician"))
+    clinician = await start_inproc(c_url, "c", data_dir=str(tmp_path / "c"))
+    p1 = await start_inproc(
+        server.join_url(server.mint("s2", "patient")), "p1", data_dir=str(tmp_path / "p1")
+    )
+    p2 = None
+    try:
+        await clinician.w.wait_count("message", 3)
+        await p1.stop()
+        p2 = await start_inproc(
+            server.join_url(server.mint("s2", "patient")), "p2", data_dir=str(tmp_path / "p2")
+        )
+        alarm = await clinician.w.wait_for("technical-alarm", code="identity-changed")
+        assert alarm["priority"] == "HIGH" and alarm["role"] == "patient"
+        assert alarm["fingerprint"] == p2.node.identity.fingerprint()
+        assert alarm["expected"] == [p1.node.identity.fingerprint()]
+        mark = clinician.w.events.index(alarm)
+        assert not [e for e in clinician.w.events[mark:] if e["event"] == "message"]
+    finally:
+        for n in (p2, clinician):
+            if n is not None:
+                await n.stop()
+
+
+async def test_require_known_peers(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # enrolled beforehand: accepted, no first-use pin needed
+    c_dir = tmp_path / "c"
+    clinician = await start_inproc(
+        server.join_url(server.mint("s3", "clinician")), "c", data_dir=str(c_dir)
+    )
+    p_dir = tmp_path / "p"
+    TrustStore(str(p_dir)).add(clinician.node.identity.fingerprint(), "clinician", "Dr. A")
+    patient = await start_inproc(
+        server.join_url(server.mint("s3", "patient")),
+        "p",
+        data_dir=str(p_dir),
+        require_known_peers=True,
+    )
+    stranger = None
+    try:
+        await clinician.w.wait_count("message", 3)
+        assert not patient.w.of("trust", action="pinned")
+        # not enrolled: refused even though it would be a first use
+        stranger = await start_inproc(
+            server.join_url(server.mint("s3", "clinician")), "x", data_dir=str(tmp_path / "x")
+        )
+        alarm = await patient.w.wait_for("technical-alarm", code="unknown-identity")
+        assert alarm["fingerprint"] == stranger.node.identity.fingerprint()
+        assert not stranger.w.of("message")
+        # the SAS, compared and marked verified, is recorded
+        hs = clinician.w.of("handshake")[0]
+        patient.node.command({"cmd": "verify", "sas": "0000000"})
+        await patient.w.wait_for("error", code="bad-command")  # wrong SAS / several peers
+        patient.node.command(
+            {"cmd": "verify", "peer": clinician.node.endpoint_id, "sas": hs["sas"]}
+        )
+        await patient.w.wait_for("trust", action="verified")
+        [e] = entries(p_dir)
+        assert e["how"] == "enrolled" and e["verified"] is not None and e["label"] == "Dr. A"
+    finally:
+        for n in (stranger, patient, clinician):
+            if n is not None:
+                await n.stop()
