@@ -173,6 +173,8 @@ def _build_config(args: argparse.Namespace) -> Any:
     ):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
+    if args.web_dir is not None and not (args.web_dir / "index.html").is_file():
+        raise ValueError(f"--web-dir {args.web_dir} has no index.html")
     public = args.public_origin or _csv(os.environ.get(ENV_PREFIX + "PUBLIC_ORIGIN", ""))
     if public:
         kw["public_origins"] = public

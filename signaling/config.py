@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from signaling.origins import allowed_origins, normalize
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+MIN_TURN_SECRET = 24
+_TURN_URL = re.compile(
+    r"(?P<scheme>turns?):(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>\d{1,5}))?"
+    r"(?:\?transport=(?P<transport>udp|tcp))?"
+)
+
+
+def check_turn_url(url: str) -> None:
+    """RFC 7065 `turn:` / `turns:` URI (host[:port][?transport=udp|tcp]); ValueError if not."""
+    m = _TURN_URL.fullmatch(url)
+    if m is None or (m["port"] is not None and not 1 <= int(m["port"]) <= 65535):
+        raise ValueError(
+            f"not a TURN URL: {url!r} (want turn:HOST[:PORT][?transport=udp|tcp] or turns:...)"
+        )
 
 
 @dataclass
@@ -69,6 +87,70 @@ class Config:
             raise ValueError("--tls-cert and --tls-key must be given together")
         for o in [*self.public_origins, *self.allowed_origins]:
             normalize(o)  # ValueError names the bad one
+        self._check_turn()
+        if self.resume_ttl > self.max_token_ttl:
+            raise ValueError(
+                f"--resume-ttl exceeds the token lifetime cap {self.max_token_ttl:.0f} s"
+            )
+        lim = self.limits
+        for name in (
+            "max_msg_size",
+            "msg_rate",
+            "msg_burst",
+            "relay_rate",
+            "relay_burst",
+            "max_endpoints_per_session",
+            "max_sessions",
+            "join_rate",
+            "join_burst",
+            "max_errors",
+            "queue_frames",
+            "queue_bytes",
+            "join_timeout",
+            "pending_per_ip",
+            "handshake_timeout",
+        ):
+            v = getattr(lim, name)
+            if not v > 0 or v != v or v == float("inf"):
+                raise ValueError(f"limit {name} must be a positive number, not {v!r}")
+
+    def _check_turn(self) -> None:
+        if self.turn_urls and not self.turn_secret:
+            raise ValueError(
+                "--turn-urls is set but P2PMED_TURN_SECRET is not: TURN could not authenticate"
+            )
+        if self.turn_urls and self.turn_secret and len(self.turn_secret) < MIN_TURN_SECRET:
+            raise ValueError(
+                f"P2PMED_TURN_SECRET has {len(self.turn_secret)} characters; use"
+                f" {MIN_TURN_SECRET} or more (turn/run-coturn.sh refuses shorter)"
+            )
+        for url in self.turn_urls:
+            check_turn_url(url)
+        if not 60 <= self.turn_ttl <= 86400:
+            raise ValueError(f"--turn-ttl must be 60..86400 s, not {self.turn_ttl}")
+
+    @property
+    def turn_on(self) -> bool:
+        return bool(self.turn_urls and self.turn_secret)
+
+    def summary(self) -> dict[str, Any]:
+        """The effective configuration for the start log: no secrets."""
+        web = self.web_dir if (self.web_dir / "index.html").is_file() else None
+        return {
+            "host": self.host,
+            "port": self.port,
+            "tls": self.tls_cert is not None,
+            "origins": sorted(self.origins()),
+            "turn": "on" if self.turn_on else "off",
+            "turn_urls": self.turn_urls,
+            "turn_ttl": self.turn_ttl if self.turn_on else None,
+            "data_dir": str(self.data_dir),
+            "web_dir": str(web) if web else None,
+            "idle_timeout": self.idle_timeout,
+            "reconnect_grace": self.reconnect_grace,
+            "resume_ttl": self.resume_ttl,
+            "limits": asdict(self.limits),
+        }
 
     def origins(self) -> frozenset[str]:
         return allowed_origins(

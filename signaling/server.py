@@ -231,6 +231,9 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         logs.event("audit-head-missing", level=logging.WARNING, path=str(audit.head_path))
     audit.append("start", host=config.host, port=config.port)
     logs.event("start", host=config.host, port=config.port, tls=config.tls_cert is not None)
+    logs.event("config", **config.summary())
+    if config.turn_secret and not config.turn_urls:
+        logs.event("turn-secret-unused", level=logging.WARNING, hint="set --turn-urls")
     sweeper = asyncio.get_running_loop().create_task(_sweeper(app))
     try:
         yield
