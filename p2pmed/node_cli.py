@@ -66,6 +66,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="clinician: admit a waiting patient only on a key press / admit command",
     )
     p.add_argument(
+        "--ca-file",
+        metavar="PATH",
+        help="trust this CA (PEM) for the signaling server's TLS certificate (a private CA); "
+        "SSL_CERT_FILE is honoured too",
+    )
+    p.add_argument(
         "--require-known-peers",
         action="store_true",
         help="accept only peer identities enrolled with `p2pmed trust add` (needs --data-dir)",
@@ -178,6 +184,7 @@ def _node(args: argparse.Namespace) -> int:
             fhir_patient=args.fhir_patient,
             label=args.label,
             require_known_peers=args.require_known_peers,
+            ca_file=args.ca_file,
         )
     except ConfigError as exc:
         return _fail(str(exc))

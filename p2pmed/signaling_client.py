@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import random
+import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ MAX_QUEUE_BYTES = 8 * 1024 * 1024
 MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_JSON_CHARS = 256 * 1024
 MAX_JSON_DEPTH = 16
+CERT_RETRY = 60.0  # an untrusted certificate after we had joined: retry this slowly
 # Refusals that no retry can cure (besides every "token-..." code). Before the first join every
 # refusal is final, so `p2pmed node` fails with the server's reason; after it, the others
 # (rate limit, capacity, "patient-present" while an old connection lingers) are retried.
@@ -39,6 +41,18 @@ FATAL_CODES = frozenset({"wrong-session", "role-mismatch", "forbidden"})
 
 class JoinUrlError(ValueError):
     """The join URL cannot be used; the message says why."""
+
+
+class SignalingCertificateError(RuntimeError):
+    """The server's TLS certificate is not trusted here: not transient, retrying cannot help."""
+
+    def __init__(self, server: str, reason: str) -> None:
+        super().__init__(
+            f"the signaling server {server} presented a TLS certificate this machine does not "
+            f"trust ({reason}); if it comes from a private CA, pass --ca-file PATH (PEM) or set "
+            "SSL_CERT_FILE to a bundle that includes it"
+        )
+        self.server = server
 
 
 class SignalingRefused(RuntimeError):
@@ -127,6 +141,7 @@ class SignalingClient:
         resume_token: str | None = None,
         on_resume_token: Callable[[str], None] | None = None,
         on_rejected: Callable[[str, str], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not ENDPOINT_ID.match(endpoint_id):
             raise ValueError(f"invalid endpoint id {endpoint_id!r}")
@@ -148,6 +163,7 @@ class SignalingClient:
         self.rejected: dict[str, int] = {}  # server messages refused, by reason
         self.crashes = 0  # connection loops that ended with an unexpected exception
         self._on_rejected = on_rejected
+        self._ssl = ssl_context  # None: the default trust store (honours SSL_CERT_FILE)
         self.connects = 0
         self.joined_info: dict[str, Any] = {}
         self.first_join: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -207,7 +223,8 @@ class SignalingClient:
     # ---- connection loop ----
     async def run(self) -> None:
         """Connect, join and serve until close(); reconnect with backoff on any drop."""
-        self._http = aiohttp.ClientSession()
+        connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+        self._http = aiohttp.ClientSession(connector=connector)
         backoff = 0.1
         try:
             while not self._closing:
@@ -239,6 +256,18 @@ class SignalingClient:
                 timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                 max_msg_size=MAX_MESSAGE_BYTES,
             )
+        except aiohttp.ClientConnectorCertificateError as exc:
+            reason = getattr(exc.certificate_error, "verify_message", "") or str(
+                exc.certificate_error
+            )
+            err = SignalingCertificateError(self.join.server, reason)
+            if not self.first_join.done():
+                self._fail(err)
+                return None
+            # joined before: the certificate changed under us. Not a blip; try again slowly.
+            log.error("%s", err)
+            self._reject("tls", str(err))
+            return CERT_RETRY
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             if (
                 not self.first_join.done()

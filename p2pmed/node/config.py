@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,15 @@ def parse_label(value: str) -> str:
     return text
 
 
+def check_ca_file(path: str) -> None:
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except FileNotFoundError:
+        raise ConfigError(f"--ca-file {path}: no such file") from None
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(f"--ca-file {path}: not a PEM CA certificate ({exc})") from None
+
+
 def parse_source(value: str) -> SourceSpec:
     if value == "synthetic":
         return SourceSpec("synthetic")
@@ -100,7 +110,17 @@ class NodeConfig:
     # None: use the patient's endpoint id.
     fhir_patient: str | None = None
     label: str | None = None  # patient label shown to clinicians (printable, at most 64 chars)
+    ca_file: str | None = None  # PEM CA bundle trusted for the signaling server's TLS
     require_known_peers: bool = False  # accept only identities enrolled with `p2pmed trust add`
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """--ca-file: trust that CA (on top of the system's). None: the default, which also
+        honours SSL_CERT_FILE / SSL_CERT_DIR."""
+        if self.ca_file is None:
+            return None
+        ctx = ssl.create_default_context()
+        ctx.load_verify_locations(cafile=self.ca_file)
+        return ctx
 
     @classmethod
     def build(
@@ -122,6 +142,8 @@ class NodeConfig:
             media_spec = parse_media(media)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if kw.get("ca_file") is not None:
+            check_ca_file(kw["ca_file"])
         if kw.get("require_known_peers") and data_dir is None:
             raise ConfigError("--require-known-peers needs --data-dir (the trust store is there)")
         if kw.get("fhir_patient") is not None:

@@ -24,7 +24,11 @@ from p2pmed.node.output import Events
 from p2pmed.node.peer import PeerLink
 from p2pmed.node.trustgate import TrustGate
 from p2pmed.node.truststore import TrustError, TrustStore
-from p2pmed.signaling_client import SignalingClient, SignalingRefused
+from p2pmed.signaling_client import (
+    SignalingCertificateError,
+    SignalingClient,
+    SignalingRefused,
+)
 from p2pmed.transport.relay import ENDPOINT_ID
 
 log = logging.getLogger("p2pmed.node")
@@ -98,6 +102,7 @@ class Node:
             resume_token=resume.load(data_dir, config.join.token, self.endpoint_id),
             on_resume_token=lambda token: resume.save(data_dir, token),
             on_rejected=self._on_signal_rejected,
+            ssl_context=config.ssl_context(),
         )
 
     # ---- identity and durable state ----
@@ -136,6 +141,9 @@ class Node:
         except SignalingRefused as exc:
             await self._stop_signaling()
             raise NodeError(str(exc), EXIT_REFUSED) from None
+        except SignalingCertificateError as exc:
+            await self._stop_signaling()
+            raise NodeError(str(exc), EXIT_TLS) from None
         except TimeoutError:
             await self._stop_signaling()
             raise NodeError(

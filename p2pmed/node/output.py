@@ -227,7 +227,9 @@ class Events:
                 self.stream.flush()
         for listener in list(self.listeners):
             listener(record)
-        if event in ("error", "technical-alarm", "fingerprint-mismatch"):
+        if event in ("technical-alarm", "fingerprint-mismatch") or (
+            event == "error" and fields.get("code") != "join"  # `p2pmed node` prints that one
+        ):
             log.warning("%s", record)
         else:
             log.debug("%s", record)
