@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="join URL {server}/join#token=... (visible in ps: prefer --join-file or env "
         "P2PMED_JOIN)",
     )
+    p.add_argument(
+        "--join-file",
+        metavar="PATH",
+        help="read the join URL from this file (mode 0600 or 0400, owned by you)",
+    )
     p.add_argument("--data-dir", metavar="DIR", help="keep identity key and session store here")
     p.add_argument(
         "--source",
@@ -146,12 +151,21 @@ def _setup_logging(level: str) -> None:
 
 
 def _node(args: argparse.Namespace) -> int:
-    from p2pmed.node.config import ConfigError, NodeConfig
+    from p2pmed.node.config import ConfigError, NodeConfig, read_join_file
 
     _setup_logging(args.log_level)
-    join = args.join if args.join is not None else os.environ.get("P2PMED_JOIN")
+    if args.join is not None and args.join_file is not None:
+        return _fail("give --join or --join-file, not both")
+    join = args.join
+    if args.join_file is not None:
+        try:
+            join = read_join_file(args.join_file)
+        except ConfigError as exc:
+            return _fail(str(exc))
+    elif join is None:
+        join = os.environ.get("P2PMED_JOIN")
     if not join:
-        return _fail("no join URL: give --join URL or set P2PMED_JOIN")
+        return _fail("no join URL: give --join-file PATH, set P2PMED_JOIN, or --join URL")
     if not 0 < args.rate <= 1000:
         return _fail("--rate must be > 0 and <= 1000")
     if not 0 < args.join_timeout <= 3600:

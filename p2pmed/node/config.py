@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import ssl
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +55,49 @@ def parse_label(value: str) -> str:
     if not text.isprintable():
         raise ConfigError("--label has control characters")
     return text
+
+
+MAX_JOIN_FILE = 8192
+
+
+def read_join_file(path: str) -> str:
+    """`--join-file`: the join URL from a file only its owner can read (the token is a secret;
+    argv shows in `ps`). Refused unless a regular file of ours with mode 0600 or 0400."""
+    try:
+        # O_NOFOLLOW: not through a symlink; O_NONBLOCK: a FIFO must not hang us
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ConfigError(f"--join-file {path}: no such file") from None
+    except OSError as exc:
+        why = "is a symlink" if exc.errno == errno.ELOOP else exc.strerror
+        raise ConfigError(f"--join-file {path}: {why}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"--join-file {path}: not a regular file")
+        if st.st_uid != os.geteuid():
+            raise ConfigError(
+                f"--join-file {path}: owned by uid {st.st_uid}, not by this user "
+                f"(uid {os.geteuid()})"
+            )
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077 or mode & 0o700 not in (0o600, 0o400):
+            raise ConfigError(
+                f"--join-file {path}: mode {mode:04o}, the join token must be private to its "
+                f"owner; run `chmod 600 {path}`"
+            )
+        data = os.read(fd, MAX_JOIN_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_JOIN_FILE:
+        raise ConfigError(f"--join-file {path}: larger than {MAX_JOIN_FILE} bytes")
+    try:
+        lines = [x.strip() for x in data.decode("utf-8").splitlines() if x.strip()]
+    except UnicodeDecodeError:
+        raise ConfigError(f"--join-file {path}: not UTF-8 text") from None
+    if len(lines) != 1:
+        raise ConfigError(f"--join-file {path}: expected one line, the join URL")
+    return lines[0]
 
 
 def check_ca_file(path: str) -> None:
