@@ -202,6 +202,9 @@ def _node(args: argparse.Namespace) -> int:
         )
     except ConfigError as exc:
         return _fail(str(exc))
+    # identity, endpoint id, session store, FHIR output, recordings: patient data or secrets,
+    # private whatever umask the node was started with
+    os.umask(0o077)
     return _run(_node_main(config))
 
 
@@ -210,7 +213,7 @@ async def _node_main(config: Any) -> int:
 
     try:
         node = Node(config)
-    except (OSError, ValueError) as exc:
+    except (NodeError, OSError, ValueError) as exc:
         return _fail(str(exc), 1)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

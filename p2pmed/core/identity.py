@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import stat
@@ -82,8 +83,9 @@ class Identity:
         )
         directory = os.path.dirname(os.path.abspath(path))
         tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
+            os.fchmod(fd, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(pem)
                 f.flush()
@@ -100,7 +102,14 @@ class Identity:
 
     @classmethod
     def _load(cls, path: str) -> Identity:
-        fd = os.open(path, os.O_RDONLY)
+        # O_NOFOLLOW: never a key through a symlink; O_NONBLOCK: a FIFO must not hang us
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            why = "is a symlink" if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
+            raise CryptoError("identity", f"{path} {why}") from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):

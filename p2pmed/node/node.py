@@ -14,11 +14,12 @@ from aiortc import RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
 
 from p2pmed.core import events as ev
+from p2pmed.core.errors import CryptoError
 from p2pmed.core.frame import MessageClass
 from p2pmed.core.identity import Identity
 from p2pmed.core.session import Session, SessionConfig
 from p2pmed.media import MediaSink, MediaSource
-from p2pmed.node import resume
+from p2pmed.node import private, resume
 from p2pmed.node.config import NodeConfig
 from p2pmed.node.output import Events
 from p2pmed.node.peer import PeerLink
@@ -109,25 +110,29 @@ class Node:
     def _load_identity(self) -> Identity:
         if self.config.data_dir is None:
             return Identity.generate()
-        os.makedirs(self.config.data_dir, mode=0o700, exist_ok=True)
-        return Identity.load_or_create(os.path.join(self.config.data_dir, "identity.key"))
+        try:
+            os.makedirs(self.config.data_dir, mode=0o700, exist_ok=True)
+            return Identity.load_or_create(os.path.join(self.config.data_dir, "identity.key"))
+        except CryptoError as exc:
+            raise NodeError(exc.detail or str(exc)) from None
+        except OSError as exc:
+            raise NodeError(f"cannot use --data-dir {self.config.data_dir}: {exc}") from None
 
     def _load_endpoint_id(self) -> str:
         if self.config.data_dir is None:
             return "n" + secrets.token_hex(8)
         path = os.path.join(self.config.data_dir, "endpoint_id")
-        with contextlib.suppress(FileNotFoundError):
-            with open(path, encoding="ascii") as f:
-                value = f.read().strip()
-            if ENDPOINT_ID.match(value):
-                return value
-        value = "n" + secrets.token_hex(8)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="ascii") as f:
-            f.write(value)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            data = private.read(path, 256)
+            if data is not None:
+                value = data.decode("ascii", errors="replace").strip()
+                if ENDPOINT_ID.match(value):
+                    private.precreate(path)  # an old file may be 0644
+                    return value
+            value = "n" + secrets.token_hex(8)
+            private.write(path, value.encode("ascii"))
+        except OSError as exc:
+            raise NodeError(f"cannot use {path}: {exc}") from None
         return value
 
     # ---- lifecycle ----
@@ -164,7 +169,11 @@ class Node:
                 code="no-turn",
                 message="--ice-relay-only but the server offers no TURN relay: relay path only",
             )
-        self._open_store()
+        try:
+            self._open_store()
+        except NodeError:
+            await self._stop_signaling()
+            raise
         if self.role == "patient":
             self.media = MediaSource(self.config.media)
         else:
@@ -217,7 +226,10 @@ class Node:
     def _open_store(self) -> None:
         from p2pmed.node import persist
 
-        self.store = persist.open_store(self)
+        try:
+            self.store = persist.open_store(self)
+        except OSError as exc:
+            raise NodeError(f"cannot open the session store: {exc}") from None
 
     def _restore_links(self) -> None:
         """Sessions from the store resume before the server says who is here: the patient

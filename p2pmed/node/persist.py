@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from p2pmed.core.persist import Change
 from p2pmed.core.session import Session, SessionConfig
+from p2pmed.node import private
 from p2pmed.store.sqlite import MetaValue, SessionStore
 
 if TYPE_CHECKING:
@@ -85,6 +86,10 @@ def _migrate_node_meta(path: str) -> None:
 class NodeStore:
     def __init__(self, data_dir: str, session_id: str) -> None:
         self.path = os.path.join(data_dir, "sessions.db")
+        # patient data: 0600 whatever the umask (SQLite gives its WAL and SHM files the same mode)
+        for suffix in ("", "-wal", "-shm"):
+            if suffix == "" or os.path.exists(self.path + suffix):
+                private.precreate(self.path + suffix)
         self.session_id = session_id
         self.stores: dict[str, PeerStore] = {}
         self._index = PeerStore(self.path, f"{session_id}/")  # node-wide metadata

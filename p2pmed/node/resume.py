@@ -9,11 +9,12 @@ claims are read without checking the signature; the server checks it.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
 import os
 from typing import Any
+
+from p2pmed.node import private
 
 FILE = "resume_token"
 log = logging.getLogger("p2pmed.node.resume")
@@ -36,8 +37,10 @@ def load(data_dir: str | None, join_token: str, endpoint_id: str) -> str | None:
     if data_dir is None:
         return None
     try:
-        with open(os.path.join(data_dir, FILE), encoding="ascii") as f:
-            token = f.read().strip()
+        data = private.read(os.path.join(data_dir, FILE), 8192)
+        if data is None:
+            return None
+        token = data.decode("ascii").strip()
     except (OSError, UnicodeDecodeError):
         return None
     mine, join = claims(token), claims(join_token)
@@ -55,15 +58,7 @@ def save(data_dir: str | None, token: str) -> None:
     if data_dir is None:
         return
     path = os.path.join(data_dir, FILE)
-    tmp = path + ".tmp"
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(token)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        private.write(path, token.encode("ascii", errors="replace"))
     except OSError as exc:
         log.warning("cannot keep the resume token in %s: %s", data_dir, exc)

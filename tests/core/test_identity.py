@@ -158,3 +158,19 @@ def test_concurrent_creation_agrees(tmp_path: Path) -> None:
     assert len(results) == 6
     assert len(set(results)) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["id.pem"]
+
+
+def test_refuses_fifo_without_hanging(tmp_path: Path) -> None:
+    path = tmp_path / "id.pem"
+    os.mkfifo(path, 0o600)  # a plain open() would block here until a writer came
+    with pytest.raises(CryptoError, match="not a regular file"):
+        Identity.load_or_create(path)
+
+
+def test_refuses_symlink(tmp_path: Path) -> None:
+    real = tmp_path / "real.pem"
+    Identity.load_or_create(real)
+    link = tmp_path / "id.pem"
+    link.symlink_to(real)
+    with pytest.raises(CryptoError, match="symlink"):
+        Identity.load_or_create(link)
