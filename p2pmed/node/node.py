@@ -145,7 +145,7 @@ class Node:
             )
         except SignalingRefused as exc:
             await self._stop_signaling()
-            raise NodeError(str(exc), EXIT_REFUSED) from None
+            raise NodeError(self._refusal_hint(exc), EXIT_REFUSED) from None
         except SignalingCertificateError as exc:
             await self._stop_signaling()
             raise NodeError(str(exc), EXIT_TLS) from None
@@ -210,6 +210,20 @@ class Node:
                 self._on_signal_rejected("handler", type(exc).__name__)
         self._spawn(self.app.run())
         return joined
+
+    def _refusal_hint(self, exc: SignalingRefused) -> str:
+        if exc.code == "token-in-use":
+            where = (
+                f"--data-dir {self.config.data_dir} holds another endpoint id"
+                if self.config.data_dir is not None
+                else "this node has no --data-dir, so it got a new endpoint id"
+            )
+            return (
+                f"{exc}. A join URL belongs to the first node that used it: restart that node "
+                f"with the --data-dir it used then (its endpoint_id keeps the place), or ask "
+                f"for a new join URL ({where})"
+            )
+        return str(exc)
 
     def _make_app(self) -> App:
         if self._app_factory is not None:

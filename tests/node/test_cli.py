@@ -9,7 +9,7 @@ import time
 import pytest
 
 from p2pmed.cli import main
-from tests.node.conftest import ROOT
+from tests.node.conftest import ROOT, start_proc
 
 URL = "http://127.0.0.1:9/join#token=x"
 
@@ -87,3 +87,24 @@ async def test_refused_tokens(server) -> None:  # type: ignore[no-untyped-def]
     expired = server.join_url(server.mint("s1", "clinician", ttl=60, now=time.time() - 3600))
     code, _, err = await run("node", "--join", expired, "--media", "none")
     assert code == 4 and "token-expired" in err
+
+
+async def test_join_url_used_by_another_node(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A join token is tied to the first endpoint that used it: a node restarted without its
+    --data-dir is told exactly that, and the same data dir still gets in."""
+    url = server.join_url(server.mint("s1", "patient"))
+    a = tmp_path / "a"
+    first = await start_proc(url, "first", "--data-dir", str(a))
+    await first.w.wait_for("joined")
+    assert await first.stop() == 0
+    for extra in ([], ["--data-dir", str(tmp_path / "b")]):
+        code, _, err = await run("node", "--join", url, "--media", "none", *extra)
+        assert code == 4, err
+        line = err.strip().splitlines()[-1]
+        assert "token-in-use" in line and "belongs to the first node that used it" in line
+        assert "--data-dir it used then" in line and "new join URL" in line
+    again = await start_proc(url, "again", "--data-dir", str(a))
+    try:
+        await again.w.wait_for("joined")
+    finally:
+        assert await again.stop() == 0
