@@ -90,7 +90,9 @@ async def test_high_priority_ten_pulse_burst_repeats(live: tuple[Page, RelayPati
     p.send(
         MessageClass.CRITICAL, alarm(61, codec.Priority.HIGH, codec.AlarmState.ACTIVE, "hr-high")
     )
-    await expect(page).to_have_title("‼ HIGH ALARM — p2pmed clinician", timeout=5_000)
+    await expect(page).to_have_title(
+        "‼ HIGH ALARM — unidentified patient — p2pmed clinician", timeout=5_000
+    )
     await expect(page.locator("#audio-state")).to_have_text("Alarm sounding (high priority)")
     first, second = await _bursts(page, "high", 2)
     for burst in (first, second):
@@ -135,7 +137,7 @@ async def test_acknowledged_alarm_stops_sounding(live: tuple[Page, RelayPatient]
     item = page.locator('#alarm-list li[data-alarm-id="61"]')
     await item.get_by_role("button", name="Acknowledge high priority alarm hr-high").click()
     await expect(item).to_have_attribute("data-ack", "delivered", timeout=5_000)
-    await expect(page).to_have_title("p2pmed clinician")
+    await expect(page).to_have_title("unidentified patient — p2pmed clinician")
     acked_at = await page.evaluate("window.p2pmed.app.sound.ctx.currentTime")
     await asyncio.sleep(1.0)
     log = await page.evaluate("window.__p2pmedAudio.pulses")
@@ -149,7 +151,9 @@ async def test_medium_priority_three_pulse_burst_repeats(live: tuple[Page, Relay
         MessageClass.CRITICAL,
         alarm(62, codec.Priority.MEDIUM, codec.AlarmState.ACTIVE, "spo2-low"),
     )
-    await expect(page).to_have_title("! MEDIUM ALARM — p2pmed clinician", timeout=5_000)
+    await expect(page).to_have_title(
+        "! MEDIUM ALARM — unidentified patient — p2pmed clinician", timeout=5_000
+    )
     first, second = await _bursts(page, "medium", 2)
     for burst in (first, second):
         assert len(burst) == 3
@@ -164,4 +168,4 @@ async def test_medium_priority_three_pulse_burst_repeats(live: tuple[Page, Relay
         MessageClass.CRITICAL,
         alarm(62, codec.Priority.MEDIUM, codec.AlarmState.CLEARED, "spo2-low"),
     )
-    await expect(page).to_have_title("p2pmed clinician", timeout=5_000)
+    await expect(page).to_have_title("unidentified patient — p2pmed clinician", timeout=5_000)

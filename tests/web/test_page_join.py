@@ -94,6 +94,9 @@ async def test_waiting_room_admits_patient(page: Page, server: RunningServer) ->
     session = "s-wait"
     await page.goto(server.join_url(server.mint(session, "clinician")))
     await expect(page.locator("#view-waiting")).to_be_visible(timeout=10_000)
+    # nobody yet: header and waiting room agree
+    await expect(page.locator("#conn-state")).to_have_text("Waiting for the patient to arrive")
+    await expect(page.locator("#waiting-text")).to_contain_text("has not arrived yet")
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(server.ws_url)
         await ws.send_json(
@@ -103,6 +106,14 @@ async def test_waiting_room_admits_patient(page: Page, server: RunningServer) ->
         assert joined["type"] == "joined" and joined["waiting"] is True
         admit = page.get_by_role("button", name="Admit patient pat-w")
         await expect(admit).to_be_visible(timeout=5_000)
+        # somebody waiting: both say so, and the patient has no label yet
+        await expect(page.locator("#conn-state")).to_have_text(
+            "A patient is waiting to be admitted"
+        )
+        await expect(page.locator("#waiting-text")).to_have_text(
+            "A patient is waiting. Admit to start the session."
+        )
+        await expect(page.locator("#waiting-list li")).to_contain_text("Unidentified patient")
         await admit.focus()
         await page.keyboard.press("Enter")  # keyboard operable
         got = []
@@ -115,7 +126,32 @@ async def test_waiting_room_admits_patient(page: Page, server: RunningServer) ->
                 break
         assert "peer-joined" in got
         await expect(page.locator("#main")).to_be_visible(timeout=5_000)
+        # the Admit button is gone: focus is on the monitor, not on <body>
+        assert await page.evaluate("document.activeElement.id") == "main"
+        await expect(page.locator("#patient-label")).to_have_text("Unidentified patient")
         await ws.close()
+
+
+async def test_same_link_in_a_second_tab_says_what_happened(
+    page: Page, server: RunningServer
+) -> None:
+    url = server.join_url(server.mint("s-twice", "clinician"))
+    await page.goto(url)
+    await expect(page.locator("#view-waiting")).to_be_visible(timeout=10_000)
+    second = await page.context.new_page()
+    await second.goto(url)
+    assert await _error_code(second) == "token-in-use"
+    await expect(second.locator("#error-message")).to_have_text(
+        "This join link is already open in another tab or window, so it cannot be used here too."
+    )
+    await expect(second.locator("#error-hint")).to_contain_text("Switch to the tab or window")
+    await expect(second.locator("#error-hint")).to_contain_text("new link")
+    await expect(second.locator("#error-detail")).to_have_text(
+        "Server said: token already used by another endpoint"
+    )
+    await second.close()
+    # the first tab is unaffected
+    await expect(page.locator("#view-waiting")).to_be_visible()
 
 
 async def _joins(page: Page, n: int) -> None:

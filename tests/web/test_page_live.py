@@ -119,6 +119,8 @@ async def test_sas_shown_and_can_be_marked_verified(live: Live) -> None:
     btn = page.get_by_role("button", name="Mark verified")
     await btn.click()
     await expect(page.locator("#verify-state")).to_have_text("Verified by you")
+    # the button is disabled now: focus is on the result, not on <body>
+    assert await page.evaluate("document.activeElement.id") == "verify-state"
 
 
 async def test_numerics_on_screen_match_what_the_patient_sent(live: Live) -> None:
@@ -220,6 +222,9 @@ async def test_alarm_shown_by_priority_and_acknowledged_end_to_end(live: Live) -
             break
     assert label == "Acknowledge high priority alarm hr-high"
     await page.keyboard.press("Enter")
+    # focus moves on to the next alarm to acknowledge (the low one), not to <body>
+    focused = await page.evaluate("document.activeElement.getAttribute('aria-label')")
+    assert focused == "Acknowledge low priority alarm low-battery"
 
     def got_ack() -> bool:
         return any(isinstance(codec.decode(m.data), codec.AlarmAck) for m in p.received())
@@ -309,3 +314,32 @@ async def test_alarm_stays_signalled_until_the_ack_is_confirmed(live: Live) -> N
         )
 
     assert acks_51() == 1
+
+
+def patient_status(counter: int, ended: bool, label: str) -> bytes:
+    """PATIENT_STATUS (CONTROL command 5), as p2pmed/node/patient.py sends it."""
+    out = bytes([0x05, 0x01, 0x05]) + counter.to_bytes(4, "big") + bytes([1 if ended else 0])
+    for text in (label, "Patient/123", "synthetic"):
+        raw = text.encode()
+        out += bytes([len(raw)]) + raw
+    return out
+
+
+async def test_patient_label_then_stream_ended(live: Live) -> None:
+    page = live.page
+    await expect(page.locator("#patient-label")).to_have_text("Unidentified patient")
+    # (a low priority alarm is still unacknowledged: the title leads with it)
+    await expect(page).to_have_title("low alarm — unidentified patient — p2pmed clinician")
+    live.patient.send(MessageClass.HIGH, patient_status(1, False, "Bed 7 — Ana Lima"))
+    await expect(page.locator("#patient-label")).to_have_text("Patient: Bed 7 — Ana Lima")
+    await expect(page).to_have_title("low alarm — Bed 7 — Ana Lima — p2pmed clinician")
+    assert await page.evaluate("window.p2pmed.metrics.codecRejected") == 0
+    # the source ends: the link is up, but nothing more will come: not "live", not "lost"
+    live.patient.send(MessageClass.HIGH, patient_status(2, True, "Bed 7 — Ana Lima"))
+    conn = page.locator("#conn-state")
+    await expect(conn).to_have_text(
+        "Stream ended — the patient's source has no more data (connected via relay)"
+    )
+    await expect(page.locator("#ecg-status")).to_contain_text("FROZEN — stream ended")
+    await expect(page.locator("#lost-banner")).to_be_hidden()
+    await expect(page.locator('#alarm-list li[data-key="tech:all-paths-down"]')).to_have_count(0)

@@ -8,7 +8,8 @@ import { SweepTrace } from "./waveform.js";
 import { $, announce, showView, showError, Tiles, AlarmList } from "./ui.js";
 import { FrameType, CryptoError, MessageClass } from "./frame.js";
 import { checkSdp, SdpError } from "./sdp.js";
-import { checkPin, markVerified } from "./pins.js";
+import { checkPin, getPin, markVerified, rememberLabel } from "./pins.js";
+import { decodeStatus, isStatus, Stream } from "./status.js";
 import { AlarmSound } from "./audio.js";
 import { Binder, decodePathBind, dtlsFingerprints, dtlsTransport, encodePathBind } from "./bind.js";
 
@@ -95,6 +96,8 @@ class App {
     this.lastVitals = -Infinity;
     this.lastVideoFrame = null;
     this.streamEnded = false;
+    this.patientLabel = null;
+    this.statusCounter = null;
     this.ended = null;
     this.everLive = false;
     this.ackSeqs = new Map(); // CRITICAL seq -> alarm list item
@@ -168,7 +171,7 @@ class App {
       }
       if (!this.patientId) {
         showView("view-waiting");
-        $("conn-state").textContent = "Waiting for the patient";
+        this.renderWaiting();
       }
       this.fetchTurn();
     }
@@ -205,11 +208,19 @@ class App {
     const li = document.createElement("li");
     li.dataset.endpoint = id;
     const label = document.createElement("span");
-    label.textContent = `Patient ${id} is waiting`;
+    label.className = "who";
+    label.textContent = `Unidentified patient (device ${id}) is waiting`;
     const btn = document.createElement("button");
     btn.type = "button";
     btn.textContent = "Admit patient";
-    btn.setAttribute("aria-label", `Admit patient ${id}`);
+    btn.setAttribute("aria-label", `Admit patient ${id}, unidentified patient`);
+    // The label is confirmed only after admission (it comes over the secure session); a label this
+    // browser saw for this session before is shown as such.
+    getPin(this.sessionId, "patient").then((pin) => {
+      if (!pin || !pin.label || !li.isConnected) return;
+      label.textContent = `“${pin.label}” (label from an earlier visit, confirmed after admission; device ${id}) is waiting`;
+      btn.setAttribute("aria-label", `Admit patient ${id}, ${pin.label}`);
+    }).catch(() => {});
     btn.addEventListener("click", () => {
       btn.disabled = true;
       btn.textContent = "Admitting…";
@@ -217,10 +228,19 @@ class App {
     });
     li.append(label, btn);
     list.append(li);
-    $("waiting-text").textContent = "A patient is waiting. Admit them to start the session.";
     showView("view-waiting");
+    this.renderWaiting();
     announce(`Patient ${id} is waiting to be admitted`);
     btn.focus();
+  }
+
+  // Header and waiting room say the same thing: someone is waiting, or nobody yet.
+  renderWaiting() {
+    const n = $("waiting-list").children.length;
+    $("waiting-text").textContent = n
+      ? `${n === 1 ? "A patient is" : `${n} patients are`} waiting. Admit to start the session.`
+      : "Joined the session. The patient has not arrived yet.";
+    if (!this.patientId) $("conn-state").textContent = n ? "A patient is waiting to be admitted" : "Waiting for the patient to arrive";
   }
 
   setPatient(id) {
@@ -229,7 +249,11 @@ class App {
       this.patientId = id;
       this.newSession();
     }
+    const wasWaiting = !$("view-waiting").hidden;
     showView("main");
+    // the Admit button is gone: focus goes to the monitor, not to <body>
+    const a = document.activeElement;
+    if (wasWaiting && (!a || a === document.body)) $("main").focus({ preventScroll: true });
     window.p2pmed.state = "admitted";
   }
 
@@ -276,6 +300,15 @@ class App {
     this.unbindDirect();
     this.session = s;
     this.ended = null;
+    this.streamEnded = false;
+    this.patientLabel = null;
+    this.statusCounter = null;
+    this.statusKey = `p2pmed-status:${this.sessionId}:${this.patientId}`;
+    if (fresh) sessionStorage.removeItem(this.statusKey);
+    else if (s.send) {
+      try { const st = JSON.parse(sessionStorage.getItem(this.statusKey) || "null"); if (st) this.onPatientStatus(st); } catch { /* none */ }
+    }
+    this.renderLabel();
     window.p2pmed.ended = null;
     this.trust = "pending"; // until the patient's identity matches its pin (onSecured)
     this.heldMessages = [];
@@ -613,6 +646,7 @@ class App {
     d.paths[ev.path] = (d.paths[ev.path] || 0) + 1;
     let msg;
     try {
+      if (isStatus(ev.data)) return this.onPatientStatus(decodeStatus(ev.data));
       msg = decodeVitals(ev.data);
     } catch (e) {
       metrics.codecRejected++;
@@ -698,7 +732,9 @@ class App {
     else if (!alive && metrics.noKeys > 20 && s && !s.send) {
       cls = "conn-degraded";
       text = "Patient node still holds an earlier secure session — waiting for a new handshake";
-    } else if (!alive) { cls = "conn-connecting"; text = this.patientId ? "Connecting to the patient…" : (this.sig.joined ? "Waiting for the patient" : "Connecting…"); }
+    } else if (!alive && !this.patientId && this.sig.joined) { cls = "conn-connecting"; text = $("waiting-list").children.length ? "A patient is waiting to be admitted" : "Waiting for the patient to arrive"; }
+    else if (!alive) { cls = "conn-connecting"; text = this.patientId ? "Connecting to the patient…" : "Connecting…"; }
+    else if (this.streamEnded) { cls = "conn-ended"; text = `Stream ended — the patient's source has no more data (connected via ${name})`; }
     else if (!live) { cls = "conn-degraded"; text = this.everLive ? `Connected via ${name} — no vitals for ${Math.round(age)} s` : `Connected via ${name} — waiting for vitals`; }
     else if (grade !== "normal" && grade !== "—") { cls = "conn-degraded"; text = `Live via ${name} (${grade})`; }
     else { cls = "conn-live"; text = `Live via ${name}`; }
@@ -718,12 +754,12 @@ class App {
       const el = $(id);
       const bad = !trace.buf || !live || trace.starved;
       const since = `last data ${ageText}`;
-      const txt = !trace.buf ? "no signal" : ended ? `FROZEN — session ended, ${since}` : !alive ? `NOT LIVE — connection lost, ${since}` : bad ? `NO SIGNAL — ${since}` : `${trace.rate} Hz`;
+      const txt = !trace.buf ? "no signal" : ended ? `FROZEN — session ended, ${since}` : this.streamEnded ? `FROZEN — stream ended, ${since}` : !alive ? `NOT LIVE — connection lost, ${since}` : bad ? `NO SIGNAL — ${since}` : `${trace.rate} Hz`;
       if (el.textContent !== txt) el.textContent = txt;
       el.classList.toggle("bad", bad && !!trace.buf);
-      el.parentElement.classList.toggle("frozen", !!trace.buf && (ended || !alive || bad));
+      el.parentElement.classList.toggle("frozen", !!trace.buf && (ended || this.streamEnded || !alive || bad));
     }
-    this.renderVideo(t, ended || !alive);
+    this.renderVideo(t, ended || this.streamEnded || !alive);
   }
 
   // Sound, audio pause countdown and the tab title follow the highest alarm still signalled.
@@ -748,7 +784,32 @@ class App {
     if (!$("main").hidden && document.title !== title) document.title = title;
   }
 
-  titleBase() { return "p2pmed clinician"; }
+  titleBase() {
+    if (!this.patientId) return "p2pmed clinician";
+    return `${this.patientLabel || "unidentified patient"} — p2pmed clinician`;
+  }
+
+  // PATIENT_STATUS: label, and whether the patient's stream is still running (a later one wins).
+  onPatientStatus(st) {
+    if (this.statusCounter !== null && st.counter < this.statusCounter) return;
+    this.statusCounter = st.counter;
+    this.patientLabel = st.label || null;
+    this.renderLabel();
+    const ended = st.stream === Stream.ENDED;
+    if (ended && !this.streamEnded) announce("The patient's stream ended: no more vitals will come. The connection is still up.");
+    this.streamEnded = ended;
+    window.p2pmed.patientStatus = st;
+    try { sessionStorage.setItem(this.statusKey, JSON.stringify(st)); } catch { /* quota */ }
+    const fp = this.session?.result?.peer_fingerprint;
+    if (fp && st.label) rememberLabel(this.sessionId, "patient", fp, st.label).catch(() => {});
+  }
+
+  renderLabel() {
+    const el = $("patient-label");
+    el.hidden = !this.patientId;
+    el.textContent = this.patientLabel ? `Patient: ${this.patientLabel}` : "Unidentified patient";
+    el.classList.toggle("unidentified", !this.patientLabel);
+  }
 
   // An acknowledgement the patient node has not confirmed is shown as failed, never as done.
   checkAcks(t, down) {

@@ -60,3 +60,16 @@ export async function markVerified(sessionId, role, fingerprint) {
   });
   return ok;
 }
+
+// The label the patient node gave itself, kept with its pin for the waiting room of a later visit.
+export async function rememberLabel(sessionId, role, fingerprint, label) {
+  const key = keyOf(sessionId, role);
+  await withStore("readwrite", (s) => {
+    const req = s.get(key);
+    req.onsuccess = () => {
+      const pin = req.result;
+      if (pin && pin.fingerprint === fingerprint && pin.label !== label) s.put({ ...pin, label }, key);
+    };
+    return req;
+  });
+}

@@ -21,7 +21,7 @@ const ERROR_HINTS = {
   "token-revoked": "This join link was revoked.",
   "token-audience": "The join link belongs to another p2pmed server.",
   "token-issuer": "The join link belongs to another p2pmed server.",
-  "token-in-use": "This join link is already in use by someone else.",
+  "token-in-use": "Each join link works in one browser tab at a time. Switch to the tab or window where this session is already open. If you closed that tab, reopening it from the browser's recently closed tabs (Ctrl+Shift+T) restores it; otherwise ask the patient's care team for a new link.",
   "token-not-yet-valid": "This join link is not valid yet. Check the computer's clock.",
   "wrong-session": "This join link is for a different session than the one requested.",
   "role-mismatch": "This join link is for a different role.",
@@ -31,9 +31,17 @@ const ERROR_HINTS = {
   "handshake-failed": "The end-to-end security check failed. Someone may be interfering with the connection. Do not continue; call the patient's site.",
 };
 
+// What happened, in words; the server's own text is kept below as detail.
+const ERROR_MESSAGES = {
+  "token-in-use": "This join link is already open in another tab or window, so it cannot be used here too.",
+};
+
 export function showError(code, message) {
   $("error-code").textContent = code;
-  $("error-message").textContent = message || "The session cannot be opened.";
+  const plain = ERROR_MESSAGES[code];
+  $("error-message").textContent = plain || message || "The session cannot be opened.";
+  $("error-detail").textContent = plain && message ? `Server said: ${message}` : "";
+  $("error-detail").hidden = !(plain && message);
   $("error-hint").textContent = ERROR_HINTS[code] || (code.startsWith("token-") ? "The join link is not valid. Ask for a new link." : "");
   $("conn").className = "conn conn-lost";
   $("conn-state").textContent = "Not connected";
@@ -142,7 +150,10 @@ export class AlarmList {
       btn.type = "button";
       btn.className = "ack";
       btn.textContent = "Acknowledge";
-      btn.addEventListener("click", () => this.onAck(alarm.alarm_id, it));
+      btn.addEventListener("click", () => {
+        this.onAck(alarm.alarm_id, it);
+        this._focusAfterAck(it);
+      });
       const st = document.createElement("span");
       st.className = "ack-state";
       li.append(text, st, btn);
@@ -222,6 +233,12 @@ export class AlarmList {
       if (!best || rank[prio] > rank[best]) best = prio;
     }
     return best;
+  }
+
+  // The pressed button is now disabled: focus goes to the next alarm to acknowledge, or the list.
+  _focusAfterAck(it) {
+    const next = [...$("alarm-list").querySelectorAll("button.ack:not(:disabled)")].find((b) => b !== it.btn);
+    (next || $("alarm-list")).focus();
   }
 
   _sort() {
