@@ -56,7 +56,14 @@ class TerminalUI:
             return n.value(p) if n else None
 
         out = [f"p2pmed clinician  {node.endpoint_id}  session {node.session_id}"]
+        from p2pmed.node.clinician import label_of
+        from p2pmed.vitals.status import Stream
+
         for link in node.peers.values():
+            pst = app.status.get(link.peer_id)
+            out.append(f"PATIENT {label_of(pst)}")
+            if pst is not None and pst.stream is Stream.ENDED:
+                out.append("STREAM ENDED: the patient's source has no more data (link still up)")
             st = link.status()
             parts = []
             for name in ("direct", "relay"):

@@ -14,8 +14,9 @@ from p2pmed.core import events as ev
 from p2pmed.core.errors import ProtocolError
 from p2pmed.core.frame import MessageClass
 from p2pmed.node.patient import summary
-from p2pmed.vitals import codec, fhir
-from p2pmed.vitals.codec import Alarm, AlarmAck, AlarmState, Numerics, Waveform
+from p2pmed.vitals import codec, fhir, status
+from p2pmed.vitals.codec import Alarm, AlarmAck, AlarmState, Message, Numerics, Waveform
+from p2pmed.vitals.status import PatientStatus, Stream
 
 if TYPE_CHECKING:
     from p2pmed.node.node import Node
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("p2pmed.node.clinician")
 
 TRACE_SECONDS = 4.0
+UNIDENTIFIED = "unidentified patient"
+
+
+def label_of(st: PatientStatus | None) -> str:
+    return st.label if st is not None and st.label else UNIDENTIFIED
 
 
 class ClinicianApp:
@@ -34,6 +40,7 @@ class ClinicianApp:
         self.trace_signal = ""
         self.alarms: dict[int, Alarm] = {}  # open alarms by id
         self.acked: dict[int, str] = {}  # alarm id -> who acknowledged
+        self.status: dict[str, PatientStatus] = {}  # patient endpoint id -> its last status
         self.waiting: list[str] = []
         self._admit_sent: set[str] = set()  # per signaling connection: admit once
         self.last_seq: dict[str, int] = {}  # waveform signal -> next expected sample seq
@@ -87,14 +94,21 @@ class ClinicianApp:
         return None
 
     def on_message(self, link: PeerLink, event: ev.MessageReceived) -> None:
+        msg: Message | PatientStatus
         try:
-            msg = codec.decode(event.data)
+            if status.is_status(event.data):  # CONTROL command the codec does not know yet
+                msg = status.decode(event.data)
+            else:
+                msg = codec.decode(event.data)
         except ProtocolError as exc:
             self.node.on_app_rejected(link, exc)
             return
         self.received += 1
         now = time.time()
         info = summary(msg)
+        if isinstance(msg, Numerics):
+            st = self.status.get(link.peer_id)
+            info["hr_source"] = st.hr_source or None if st is not None else None
         if self.node.events.json_out or self.node.events.listeners:
             self.node.events.emit(
                 "message",
@@ -109,7 +123,9 @@ class ClinicianApp:
                 replayed=event.path_id == "store",
                 **info,
             )
-        if isinstance(msg, Numerics):
+        if isinstance(msg, PatientStatus):
+            self._on_status(link, msg)
+        elif isinstance(msg, Numerics):
             self.numerics = msg
             self._export(fhir.numerics_to_observations(msg))
         elif isinstance(msg, Waveform):
@@ -145,6 +161,24 @@ class ClinicianApp:
         elif isinstance(msg, AlarmAck):  # another clinician acknowledged
             self.acked[msg.alarm_id] = msg.who
             self.node.events.emit("alarm-acked-elsewhere", alarm_id=msg.alarm_id, by=msg.who)
+
+    def _on_status(self, link: PeerLink, st: PatientStatus) -> None:
+        before = self.status.get(link.peer_id)
+        self.status[link.peer_id] = st
+        self.node.events.emit(
+            "patient-status",
+            peer=link.peer_id,
+            label=st.label or None,
+            shown_as=label_of(st),
+            stream=st.stream.name,
+            hr_source=st.hr_source or None,
+            subject=st.subject or None,
+        )
+        if st.stream is Stream.ENDED and (before is None or before.stream is not Stream.ENDED):
+            # the recording is over; the link is still up (a lost link is a "path"/"closed")
+            self.node.events.emit("stream-ended", peer=link.peer_id, label=label_of(st))
+            if self._ui is not None:
+                self._ui.bell()
 
     def _export(self, observations: list[dict[str, Any]]) -> None:
         if self._fhir is None:

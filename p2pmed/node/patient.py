@@ -17,6 +17,7 @@ from p2pmed.vitals import codec
 from p2pmed.vitals.alarms import AlarmEngine
 from p2pmed.vitals.codec import Alarm, AlarmAck, Message, Numerics, Param, Waveform
 from p2pmed.vitals.sources import Episode, SyntheticSource, WfdbReplay
+from p2pmed.vitals.status import PatientStatus, Stream
 
 if TYPE_CHECKING:
     from p2pmed.node.node import Node
@@ -40,8 +41,10 @@ def episodes(scenario: str) -> list[Episode]:
     return out
 
 
-def summary(msg: Message) -> dict[str, Any]:
+def summary(msg: Message | PatientStatus) -> dict[str, Any]:
     """A short, PHI-free description of a message for --json events."""
+    if isinstance(msg, PatientStatus):  # the label is in "patient-status" events only
+        return {"kind": "patient-status", "stream": msg.stream.name, "hr_source": msg.hr_source}
     if isinstance(msg, Waveform):
         return {
             "kind": "waveform",
@@ -77,6 +80,9 @@ class PatientApp:
         if node.config.source.kind == "wfdb":  # HR is derived from the ECG and may be missing
             self.engine.expected = (Param.HR,)
         self.hr_source: str | None = None  # where the HR in NUMERICS comes from
+        self.stream = Stream.STREAMING
+        self._status_counter = 0
+        self.status()  # a label or FHIR subject the wire cannot carry fails here, at start
         self.alarm_sent: dict[int, float] = {}
         self.acked_alarms: set[int] = set()
         self.pending_audit: list[dict[str, Any]] = []
@@ -117,6 +123,7 @@ class PatientApp:
         n = skip
         source = await asyncio.to_thread(self._source, start, skip)
         self.node.events.emit("source-started", skip=skip, hr_source=self.hr_source)
+        self._send_status()  # now with the HR source
         for due, msg in source:
             n += 1
             wait = start + (due - start) / rate - time.time()
@@ -135,17 +142,34 @@ class PatientApp:
                 for alarm in self.engine.feed(msg, now) + self.engine.tick(now):
                     self.send_alarm(alarm)
         self.node.events.emit("source-ended", messages=n)
+        self.stream = Stream.ENDED  # the clinicians are told: over, not lost
+        self._send_status()
+
+    def status(self) -> PatientStatus:
+        cfg = self.node.config
+        return PatientStatus(
+            self._status_counter,
+            self.stream,
+            label=cfg.label or "",
+            subject=cfg.fhir_patient or "",
+            hr_source=self.hr_source or "",
+        )
+
+    def _send_status(self, only: PeerLink | None = None) -> None:
+        if only is None:
+            self._status_counter += 1
+        self.broadcast(MessageClass.HIGH, self.status(), only=only)
 
     def broadcast(
         self,
         cls: MessageClass,
-        msg: Message,
+        msg: Message | PatientStatus,
         n: int | None = None,
         only: PeerLink | None = None,
     ) -> None:
         """Queue a message for every established peer (or `only` one); source message n goes
         only to peers whose stored position is below n. Durable before it is reported."""
-        data = codec.encode(msg)
+        data = msg.encode() if isinstance(msg, PatientStatus) else codec.encode(msg)
         sent: list[tuple[str, int]] = []
         store = self.node.store
         for link in self.node.peers.values():
@@ -200,6 +224,7 @@ class PatientApp:
 
     def on_established(self, link: PeerLink) -> None:
         link.source_pos = self.position  # a new clinician gets the stream from now on
+        self._send_status(only=link)
         now = time.time()
         for alarm in self.engine.active(now):  # a clinician who (re)joins sees open alarms
             self.broadcast(MessageClass.CRITICAL, alarm, only=link)
