@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,7 +72,9 @@ class AuditLog:
         self.head_path = head_path(path)
         # no head beside a non-empty log: written by a version without heads, or deleted
         self.head_missing = AuditLog._check_head(path, key.public_key()) and self._seq > 0
-        self.head_seq = -1  # seq of the head last written
+        self.head_seq = -1  # seq of the head last signed
+        self._head_on_disk = -1
+        self._head_lock = threading.Lock()  # the sweeper writes from a thread, close() not
         self._since_checkpoint = 0
         self._unsynced = False
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -168,6 +171,13 @@ class AuditLog:
         self.head_seq = seq
         return Head(seq, h).signed(self._key)
 
+    def store_head(self, seq: int, data: bytes) -> None:
+        """Write a head from head_bytes (any thread); an older one never replaces a newer."""
+        with self._head_lock:
+            if seq > self._head_on_disk:
+                write_head(self.head_path, data)
+                self._head_on_disk = seq
+
     def checkpoint(self) -> None:
         self.append("checkpoint", entries=self._seq)
 
@@ -187,9 +197,10 @@ class AuditLog:
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
-            data = self.head_bytes(self.position())
+            pos = self.position()
+            data = self.head_bytes(pos)
             if data is not None:
-                write_head(self.head_path, data)
+                self.store_head(pos[0], data)
 
 
 @dataclass

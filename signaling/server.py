@@ -22,7 +22,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from signaling import closecodes as cc
 from signaling import logs
 from signaling.audit import AUDIT_FILE, AuditError, AuditLog
-from signaling.audithead import write_head
 from signaling.bindings import BINDINGS, BindingStore
 from signaling.config import Config
 from signaling.datadir import DataDirError, DataDirInUse, DataDirLock, secure_data_dir
@@ -180,7 +179,7 @@ async def _sweeper(app: web.Application) -> None:
                 await asyncio.to_thread(os.fsync, fd)
             head = hub.audit.head_bytes(pos)
             if head is not None:
-                await asyncio.to_thread(write_head, hub.audit.head_path, head)
+                await asyncio.to_thread(hub.audit.store_head, pos[0], head)
         except Exception:
             logs.log.exception("sweep-error")
 
@@ -245,6 +244,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
             for e in list(s.endpoints.values()):
                 if e.writer is not None:
                     e.writer.cancel()
+        hub.stop_relays()
         audit.append("stop")
         audit.close()
         revocations.close()

@@ -216,10 +216,13 @@ class Sessions(Relay):
         s.by_bytes.pop(ep.id_bytes, None)
         if self.jti_owner.get(ep.jti) == (s.id, ep.id):
             del self.jti_owner[ep.jti]
-        for dst, (frames, nbytes) in ep.relay_pairs.items():
-            self.audit.append(
-                "relay-stop", session=s.id, src=ep.id, dst=dst, frames=frames, bytes=nbytes
-            )
+        # relaying ends both ways: ep's own pairs and every pair towards it
+        for dst, counts in ep.relay_pairs.items():
+            self._relay_stop(s.id, ep.id, dst, counts)
+        ep.relay_pairs.clear()
+        for o in s.endpoints.values():
+            if ep.id in o.relay_pairs:
+                self._relay_stop(s.id, o.id, ep.id, o.relay_pairs.pop(ep.id))
         self.audit.append("leave", session=s.id, endpoint_id=ep.id, role=ep.role, why=why)
         logs.event("leave", session=s.id, endpoint_id=ep.id, role=ep.role, why=why)
         for o in s.endpoints.values():
@@ -232,6 +235,20 @@ class Sessions(Relay):
         if not s.endpoints:
             del self.sessions[s.id]
             self.audit.append("session-end", session=s.id)
+
+    def _relay_stop(self, session: str, src: str, dst: str, counts: list[int]) -> None:
+        frames, nbytes = counts
+        self.audit.append(
+            "relay-stop", session=session, src=src, dst=dst, frames=frames, bytes=nbytes
+        )
+
+    def stop_relays(self) -> None:
+        """At shutdown: a relay-stop entry for every pair still relaying."""
+        for s in self.sessions.values():
+            for e in s.endpoints.values():
+                for dst, counts in e.relay_pairs.items():
+                    self._relay_stop(s.id, e.id, dst, counts)
+                e.relay_pairs.clear()
 
     async def _admit(
         self, ws: web.WebSocketResponse, ep: Endpoint, target: str, errors: list[int]

@@ -58,9 +58,8 @@ def test_deleted_tail_and_edit_detected(tmp_path: Path) -> None:
     log = AuditLog(p, KEY, checkpoint_every=100)
     for i in range(6):
         log.append("join", endpoint_id=f"e{i}")
-    from signaling.audithead import write_head
-
-    write_head(log.head_path, log.head_bytes(log.position()) or b"")  # as the sweeper does
+    pos = log.position()
+    log.store_head(pos[0], log.head_bytes(pos) or b"")  # as the sweeper does
     head = read_head(log.head_path, KEY.public_key())
     assert head is not None and head.seq == 6
     keep_lines(p, 4)  # the last two entries deleted (a crashed server's unsigned tail)
