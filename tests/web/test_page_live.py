@@ -343,3 +343,55 @@ async def test_patient_label_then_stream_ended(live: Live) -> None:
     await expect(page.locator("#ecg-status")).to_contain_text("FROZEN — stream ended")
     await expect(page.locator("#lost-banner")).to_be_hidden()
     await expect(page.locator('#alarm-list li[data-key="tech:all-paths-down"]')).to_have_count(0)
+
+
+async def test_one_announcement_per_alarm_event(live: Live) -> None:
+    page = live.page
+    await page.evaluate(
+        "() => { window.__said = []; const el = document.getElementById('sr-announce');"
+        " new MutationObserver(() => { if (el.textContent) window.__said.push(el.textContent); })"
+        ".observe(el, {childList: true, characterData: true, subtree: true}); }"
+    )
+    # the alarm list is not a live region of its own: the announcement region is the only one
+    live_regions = await page.evaluate(
+        "document.querySelectorAll('#alarm-list [role=alert], #alarm-list[aria-live],"
+        " #alarm-list [aria-live]').length"
+    )
+    assert live_regions == 0
+
+    def msg(state: codec.AlarmState, value: float) -> bytes:
+        a = codec.Alarm(
+            71,
+            codec.Priority.MEDIUM,
+            state,
+            codec.AlarmCategory.PHYSIOLOGICAL,
+            int(time.time() * 1e6),
+            value,
+            "rr-high",
+            "pat-1",
+        )
+        return codec.encode(a)
+
+    p = live.patient
+    item = page.locator('#alarm-list li[data-alarm-id="71"]')
+    p.send(MessageClass.CRITICAL, msg(codec.AlarmState.ACTIVE, 31.0))
+    await expect(item).to_have_attribute("data-state", "active", timeout=5_000)
+    p.send(MessageClass.CRITICAL, msg(codec.AlarmState.ACTIVE, 32.0))  # a repeat: nothing to say
+    p.send(MessageClass.CRITICAL, msg(codec.AlarmState.ESCALATED, 33.0))
+    await expect(item).to_have_attribute("data-state", "escalated", timeout=5_000)
+    p.send(MessageClass.CRITICAL, msg(codec.AlarmState.CLEARED, 20.0))
+    await expect(item).to_have_count(0, timeout=5_000)
+    for _ in range(100):  # a hang guard, not a timing assert
+        said = await page.evaluate("window.__said")
+        if sum(s.count("rr-high") for s in said) >= 3:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)  # and nothing more comes
+    said = await page.evaluate("window.__said")
+    # texts announced in the same moment are read as one, separated by ". "
+    about = [t for s in said for t in s.split(". ") if "rr-high" in t]
+    assert about == [
+        "Medium priority alarm: rr-high, value 31",
+        "Medium priority alarm rr-high is now escalated",
+        "Alarm cleared: rr-high",
+    ], said

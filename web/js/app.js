@@ -441,7 +441,6 @@ class App {
     window.p2pmed.state = "error";
     $("conn").className = "conn conn-lost";
     $("conn-state").textContent = "Session closed: security check failed";
-    announce("Security check of the direct connection failed. Session closed.");
   }
 
   showMedia() {
@@ -552,7 +551,7 @@ class App {
         const it = this.ackSeqs.get(ev.seq);
         if (it) {
           for (const [seq, other] of this.ackSeqs) if (other === it) this.ackSeqs.delete(seq);
-          if (it.ack !== "delivered") { this.alarms.markAcked(it, true); announce("Alarm acknowledgement delivered"); }
+          if (it.ack !== "delivered") { this.alarms.markAcked(it, true); announce(`Alarm acknowledgement delivered: ${it.alarm.condition}`); }
         }
         return;
       }
@@ -621,7 +620,6 @@ class App {
     $("conn").className = "conn conn-lost";
     $("conn-state").textContent = "Refused: patient identity changed";
     showView("main");
-    announce("High priority technical alarm: the patient's identity key changed. Connection refused.");
   }
 
   async markVerified() {
@@ -672,7 +670,6 @@ class App {
       this.tiles.update(msg.values, t);
     } else if (msg.kind === "alarm") {
       this.alarms.upsert(msg);
-      if (msg.state !== 3) announce(`${["", "Low", "Medium", "High"][msg.priority]} priority alarm: ${msg.condition}`);
     }
   }
 

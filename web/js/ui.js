@@ -3,10 +3,15 @@ import { PRIORITY_NAME, STATE_NAME, AlarmState } from "./vitals.js";
 
 export const $ = (id) => document.getElementById(id);
 
+// The one screen-reader channel (the alarm list itself is not a live region): texts announced in
+// the same moment are read together, none is dropped.
+let pendingTexts = [];
 export function announce(text) {
+  pendingTexts.push(text);
+  if (pendingTexts.length > 1) return;
   const el = $("sr-announce");
   el.textContent = "";
-  setTimeout(() => { el.textContent = text; }, 30);
+  setTimeout(() => { el.textContent = pendingTexts.join(". "); pendingTexts = []; }, 30);
 }
 
 export function showView(name) {
@@ -110,7 +115,7 @@ export class AlarmList {
     let saved = [];
     try { saved = JSON.parse(sessionStorage.getItem(storeKey) || "[]"); } catch { saved = []; }
     for (const r of saved) {
-      this.upsert(r.alarm);
+      this.upsert(r.alarm, { quiet: true });
       const it = this.items.get(String(r.alarm.alarm_id));
       if (!it || !r.ack) continue;
       if (r.ack === "delivered") { this.markAcked(it, true); continue; }
@@ -132,18 +137,28 @@ export class AlarmList {
 
   setAckSeq(it, seq) { it.ackSeq = seq; this._save(); }
 
-  upsert(alarm) {
+  // One announcement per alarm event: new, priority or state changed, cleared; a repeat says nothing.
+  upsert(alarm, { quiet = false } = {}) {
     const key = String(alarm.alarm_id);
+    const prioName = (a) => (PRIORITY_NAME[a.priority] || "high");
     if (alarm.state === AlarmState.CLEARED) {
       const it = this.items.get(key);
-      if (it) { it.li.remove(); this.items.delete(key); announce(`Alarm cleared: ${alarm.condition}`); }
+      if (it) { it.li.remove(); this.items.delete(key); if (!quiet) announce(`Alarm cleared: ${alarm.condition}`); }
       this._save();
       return;
     }
     let it = this.items.get(key);
+    const before = it ? it.alarm : null;
+    if (!quiet) {
+      const p = prioName(alarm).replace(/^./, (c) => c.toUpperCase());
+      const value = alarm.value === null || alarm.value === undefined ? "" : `, value ${Math.round(alarm.value * 10) / 10}`;
+      if (!before) announce(`${p} priority alarm: ${alarm.condition}${value}`);
+      else if (before.priority !== alarm.priority || before.state !== alarm.state) {
+        announce(`${p} priority alarm ${alarm.condition} is now ${STATE_NAME[alarm.state]}`);
+      }
+    }
     if (!it) {
       const li = document.createElement("li");
-      li.setAttribute("role", "alert");
       const text = document.createElement("span");
       text.className = "text";
       const btn = document.createElement("button");
@@ -170,10 +185,13 @@ export class AlarmList {
   technical(key, active, text) {
     const k = `tech:${key}`;
     const it = this.items.get(k);
-    if (!active) { if (it) { it.li.remove(); this.items.delete(k); } return; }
+    if (!active) {
+      if (it) { it.li.remove(); this.items.delete(k); announce(`Technical alarm over: ${text}`); }
+      return;
+    }
     if (it) return;
+    announce(`High priority technical alarm: ${text}`);
     const li = document.createElement("li");
-    li.setAttribute("role", "alert");
     li.className = "alarm alarm-high alarm-technical";
     li.dataset.priority = "high";
     li.dataset.key = k;
