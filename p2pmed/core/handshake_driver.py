@@ -21,7 +21,7 @@ MAX_INTERVAL = 4.0
 
 
 class HandshakeDriver:
-    __slots__ = ("_s", "deadline", "hs", "interval", "out", "seen", "send_now")
+    __slots__ = ("_s", "deadline", "hs", "interval", "out", "seen", "seen_on", "send_now")
 
     def __init__(self, session: Session) -> None:
         self._s = session
@@ -31,6 +31,7 @@ class HandshakeDriver:
         self.deadline: float | None = None
         self.interval = session.config.handshake_rto
         self.seen: dict[int, bytes] = {}
+        self.seen_on: dict[int, set[str]] = {}  # paths each accepted frame came in on
 
     def start(self, now: float) -> None:
         step = self._new().start()
@@ -70,9 +71,15 @@ class HandshakeDriver:
         if seen is not None and s.state is not SessionState.CLOSED:
             if seen != data:
                 raise StateError("handshake", f"a different {ftype.name} after one was accepted")
-            # a copy from the other path or a resend; our own resend timer answers resends
             s.stats["duplicate_handshake"] += 1
-            return
+            paths = self.seen_on.setdefault(ftype, set())
+            if path_id not in paths:
+                paths.add(path_id)  # the copy the peer sent on another path
+                return
+            if s.state is not SessionState.HANDSHAKING:
+                # unauthenticated and of no use now: counted as rejected, never acted on
+                raise CryptoError("handshake_replay", f"{ftype.name} again after establishment")
+            return  # a resend while handshaking; our own resend timer answers resends
         if s.state is not SessionState.HANDSHAKING:
             raise StateError("state", f"{ftype.name} in state {s.state.value}")
         if ftype != self._expected():
@@ -88,6 +95,7 @@ class HandshakeDriver:
                 s._closed(1, f"handshake refused: {e.reason}")
             return
         self.seen[ftype] = data
+        self.seen_on[ftype] = {path_id}
         if step is not None:
             self._set_out(step[0], step[1], now)
         if hs.complete:

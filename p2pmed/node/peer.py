@@ -26,7 +26,7 @@ from aiortc import (
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from p2pmed.core import events as ev
-from p2pmed.core.frame import FrameType, MessageClass
+from p2pmed.core.frame import HANDSHAKE_TYPES, FrameType, MessageClass
 from p2pmed.core.session import Session
 from p2pmed.transport.datachannel import DirectPath, dtls_fingerprints, own_certificate_fp
 from p2pmed.transport.paths import Backoff, PathManager
@@ -39,9 +39,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("p2pmed.node.peer")
 
 ANSWER_TIMEOUT = 10.0
-RESET_AFTER = 3.0  # an HS_COMMIT this long after our handshake is a new one, not a late copy
 OPEN_TIMEOUT = 15.0
+CANDIDATE_TIMEOUT = 30.0  # a new handshake run alongside an established session must finish
 _DATA = int(FrameType.DATA)
+_HS_COMMIT = int(FrameType.HS_COMMIT)
+_HANDSHAKE = frozenset(int(t) for t in HANDSHAKE_TYPES)
 _CRITICAL = int(MessageClass.CRITICAL)
 
 
@@ -55,6 +57,7 @@ class PeerLink:
         self.peer_id = peer_id
         self.peer_role = peer_role
         self.session = session
+        self.candidate: Session | None = None  # a new handshake run alongside (see receive)
         self.relay = RelayPath(peer_id, self._relay_send)
         self.direct: DirectPath | None = None
         self.pending: DirectPath | None = None
@@ -107,6 +110,7 @@ class PeerLink:
             self._in_flush = False
 
     def _flush_once(self) -> None:
+        self._flush_candidate()
         session = self.session
         frames = session.datagrams_to_send(_now())
         self.node.persist()
@@ -138,6 +142,10 @@ class PeerLink:
             self._timer.cancel()
             self._timer = None
         when = self.session.get_timer()
+        if self.candidate is not None:
+            other = self.candidate.get_timer()
+            if other is not None and (when is None or other < when):
+                when = other
         if when is not None and not self.closed:
             self._timer = self._loop.call_later(max(0.0, when - _now()), self._on_timer)
 
@@ -145,47 +153,90 @@ class PeerLink:
         self._timer = None
         if self.closed:
             return
-        self.session.handle_timer(_now())
+        now = _now()
+        self.session.handle_timer(now)
+        if self.candidate is not None:
+            self.candidate.handle_timer(now)
         self._flush()
 
     def receive(self, frame: bytes, path_id: str) -> None:
         self.stats[f"{path_id}_frames_in"] = self.stats.get(f"{path_id}_frames_in", 0) + 1
-        if (
-            len(frame) > 1
-            and frame[1] == FrameType.HS_COMMIT
-            and self.established
-            and self.node.role != "patient"
-            and (self.established_at is None or _now() - self.established_at > RESET_AFTER)
-        ):
-            self._reset_session()
+        if len(frame) > 1 and frame[1] in _HANDSHAKE and self._to_candidate(frame, path_id):
+            return
         self.session.receive(frame, path_id, _now())
         self.kick(urgent=len(frame) > 3 and frame[1] == _DATA and frame[3] == _CRITICAL)
 
-    def _reset_session(self) -> None:
-        """The patient started a new handshake while we hold an established session: it lost
-        its session state (e.g. restarted without its store). Keeping the old session would
-        stall both sides for good, so start a fresh responder session; it completes only
-        with the patient's signed handshake."""
-        now = _now()
+    def _to_candidate(self, frame: bytes, path_id: str) -> bool:
+        """A handshake frame while we hold an established session. An unauthenticated frame
+        never touches that session: a new HS_COMMIT (the patient restarted without its
+        store, or someone replays an old one) starts a candidate session run alongside; it
+        replaces the old one only once its signed handshake completed."""
+        if not self.established or self.node.role == "patient":
+            return False
+        candidate = self.candidate
+        if frame[1] == _HS_COMMIT:
+            own = self.session._handshake.seen.get(_HS_COMMIT)
+            if own == frame:
+                return False  # our own session's commit again: it counts the replay
+            if candidate is None or candidate._handshake.seen.get(_HS_COMMIT) != frame:
+                candidate = self.candidate = self.node._make_session(self.peer_id, fresh=True)
+                now = _now()
+                for pid in self.session.paths:
+                    candidate.add_path(pid, now)
+                self._loop.call_later(CANDIDATE_TIMEOUT, self._expire_candidate, candidate)
+        if candidate is None:
+            return False
+        candidate.receive(frame, path_id, _now())
+        self.kick()
+        return True
+
+    def _expire_candidate(self, candidate: Session) -> None:
+        if self.candidate is candidate:  # a replayed commit nobody completes
+            self.candidate = None
+            self.node.events.emit(
+                "candidate-expired", peer=self.peer_id, reason="new handshake not completed"
+            )
+
+    def _flush_candidate(self) -> None:
+        candidate = self.candidate
+        if candidate is None:
+            return
+        for path_id, frame in candidate.datagrams_to_send(_now()):
+            if path_id == "relay":
+                self.relay.send(frame)
+            elif path_id == "direct" and self.direct is not None and self.direct.bound:
+                self.direct.send(frame)
+        while (event := candidate.next_event()) is not None:
+            if isinstance(event, ev.HandshakeCompleted):
+                self._reset_session(candidate)
+                self._handle_event(event)
+                return
+            if isinstance(event, ev.SessionClosed):  # a replayed or forged commit: dropped
+                self.candidate = None
+                return
+            if isinstance(event, ev.FrameRejected):
+                self.node.on_rejected(self, event)
+
+    def _reset_session(self, candidate: Session) -> None:
+        """The patient proved with a new signed handshake that it lost its session state
+        (e.g. restarted without its store): the candidate session replaces the old one."""
         self.node.events.emit(
-            "session-reset", peer=self.peer_id, reason="peer started a new handshake"
+            "session-reset", peer=self.peer_id, reason="peer completed a new handshake"
         )
-        self.session = self.node._make_session(self.peer_id, fresh=True)
+        self.candidate = None
+        self.session = candidate
         self.established = False
         self.sas = ""
         self._rebind()
-        if self.present and self.node.signaling.connected:
-            self.session.add_path("relay", now)
 
     def _rebind(self) -> None:
-        """A new session for the same connections: the direct path is bound again by the
-        PATH_BINDs the new session sends once established."""
+        """A new session after the peer restarted: the direct connection belongs to its
+        previous life (its bind would name certificates it no longer has), so drop it; a
+        connection still being negotiated is bound by the new session."""
+        if self.direct is not None:
+            self._direct_lost("peer started a new session")
         if self.pending is not None:
             self.session.expect_direct(own_certificate_fp(self.pending.pc))
-        dp = self.direct
-        if dp is not None and dp.local_fp is not None and dp.remote_fp is not None:
-            dp.bound = False
-            self.session.set_fingerprints(dp.local_fp, dp.remote_fp)
 
     def send(self, cls: MessageClass, data: bytes) -> int:
         """Queue a message; it is durable (with a store) once node.persist() ran."""
