@@ -127,7 +127,7 @@ async def test_audio_pause_counts_down_and_silences(live: tuple[Page, RelayPatie
     assert not [x for x in log if x["at"] > paused_at and not x["cancelled"]]
     # the alarm itself is still shown and flashing
     item = page.locator('#alarm-list li[data-alarm-id="61"]')
-    assert await item.evaluate("(el) => getComputedStyle(el).animationName") == "flash"
+    assert await item.evaluate("(el) => getComputedStyle(el).animationName") == "flash-high"
     await page.get_by_role("button", name="Resume alarm audio").click()
     await _bursts(page, "high", 1)
 

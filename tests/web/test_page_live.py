@@ -212,7 +212,7 @@ async def test_alarm_shown_by_priority_and_acknowledged_end_to_end(live: Live) -
     first = page.locator("#alarm-list li").first
     await expect(first).to_have_attribute("data-alarm-id", "41")  # high priority on top
     anim = await item.evaluate("(el) => getComputedStyle(el).animationName")
-    assert anim == "flash"
+    assert anim == "flash-high"
     # keyboard only: Tab reaches the Acknowledge button, Enter presses it
     await page.locator("body").focus()
     for _ in range(30):
@@ -292,13 +292,13 @@ async def test_alarm_stays_signalled_until_the_ack_is_confirmed(live: Live) -> N
     await expect(item.locator(".ack-state")).to_have_text("sending…")
     await expect(item.get_by_role("button")).to_have_text("Acknowledging…")
     # not acknowledged yet: still flashing
-    assert await item.evaluate("(el) => getComputedStyle(el).animationName") == "flash"
+    assert await item.evaluate("(el) => getComputedStyle(el).animationName") == "flash-high"
     # the connection drops: the ack is shown as failed, the alarm is still signalled
     await expect(item).to_have_attribute("data-ack", "failed", timeout=5_000)
     await expect(item.locator(".ack-state")).to_contain_text("✗ not delivered: connection lost")
     await expect(item.get_by_role("button")).to_be_enabled()
     await expect(item.get_by_role("button")).to_have_text("Acknowledge again")
-    assert await item.evaluate("(el) => getComputedStyle(el).animationName") == "flash"
+    assert await item.evaluate("(el) => getComputedStyle(el).animationName") == "flash-high"
     # back: the session delivers the ack, the node confirms, the alarm stops flashing
     p.paused = False
     await expect(item).to_have_attribute("data-ack", "delivered", timeout=10_000)
@@ -395,3 +395,88 @@ async def test_one_announcement_per_alarm_event(live: Live) -> None:
         "Medium priority alarm rr-high is now escalated",
         "Alarm cleared: rr-high",
     ], said
+
+
+def _rgb(css: str) -> tuple[float, ...]:
+    nums = css[css.index("(") + 1 : css.index(")")].split(",")
+    return tuple(float(x) for x in nums[:3])
+
+
+def _contrast(a: str, b: str) -> float:
+    def lum(c: tuple[float, ...]) -> float:
+        lin = [
+            (v / 255) / 12.92 if v / 255 <= 0.04045 else ((v / 255 + 0.055) / 1.055) ** 2.4
+            for v in c
+        ]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    la, lb = sorted((lum(_rgb(a)), lum(_rgb(b))), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+PHASES = (
+    "(el) => { const a = el.getAnimations()[0]; const d = a.effect.getTiming().duration;"
+    " const out = []; for (const f of [0.25, 0.75]) { a.pause(); a.currentTime = d * f;"
+    " const s = getComputedStyle(el); out.push([s.backgroundColor, s.color]); }"
+    " a.play(); return {period: d, phases: out}; }"
+)
+
+
+async def test_visual_alarm_signals(live: Live) -> None:
+    page = live.page
+    p = live.patient
+    for aid, prio, cond, value in (
+        (81, codec.Priority.HIGH, "hr-low", 38.0),
+        (82, codec.Priority.MEDIUM, "rr-high", 34.0),
+    ):
+        a = codec.Alarm(
+            aid,
+            prio,
+            codec.AlarmState.ACTIVE,
+            codec.AlarmCategory.PHYSIOLOGICAL,
+            int(time.time() * 1e6),
+            value,
+            cond,
+            "pat-1",
+        )
+        p.send(MessageClass.CRITICAL, codec.encode(a))
+    high = page.locator('#alarm-list li[data-alarm-id="81"]')
+    medium = page.locator('#alarm-list li[data-alarm-id="82"]')
+    await expect(medium).to_have_count(1, timeout=5_000)
+    # flashing on/off at the standard's rates, text readable in both phases
+    for item, lo, hi in ((high, 1.4, 2.8), (medium, 0.4, 0.8)):
+        got = await item.evaluate(PHASES)
+        assert lo <= 1000 / got["period"] <= hi
+        on, off = got["phases"]
+        assert on[0] != off[0]  # really flashing
+        for bg, fg in (on, off):
+            assert _contrast(bg, fg) >= 4.5, (bg, fg)
+    # low priority: cyan and steady
+    low = page.locator('#alarm-list li[data-alarm-id="42"]')
+    assert await low.evaluate("(el) => getComputedStyle(el).backgroundColor") == "rgb(0, 229, 255)"
+    assert await low.evaluate("(el) => getComputedStyle(el).animationName") == "none"
+    # the parameter's tile is highlighted, and the alarm shows the value now next to the alarm's
+    await expect(page.locator("#tile-hr")).to_have_attribute("data-alarm", "high")
+    await expect(page.locator("#tile-rr")).to_have_attribute("data-alarm", "medium")
+    assert (
+        await page.locator("#tile-hr").evaluate("(el) => getComputedStyle(el).animationName")
+        == "flash-border-high"
+    )
+    await expect(high.locator(".text")).to_contain_text("hr-low (38, now ", timeout=5_000)
+    # the focus ring stands out on the alarm's colours in both phases (3:1, two-tone ring)
+    btn = high.get_by_role("button", name="Acknowledge high priority alarm hr-low")
+    await btn.focus()
+    await page.keyboard.press("Shift+Tab")
+    await page.keyboard.press("Tab")  # keyboard focus, so :focus-visible applies
+    ring = await btn.evaluate(
+        "(el) => { const s = getComputedStyle(el); return [s.outlineColor, s.boxShadow]; }"
+    )
+    assert ring[0] == "rgb(255, 255, 255)" and ring[1].startswith("rgb(0, 0, 0)")
+    for item in (high, medium):
+        for bg, _ in (await item.evaluate(PHASES))["phases"]:
+            assert max(_contrast(bg, ring[0]), _contrast(bg, "rgb(0, 0, 0)")) >= 3.0
+    await page.keyboard.press("Enter")
+    await expect(high).to_have_attribute("data-ack", "delivered", timeout=5_000)
+    tile = page.locator("#tile-hr")
+    await expect(tile).to_have_attribute("data-alarm-acked", "")
+    assert await tile.evaluate("(el) => getComputedStyle(el).animationName") == "none"

@@ -5,7 +5,7 @@ import { Session, nowUs } from "./session.js";
 import { SignalingClient } from "./signaling.js";
 import { decode as decodeVitals, encodeAlarmAck, isEcg } from "./vitals.js";
 import { SweepTrace } from "./waveform.js";
-import { $, announce, showView, showError, Tiles, AlarmList } from "./ui.js";
+import { $, announce, showView, showError, Tiles, AlarmList, TILES_ALL } from "./ui.js";
 import { FrameType, CryptoError, MessageClass } from "./frame.js";
 import { checkSdp, SdpError } from "./sdp.js";
 import { checkPin, getPin, markVerified, rememberLabel } from "./pins.js";
@@ -668,8 +668,10 @@ class App {
     } else if (msg.kind === "numerics") {
       metrics.lastNumerics = { ...msg.values, timestamp_us: msg.timestamp_us, flags: msg.flags };
       this.tiles.update(msg.values, t);
+      this.alarms.updateNow(msg.values);
     } else if (msg.kind === "alarm") {
       this.alarms.upsert(msg);
+      if (this.tiles.last) this.alarms.updateNow(this.tiles.last);
     }
   }
 
@@ -764,6 +766,7 @@ class App {
     const t = now();
     const prio = this.alarms.signalling();
     this.sound.update(prio, t);
+    this.renderTileAlarms();
     const left = this.sound.pausedLeft(t);
     const btn = $("btn-audio-pause");
     const label = left > 0 ? "Resume alarm audio" : `Pause alarm audio for ${AUDIO_PAUSE / 60} min`;
@@ -779,6 +782,19 @@ class App {
     $("btn-audio-unlock").hidden = !this.sound.blocked;
     const title = prio ? `${prio === "high" ? "‼ HIGH ALARM" : prio === "medium" ? "! MEDIUM ALARM" : "low alarm"} — ${this.titleBase()}` : this.titleBase();
     if (!$("main").hidden && document.title !== title) document.title = title;
+  }
+
+  // The tile of a parameter in alarm is outlined in the alarm's colour (flashing until acknowledged).
+  renderTileAlarms() {
+    const on = this.alarms.tileAlarms();
+    for (const k of TILES_ALL) {
+      const tile = $(`tile-${k}`);
+      const a = on[k];
+      if ((tile.dataset.alarm || null) !== (a ? a.priority : null)) {
+        if (a) tile.dataset.alarm = a.priority; else delete tile.dataset.alarm;
+      }
+      tile.toggleAttribute("data-alarm-acked", !!(a && a.acked));
+    }
   }
 
   titleBase() {

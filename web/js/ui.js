@@ -93,12 +93,18 @@ export class Tiles {
       if (tile.dataset.state !== state) tile.dataset.state = state;
       if (mark.textContent !== text) mark.textContent = text;
       const label = tile.querySelector(".label").textContent.replace(/\s+/g, " ").trim();
-      tile.setAttribute("aria-label", `${label} ${tile.querySelector(".value").textContent}${text ? " " + text : ""}`);
+      const alarm = tile.dataset.alarm ? `, ${tile.dataset.alarm} priority alarm` : "";
+      tile.setAttribute("aria-label", `${label} ${tile.querySelector(".value").textContent}${text ? " " + text : ""}${alarm}`);
     }
   }
 }
 
 // ---- alarms ----
+// Alarm condition codes start with the parameter (p2pmed/vitals/alarms.py: "hr-high", "spo2-low", ...).
+const NUMERIC_OF = { hr: "hr", spo2: "spo2", rr: "rr", temp: "temp", sys: "sys", dia: "dia", bp: "sys" };
+const TILE_OF = { hr: "hr", spo2: "spo2", rr: "rr", temp: "temp", sys: "bp", dia: "bp" };
+const numericOf = (condition) => NUMERIC_OF[String(condition).split("-")[0]] || null;
+export const TILES_ALL = ["hr", "spo2", "bp", "temp", "rr"];
 export class AlarmList {
   constructor(onAck) {
     this.onAck = onAck;
@@ -236,9 +242,39 @@ export class AlarmList {
     it.li.dataset.priority = prio;
     it.li.dataset.alarmId = String(a.alarm_id);
     it.li.dataset.state = STATE_NAME[a.state];
-    const value = a.value === null ? "" : ` (${Math.round(a.value * 10) / 10})`;
+    const r = (v) => Math.round(v * 10) / 10;
+    const now = it.now === undefined || it.now === null ? "" : `, now ${r(it.now)}`;
+    const value = a.value === null ? (now ? ` (${now.slice(2)})` : "") : ` (${r(a.value)}${now})`;
     it.text.textContent = `${prio.toUpperCase()} priority: ${a.condition}${value} — ${STATE_NAME[a.state]}`;
     it.btn.setAttribute("aria-label", `Acknowledge ${prio} priority alarm ${a.condition}`);
+  }
+
+  // The value now, from the latest NUMERICS, next to the value that raised each alarm.
+  updateNow(values) {
+    for (const it of this.items.values()) {
+      if (it.technical) continue;
+      const key = numericOf(it.alarm.condition);
+      const v = key ? values[key] : undefined;
+      if (v === undefined || v === it.now) continue;
+      it.now = v;
+      this._render(it);
+    }
+  }
+
+  // Tiles of parameters in alarm: {tile: {priority, acked}} (the highest priority per tile).
+  tileAlarms() {
+    const rank = { high: 3, medium: 2, low: 1 };
+    const out = {};
+    for (const it of this.items.values()) {
+      if (it.technical) continue;
+      const tile = TILE_OF[numericOf(it.alarm.condition)];
+      if (!tile) continue;
+      const prio = PRIORITY_NAME[it.alarm.priority] || "high";
+      const cur = out[tile];
+      if (!cur || rank[prio] > rank[cur.priority]) out[tile] = { priority: prio, acked: it.acked };
+      else if (prio === cur.priority) cur.acked = cur.acked && it.acked;
+    }
+    return out;
   }
 
   // The highest priority still signalled: present, not cleared, acknowledgement not confirmed.
