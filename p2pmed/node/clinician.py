@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from typing import IO, TYPE_CHECKING, Any
 
 from p2pmed.core import events as ev
@@ -26,10 +29,27 @@ log = logging.getLogger("p2pmed.node.clinician")
 
 TRACE_SECONDS = 4.0
 UNIDENTIFIED = "unidentified patient"
+FHIR_PENDING_MAX = 2000  # exports held per patient until its status names the FHIR subject
 
 
 def label_of(st: PatientStatus | None) -> str:
     return st.label if st is not None and st.label else UNIDENTIFIED
+
+
+def _waveform(w: Waveform, subject: str) -> list[dict[str, Any]]:
+    return [fhir.waveform_to_observation(w, subject)]
+
+
+def open_private(path: str) -> IO[str]:
+    """Open a file of patient data for appending, created (or tightened to) 0600 whatever
+    the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class ClinicianApp:
@@ -48,11 +68,15 @@ class ClinicianApp:
         self.received = 0
         self._fhir: IO[str] | None = None
         self._ui: Any = None
+        self._pending: dict[str, list[Callable[[str], list[dict[str, Any]]]]] = {}
+        self._alarm_peer: dict[int, str] = {}  # alarm id -> patient that raised it
+        self._raised_us: dict[int, int] = {}  # alarm id -> first time seen raised
+        self._ack_info: dict[int, tuple[str, int]] = {}  # alarm id -> (who, time_us)
         out = node.config.fhir_out
         if out == "-":
             self._fhir = sys.stdout
         elif out:
-            self._fhir = open(out, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the app
+            self._fhir = open_private(out)
 
     # ---- App protocol ----
     def on_joined(self) -> None:
@@ -127,7 +151,7 @@ class ClinicianApp:
             self._on_status(link, msg)
         elif isinstance(msg, Numerics):
             self.numerics = msg
-            self._export(fhir.numerics_to_observations(msg))
+            self._export(link.peer_id, partial(fhir.numerics_to_observations, msg))
         elif isinstance(msg, Waveform):
             expected = self.last_seq.get(msg.signal)
             if expected is not None and msg.first_seq != expected:
@@ -139,12 +163,16 @@ class ClinicianApp:
             if msg.signal != "PLETH":
                 self.trace_signal = msg.signal
                 self.trace.extend(s * msg.scale for s in msg.samples)
-            self._export([fhir.waveform_to_observation(msg, link.peer_id)])
+            self._export(link.peer_id, partial(_waveform, msg))
         elif isinstance(msg, Alarm):
             if msg.state is AlarmState.CLEARED:
                 self.alarms.pop(msg.alarm_id, None)
             else:
                 self.alarms[msg.alarm_id] = msg
+            self._alarm_peer[msg.alarm_id] = link.peer_id
+            if msg.state is not AlarmState.CLEARED:
+                self._raised_us.setdefault(msg.alarm_id, msg.time_us)
+            self._export_alarm(msg)
             self.node.events.emit(
                 "alarm",
                 peer=link.peer_id,
@@ -161,6 +189,7 @@ class ClinicianApp:
         elif isinstance(msg, AlarmAck):  # another clinician acknowledged
             self.acked[msg.alarm_id] = msg.who
             self.node.events.emit("alarm-acked-elsewhere", alarm_id=msg.alarm_id, by=msg.who)
+            self._acked(msg.alarm_id, msg.who, msg.time_us)
 
     def _on_status(self, link: PeerLink, st: PatientStatus) -> None:
         before = self.status.get(link.peer_id)
@@ -174,18 +203,72 @@ class ClinicianApp:
             hr_source=st.hr_source or None,
             subject=st.subject or None,
         )
+        self._flush_pending(link.peer_id)
         if st.stream is Stream.ENDED and (before is None or before.stream is not Stream.ENDED):
             # the recording is over; the link is still up (a lost link is a "path"/"closed")
             self.node.events.emit("stream-ended", peer=link.peer_id, label=label_of(st))
             if self._ui is not None:
                 self._ui.bell()
 
-    def _export(self, observations: list[dict[str, Any]]) -> None:
+    # ---- FHIR export ----
+    def subject(self, peer_id: str) -> str | None:
+        """The FHIR subject of a patient's data: this clinician's --fhir-patient, else the one
+        the patient's status names, else Patient/<patient endpoint id>; None until the
+        patient's status has arrived (exports wait for it: one patient, one subject)."""
+        if self.node.config.fhir_patient:
+            return self.node.config.fhir_patient
+        st = self.status.get(peer_id)
+        if st is None:
+            return None
+        return st.subject or f"Patient/{peer_id}"
+
+    def _export(self, peer_id: str, build: Callable[[str], list[dict[str, Any]]]) -> None:
         if self._fhir is None:
             return
-        for obs in observations:
-            self._fhir.write(json.dumps(obs, separators=(",", ":")) + "\n")
+        subj = self.subject(peer_id)
+        if subj is None:
+            pending = self._pending.setdefault(peer_id, [])
+            pending.append(build)
+            if len(pending) < FHIR_PENDING_MAX:
+                return
+            subj = f"Patient/{peer_id}"  # a patient that never says: its endpoint id
+            self.node.events.emit("fhir-subject-default", peer=peer_id, subject=subj)
+        self._write([r for b in self._pending.pop(peer_id, [build]) for r in b(subj)])
+
+    def _flush_pending(self, peer_id: str) -> None:
+        subj = self.subject(peer_id)
+        if self._fhir is not None and subj is not None and peer_id in self._pending:
+            self._write([r for b in self._pending.pop(peer_id) for r in b(subj)])
+
+    def _write(self, resources: list[dict[str, Any]]) -> None:
+        assert self._fhir is not None
+        for res in resources:
+            self._fhir.write(json.dumps(res, separators=(",", ":")) + "\n")
         self._fhir.flush()
+
+    def _export_alarm(self, alarm: Alarm) -> None:
+        peer = self._alarm_peer.get(alarm.alarm_id)
+        if peer is None:
+            return
+        aid = alarm.alarm_id
+        raised, ack = self._raised_us.get(aid), self._ack_info.get(aid)
+        self._export(
+            peer,
+            lambda subj: [
+                fhir.alarm_to_detected_issue(
+                    alarm, subj, source=peer, raised_us=raised, acknowledged=ack
+                )
+            ],
+        )
+        if alarm.state is AlarmState.CLEARED:
+            for d in (self._raised_us, self._ack_info, self._alarm_peer):
+                d.pop(aid, None)
+
+    def _acked(self, alarm_id: int, who: str, time_us: int) -> None:
+        self._ack_info.setdefault(alarm_id, (who, time_us))
+        alarm = self.alarms.get(alarm_id)
+        if alarm is not None:
+            self._export_alarm(alarm)
 
     def acknowledge(self, alarm_id: int | None = None) -> int:
         """Send ALARM_ACK for one alarm (or every unacknowledged open alarm); returns how many."""
@@ -202,6 +285,7 @@ class ClinicianApp:
                     link.send(MessageClass.CRITICAL, codec.encode(ack))
                     self.acked[aid] = self.node.endpoint_id
                     self.node.events.emit("ack-sent", peer=link.peer_id, alarm_id=aid)
+                    self._acked(aid, self.node.endpoint_id, ack.time_us)
                     count += 1
         return count
 

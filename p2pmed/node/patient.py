@@ -74,7 +74,7 @@ def summary(msg: Message | PatientStatus) -> dict[str, Any]:
 class PatientApp:
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.patient_id = node.session_id or "patient"
+        self.patient_id = node.endpoint_id  # the same patient id in every session it joins
         first_id = node.store.get_meta("next_alarm_id") if node.store is not None else None
         self.engine = AlarmEngine(self.patient_id, first_alarm_id=int(first_id or 1))
         if node.config.source.kind == "wfdb":  # HR is derived from the ECG and may be missing

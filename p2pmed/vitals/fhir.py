@@ -1,15 +1,27 @@
-"""FHIR R4 export: Observations following the R4 Vital Signs profiles, and waveforms as
-Observations with valueSampledData. Output is plain JSON-ready dicts."""
+"""FHIR R4 export: Observations following the R4 Vital Signs profiles, waveforms as
+Observations with valueSampledData, and alarms as DetectedIssue (docs/fhir.md says why).
+Output is plain JSON-ready dicts. Every resource of one patient names the same subject."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from p2pmed.core.errors import CodecError
-from p2pmed.vitals.codec import PLETH, Numerics, Param, StatusFlags, Waveform
+from p2pmed.vitals.codec import (
+    PLETH,
+    Alarm,
+    AlarmCategory,
+    AlarmState,
+    Numerics,
+    Param,
+    Priority,
+    StatusFlags,
+    Waveform,
+)
 from p2pmed.vitals.ranges import RANGES
 
 LOINC = "http://loinc.org"
@@ -68,7 +80,13 @@ def fhir_datetime(timestamp_us: int) -> str:
     return dt.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _base(code: dict[str, Any], patient_id: str, timestamp_us: int) -> dict[str, Any]:
+def reference(subject: str) -> str:
+    """A subject as a FHIR reference: a bare id becomes "Patient/<id>"; "Patient/<id>" and
+    absolute URLs are kept."""
+    return subject if "/" in subject else f"Patient/{subject}"
+
+
+def _base(code: dict[str, Any], subject: str, timestamp_us: int) -> dict[str, Any]:
     return {
         "resourceType": "Observation",
         "status": "final",
@@ -81,7 +99,7 @@ def _base(code: dict[str, Any], patient_id: str, timestamp_us: int) -> dict[str,
             }
         ],
         "code": code,
-        "subject": {"reference": f"Patient/{patient_id}"},
+        "subject": {"reference": reference(subject)},
         "effectiveDateTime": fhir_datetime(timestamp_us),
     }
 
@@ -113,22 +131,24 @@ def _notes(n: Numerics, params: list[Param]) -> list[dict[str, str]]:
     return notes
 
 
-def numerics_to_observations(n: Numerics) -> list[dict[str, Any]]:
+def numerics_to_observations(n: Numerics, subject: str | None = None) -> list[dict[str, Any]]:
     """One Vital Signs Observation per present value; systolic and diastolic go into one
-    blood pressure panel. Suspect values are kept and carry a note."""
+    blood pressure panel. Suspect values are kept and carry a note. `subject`: the patient
+    (a reference or a bare id); None = the id carried in the NUMERICS."""
+    subject = n.patient_id if subject is None else subject
     out: list[dict[str, Any]] = []
     for p, (profile, codes, ucum, unit) in _VITALS.items():
         v = n.value(p)
         if v is None:
             continue
-        obs = _base(_loinc(codes), n.patient_id, n.timestamp_us)
+        obs = _base(_loinc(codes), subject, n.timestamp_us)
         obs["meta"] = {"profile": [VITALSIGNS_PROFILE, SD + profile]}
         obs["valueQuantity"] = _quantity(v, ucum, unit)
         if notes := _notes(n, [p]):
             obs["note"] = notes
         out.append(obs)
     if n.value(Param.SYS) is not None or n.value(Param.DIA) is not None:
-        obs = _base(_loinc([_BP_PANEL]), n.patient_id, n.timestamp_us)
+        obs = _base(_loinc([_BP_PANEL]), subject, n.timestamp_us)
         obs["meta"] = {"profile": [VITALSIGNS_PROFILE, SD + "bp"]}
         components = []
         for p, code in _BP_PARTS.items():
@@ -159,8 +179,9 @@ def _decimal(x: float) -> float:
     return float(np.format_float_positional(np.float32(x), unique=True, trim="-"))
 
 
-def waveform_to_observation(w: Waveform, patient_id: str) -> dict[str, Any]:
-    """A WAVEFORM chunk as an Observation with valueSampledData (physical = data * factor)."""
+def waveform_to_observation(w: Waveform, subject: str) -> dict[str, Any]:
+    """A WAVEFORM chunk as an Observation with valueSampledData (physical = data * factor).
+    `subject`: the patient, a reference or a bare id."""
     if w.signal == PLETH:
         coding = {"system": MDC, "code": "150452", "display": "MDC_PULS_OXIM_PLETH"}
         text = "Plethysmogram"
@@ -173,7 +194,7 @@ def waveform_to_observation(w: Waveform, patient_id: str) -> dict[str, Any]:
             "display": f"MDC_ECG_ELEC_POTL_{name}",
         }
         text = f"ECG lead {w.signal}"
-    obs = _base({"coding": [coding], "text": text}, patient_id, w.t0_us)
+    obs = _base({"coding": [coding], "text": text}, subject, w.t0_us)
     obs["category"] = [
         {"coding": [{"system": CATEGORY_SYSTEM, "code": "procedure", "display": "Procedure"}]}
     ]
@@ -185,3 +206,64 @@ def waveform_to_observation(w: Waveform, patient_id: str) -> dict[str, Any]:
         "data": " ".join(str(s) for s in w.samples),
     }
     return obs
+
+
+ALARM_CONDITION = "urn:p2pmed:alarm-condition"  # the ALARM condition codes (docs/protocol.md)
+ALARM_ACTION = "urn:p2pmed:alarm-action"
+ENDPOINT = "urn:p2pmed:endpoint"  # p2pmed endpoint ids
+ALARM_ID = "urn:p2pmed:alarm"
+_SEVERITY = {Priority.HIGH: "high", Priority.MEDIUM: "moderate", Priority.LOW: "low"}
+_STATE_TEXT = {
+    AlarmState.ACTIVE: "raised",
+    AlarmState.LATCHED: "latched (condition gone, not yet acknowledged)",
+    AlarmState.ESCALATED: "escalated (not acknowledged in time)",
+    AlarmState.CLEARED: "cleared",
+}
+
+
+def alarm_to_detected_issue(
+    alarm: Alarm,
+    subject: str,
+    *,
+    source: str,
+    raised_us: int | None = None,
+    acknowledged: tuple[str, int] | None = None,
+) -> dict[str, Any]:
+    """The current state of one alarm as a DetectedIssue; export it again at every change
+    (raised, escalated, latched, acknowledged, cleared): same `id` and identifier, so a
+    FHIR server keeps one resource per alarm and its history as versions.
+
+    source: endpoint id of the patient node that raised it (alarm ids are unique per
+    sender); raised_us: when it was first raised, if known; acknowledged: (who, time_us)."""
+    technical = alarm.category is AlarmCategory.TECHNICAL
+    kind = "Technical" if technical else "Physiological"
+    value = "" if alarm.value is None else f", value {alarm.value:g}"
+    issue: dict[str, Any] = {
+        "resourceType": "DetectedIssue",
+        "id": re.sub(r"[^A-Za-z0-9.-]", "-", f"alarm-{source}-{alarm.alarm_id}")[-64:],
+        "identifier": [{"system": ALARM_ID, "value": f"{source}/{alarm.alarm_id}"}],
+        "status": "final" if alarm.state is AlarmState.CLEARED else "preliminary",
+        "code": {
+            "coding": [{"system": ALARM_CONDITION, "code": alarm.condition}],
+            "text": f"{kind} alarm {alarm.condition}",
+        },
+        "severity": _SEVERITY[alarm.priority],
+        "patient": {"reference": reference(subject)},
+        "identifiedDateTime": fhir_datetime(alarm.time_us if raised_us is None else raised_us),
+        "author": {"identifier": {"system": ENDPOINT, "value": source}},
+        "detail": f"{kind} alarm {alarm.condition}, priority {alarm.priority.name}, "
+        f"{_STATE_TEXT[alarm.state]} at {fhir_datetime(alarm.time_us)}{value}",
+    }
+    if acknowledged is not None:
+        who, at_us = acknowledged
+        issue["mitigation"] = [
+            {
+                "action": {
+                    "coding": [{"system": ALARM_ACTION, "code": "acknowledged"}],
+                    "text": "Alarm acknowledged by a clinician",
+                },
+                "date": fhir_datetime(at_us),
+                "author": {"identifier": {"system": ENDPOINT, "value": who}, "display": who},
+            }
+        ]
+    return issue

@@ -50,7 +50,9 @@ async def test_ui_fhir_and_recording(server, tmp_path) -> None:  # type: ignore[
         await clinician.stop()
         await patient.stop()
     obs = [json.loads(line) for line in fhir.read_text().splitlines()]
-    assert obs and all(o["resourceType"] == "Observation" for o in obs)
+    assert obs and {o["resourceType"] for o in obs} == {"Observation", "DetectedIssue"}
+    issues = [o for o in obs if o["resourceType"] == "DetectedIssue"]  # the alarm, acked
+    assert any(o.get("mitigation") for o in issues)
     assert any(o.get("valueSampledData") or o.get("component") for o in obs)
     with av.open(str(rec)) as container:
         kinds = {s.type for s in container.streams}
