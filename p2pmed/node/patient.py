@@ -134,7 +134,9 @@ class PatientApp:
                 except TimeoutError:
                     pass
             self.position = n
-            self.broadcast(MessageClass.MEDIUM, msg, n)
+            # numerics are what a clinician reads: HIGH, never queued behind waveform backlog
+            cls = MessageClass.HIGH if isinstance(msg, Numerics) else MessageClass.MEDIUM
+            self.broadcast(cls, msg, n)
             if self.pending_audit:
                 self._flush_audit()
             if isinstance(msg, Numerics):

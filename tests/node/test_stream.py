@@ -94,3 +94,20 @@ async def test_wfdb_source_arrives_bit_exact(server, tmp_path) -> None:  # type:
         await patient.stop()
     first = clinician.w.of("message", kind="waveform")[0]["first_seq"]
     assert got == [int(x) for x in digital[first : first + len(got), 0]]
+
+
+async def test_numerics_go_high_waveforms_medium(server) -> None:  # type: ignore[no-untyped-def]
+    # protocol 7: NUMERICS HIGH (what a clinician reads must not wait behind waveforms)
+    patient = await start_inproc(server.join_url(server.mint("s4", "patient")), "patient")
+    clinician = await start_inproc(server.join_url(server.mint("s4", "clinician")), "clinician")
+    try:
+        await clinician.w.wait_count("message", 3, kind="numerics")
+    finally:
+        await patient.stop()
+        await clinician.stop()
+    sent = patient.w.of("sent", peer=clinician.node.endpoint_id)
+    assert {e["cls"] for e in sent if e["kind"] == "numerics"} == {"HIGH"}
+    assert {e["cls"] for e in sent if e["kind"] == "waveform"} == {"MEDIUM"}
+    got = clinician.w.of("message", kind="numerics")
+    assert len(got) >= 3 and {e["cls"] for e in got} == {"HIGH"}
+    check_stream(sent, clinician.w.of("message"))
