@@ -23,11 +23,17 @@ from p2pmed.transport.relay import decode_envelope, encode_envelope
 
 
 class RelayPatient:
-    def __init__(self, ws_url: str, token: str, endpoint_id: str = "pat-sim") -> None:
+    def __init__(
+        self,
+        ws_url: str,
+        token: str,
+        endpoint_id: str = "pat-sim",
+        identity: Identity | None = None,
+    ) -> None:
         self.ws_url = ws_url
         self.token = token
         self.endpoint_id = endpoint_id
-        self.identity = Identity.generate()
+        self.identity = identity or Identity.generate()
         self.session: Session | None = None
         self.peer: str | None = None
         self.events: list[Any] = []
@@ -48,7 +54,24 @@ class RelayPatient:
         self.joined = await self._ws.receive_json(timeout=5)
         assert self.joined["type"] == "joined", self.joined
         self._tasks = [asyncio.create_task(self._reader()), asyncio.create_task(self._driver())]
+        # back in a session that admitted us before: the clinician is already there
+        if not self.joined.get("waiting"):
+            for p in self.joined.get("peers", []):
+                if p.get("role") == "clinician":
+                    self._start(p["endpoint_id"])
         return self
+
+    def _start(self, peer: str) -> None:
+        self.peer = peer
+        now = time.time()
+        self.session = Session(
+            SessionConfig(
+                session_id=self.joined["session"], initiator=True, identity=self.identity
+            ),
+            now=now,
+        )
+        self.session.add_path("relay", now, preferred=True)
+        self.session.connect(now)
 
     async def __aexit__(self, *exc: object) -> None:
         for t in self._tasks:
@@ -68,18 +91,7 @@ class RelayPatient:
             if msg.type == aiohttp.WSMsgType.TEXT:
                 data = msg.json()
                 if data.get("type") == "peer-joined" and data.get("role") == "clinician":
-                    self.peer = data["endpoint_id"]
-                    now = time.time()
-                    self.session = Session(
-                        SessionConfig(
-                            session_id=self.joined["session"],
-                            initiator=True,
-                            identity=self.identity,
-                        ),
-                        now=now,
-                    )
-                    self.session.add_path("relay", now, preferred=True)
-                    self.session.connect(now)
+                    self._start(data["endpoint_id"])
             elif msg.type == aiohttp.WSMsgType.BINARY and self.session and not self.paused:
                 _, data = decode_envelope(msg.data)
                 self.session.receive(data, "relay", time.time())

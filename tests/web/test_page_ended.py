@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
+import time
 
 import pytest
 from playwright.async_api import Browser, expect
 
+from signaling.testing import running_server
 from tests.web.node_proc import REPO
+from tests.web.relay_patient import RelayPatient
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -86,3 +89,31 @@ async def test_demo_stopped_shows_session_ended_not_live(browser: Browser) -> No
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_patient_back_after_closing_opens_a_new_session(browser: Browser) -> None:
+    with tempfile.TemporaryDirectory(prefix="p2pmed-web-back-") as d:
+        async with running_server(d) as srv:
+            ctx = await browser.new_context()
+            page = await ctx.new_page()
+            await page.goto(srv.join_url(srv.mint("s-back", "clinician")))
+            await expect(page.locator("#view-waiting")).to_be_visible(timeout=10_000)
+            first = RelayPatient(srv.ws_url, srv.mint("s-back", "patient"), "pat-r")
+            async with first:
+                await page.get_by_role("button", name="Admit patient pat-r").click()
+                await first.wait(lambda: first.established)
+                assert first.session is not None
+                first.session.close(time.time(), 0, "node stopped")
+                await expect(page.locator("#conn-state")).to_have_text(
+                    "Session ended — closed by the patient (node stopped)", timeout=5_000
+                )
+            # the same patient node (same endpoint, same key) starts again
+            token = srv.mint("s-back", "patient")
+            again = RelayPatient(srv.ws_url, token, "pat-r", identity=first.identity)
+            async with again:
+                await again.wait(lambda: again.established)
+                assert again.session is not None
+                await expect(page.locator("#sas")).to_have_text(again.session.sas, timeout=5_000)
+                await expect(page.locator("#conn-state")).not_to_contain_text("Session ended")
+                await expect(page.locator("#ended-banner")).to_be_hidden()
+            await ctx.close()

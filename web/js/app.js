@@ -118,7 +118,7 @@ class App {
       resumeToken: storedResume(resumeKey, token, this.eid),
       onResumeToken: (t) => { try { sessionStorage.setItem(resumeKey, t); } catch { /* storage full: memory only */ } },
       onMessage: (m) => this.onSignal(m),
-      onRelay: (peer, frame) => { if (peer === this.patientId && this.session) this.session.receive(frame, "relay"); },
+      onRelay: (peer, frame) => { if (peer === this.patientId) this.feed(frame, "relay"); },
       onState: (up, joined) => this.onSignalState(up, joined),
       onFatal: (code, message) => { window.p2pmed.state = "error"; showError(code, message); },
     });
@@ -321,6 +321,19 @@ class App {
     }
   }
 
+  // A frame from the patient. After the patient closed the session, a new HS_COMMIT (the patient
+  // node started again) opens a new one; anything else for the closed session is dropped.
+  feed(frame, path) {
+    const s = this.session;
+    if (!s) return;
+    if (!s.closed) { s.receive(frame, path); return; }
+    const bytes = new Uint8Array(frame);
+    if (bytes[1] !== FrameType.HS_COMMIT || this.reopening) return;
+    if (this.trust === "refused" || window.p2pmed.state === "error") return; // a security failure: reload to retry
+    this.reopening = true;
+    this.newSession({ fresh: true }).then(() => this.session.receive(bytes, path)).finally(() => { this.reopening = false; });
+  }
+
   transmit(path, frame) {
     if (path === "relay") { if (this.patientId) this.sig.sendRelay(this.patientId, frame); return; }
     // our PATH_BIND may also go on the control channel of a direct path not bound yet
@@ -356,7 +369,7 @@ class App {
     this.channels = CHANNELS.map(([label, id]) => {
       const ch = pc.createDataChannel(label, { negotiated: true, id, ordered: true });
       ch.binaryType = "arraybuffer";
-      ch.onmessage = (e) => { if (this.pc === pc && this.session && typeof e.data !== "string") this.session.receive(e.data, "direct"); };
+      ch.onmessage = (e) => { if (this.pc === pc && typeof e.data !== "string") this.feed(e.data, "direct"); };
       ch.onopen = () => this.maybeDirectOpen(pc);
       ch.onclose = () => this.directLost(pc);
       return ch;
