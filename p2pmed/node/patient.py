@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from p2pmed.core import events as ev
 from p2pmed.core.errors import ProtocolError
 from p2pmed.core.frame import MessageClass
-from p2pmed.vitals import codec
+from p2pmed.vitals import codec, hr
 from p2pmed.vitals.alarms import AlarmEngine
 from p2pmed.vitals.codec import Alarm, AlarmAck, Message, Numerics, Param, Waveform
-from p2pmed.vitals.sources import Episode, SyntheticSource, WfdbReplay
+from p2pmed.vitals.sources import Episode, SyntheticSource, WfdbReplay, beat_track
 from p2pmed.vitals.status import PatientStatus, Stream
 
 if TYPE_CHECKING:
@@ -91,12 +93,33 @@ class PatientApp:
         self._stop = asyncio.Event()
 
     # ---- the source ----
-    def _source(self, start: float, skip: int = 0) -> Iterator[tuple[float, Message]]:
+    async def _beats(self) -> hr.BeatTrack | None:
+        """QRS detection for a WFDB source, in a separate process: detection is CPU-bound
+        Python and numpy that, in a thread, would hold the GIL (46 ms event-loop stalls were
+        measured while a thread detected 300 s of ECG)."""
+        spec = self.node.config.source
+        if spec.kind != "wfdb":
+            return None
+        loop = asyncio.get_running_loop()
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return await loop.run_in_executor(pool, beat_track, spec.path)
+        except Exception as exc:  # no process (limits, sandbox): the thread does it instead
+            self.node.events.emit("hr-detection-in-thread", reason=repr(exc)[:200])
+            return None
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _source(
+        self, start: float, skip: int = 0, beats: hr.BeatTrack | None = None
+    ) -> Iterator[tuple[float, Message]]:
         """The deterministic stream from `start`, without its first `skip` messages (seeked
         directly, not regenerated: this can take a moment, so callers run it off the loop)."""
         spec = self.node.config.source
         if spec.kind == "wfdb":
-            replay = WfdbReplay(spec.path, start_time=start, patient_id=self.patient_id)
+            replay = WfdbReplay(
+                spec.path, start_time=start, patient_id=self.patient_id, beats=beats
+            )
             self.hr_source = replay.hr_source
             return replay.iter_from(skip)
         self.hr_source = "synthetic"
@@ -121,7 +144,8 @@ class PatientApp:
         self.position = skip
         rate = self.node.config.rate
         n = skip
-        source = await asyncio.to_thread(self._source, start, skip)
+        beats = await self._beats()
+        source = await asyncio.to_thread(self._source, start, skip, beats)
         self.node.events.emit("source-started", skip=skip, hr_source=self.hr_source)
         self._send_status()  # now with the HR source
         for due, msg in source:

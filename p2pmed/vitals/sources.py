@@ -314,7 +314,8 @@ class WfdbReplay:
     Given a `patient_id`, an ECG replay also yields a NUMERICS every second with the heart
     rate derived from the record (see hr.py: its beat annotations if it has a `.atr`, else
     QRS detection), and HR absent when none can be derived; `hr_source` says which. The
-    detection runs here, in the constructor: build the replay off the event loop.
+    detection runs here, in the constructor (build the replay off the event loop), unless
+    `beats` brings a track computed elsewhere (beat_track() in another process).
     """
 
     def __init__(
@@ -327,6 +328,7 @@ class WfdbReplay:
         start_time: float = 0.0,
         first_seq: int = 0,
         patient_id: str | None = None,
+        beats: hr.BeatTrack | None = None,
     ) -> None:
         import wfdb  # type: ignore[import-untyped]  # imported here: it is slow to import and only replay needs it
 
@@ -366,8 +368,10 @@ class WfdbReplay:
         self.beats: hr.BeatTrack | None = None
         if patient_id is not None and self.signal in ECG_LEADS:
             Numerics(0, patient_id)  # fail early on an id the codec would refuse
-            self.beats = hr.from_annotations(record, fs) or hr.from_ecg(
-                self.samples * self.scale, fs
+            self.beats = (
+                beats
+                or hr.from_annotations(record, fs)
+                or hr.from_ecg(self.samples * self.scale, fs)
             )
         self.hr_source = self.beats.source if self.beats is not None else None
 
@@ -375,10 +379,13 @@ class WfdbReplay:
         return self.iter_from(0)
 
     def iter_from(self, skip: int) -> Iterator[tuple[float, Message]]:
-        """The replay without its first `skip` messages."""
+        """The replay without its first `skip` messages. The skipping is done here, eagerly
+        (a caller can run it off the event loop); messages are built as they are taken."""
         if skip < 0:
             raise SourceError("skip", "skip must be >= 0")
-        return (self._message(item) for item in itertools.islice(self._schedule(), skip, None))
+        schedule = self._schedule()
+        next(itertools.islice(schedule, skip, skip), None)  # consume `skip` items now
+        return (self._message(item) for item in schedule)
 
     def _schedule(self) -> Iterator[tuple[str, int]]:
         """("w", chunk index) and ("n", second) in due-time order; a numerics first on a tie,
@@ -415,3 +422,9 @@ class WfdbReplay:
             tuple(int(s) for s in self.samples[a:b]),
         )
         return self.start_time + b / rate, msg
+
+
+def beat_track(record: str | Path, channel: str | None = None) -> hr.BeatTrack | None:
+    """The HR beat track WfdbReplay(record, channel=channel, patient_id=...) would build;
+    picklable, so a process pool can compute it without holding this process's GIL."""
+    return WfdbReplay(record, channel=channel, patient_id="beats").beats

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import wfdb  # type: ignore[import-untyped]
 
-from tests.node.conftest import start_inproc
+from tests.node.conftest import start_inproc, start_proc
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -17,11 +17,14 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 async def test_wfdb_patient_sends_derived_hr_and_hr_alarms(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
     for ext in ("hea", "dat"):  # no .atr: the HR comes from QRS detection
         shutil.copy(DATA / f"mitdb208.{ext}", tmp_path / f"mitdb208.{ext}")
-    patient = await start_inproc(
+    # a real patient process: QRS detection runs in a spawned worker process
+    patient = await start_proc(
         server.join_url(server.mint("h1", "patient")),
         "patient",
-        source=f"wfdb:{tmp_path / 'mitdb208'}",
-        rate=4.0,
+        "--source",
+        f"wfdb:{tmp_path / 'mitdb208'}",
+        "--rate",
+        "4",
     )
     clinician = await start_inproc(server.join_url(server.mint("h1", "clinician")), "clinician")
     try:
@@ -32,6 +35,7 @@ async def test_wfdb_patient_sends_derived_hr_and_hr_alarms(server, tmp_path) -> 
         sent = patient.w.of("sent", kind="numerics")
         assert sent and {e["hr_source"] for e in sent} == {"ecg-detector"}
         assert patient.w.of("source-started")[0]["hr_source"] == "ecg-detector"
+        assert not patient.w.of("hr-detection-in-thread")
     finally:
         await clinician.stop()
         await patient.stop()
