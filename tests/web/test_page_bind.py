@@ -170,3 +170,36 @@ async def test_bind_naming_other_certificates_closes_the_session(live: Live) -> 
     assert await page.evaluate("window.p2pmed.app.pc") is None
     close = await live.node.wait_for(lambda e: e.get("event") in ("closed", "session-closed"))
     assert "fingerprint" in str(close)
+
+
+BINDER = """async () => {
+  const { Binder } = await import('/static/js/bind.js');
+  const fp = (n) => new Uint8Array(32).fill(n);
+  const b = new Binder();
+  const out = [];
+  const pc1 = {}, pc2 = {};
+  b.negotiate(pc1);
+  // the peer's bind arrives before our DTLS connected: held, checked when it connects
+  out.push(b.check({ peerCert: fp(2), myCert: fp(1) }));
+  out.push(b.connected(pc1, { local: fp(1), remote: fp(2) }));
+  out.push(b.bound);
+  // renegotiation: a bind for the previous connection crosses it
+  b.negotiate(pc2);
+  out.push(b.bound);
+  out.push(b.check({ peerCert: fp(2), myCert: fp(1) }));
+  out.push(b.connected(pc2, { local: fp(3), remote: fp(4) }));
+  // a connection that is not ours any more changes nothing
+  out.push(b.connected(pc1, { local: fp(9), remote: fp(9) }));
+  out.push(b.check({ peerCert: fp(4), myCert: fp(3) }));
+  // certificates neither side negotiated: someone in the middle
+  out.push(b.check({ peerCert: fp(7), myCert: fp(3) }));
+  return { out, stats: b.stats };
+}"""
+
+
+async def test_binder_holds_early_binds_ignores_stale_ones_and_flags_others(
+    blank_page: Page,
+) -> None:
+    got = await blank_page.evaluate(BINDER)
+    assert got["out"] == ["held", "bound", True, False, "held", "stale", None, "bound", "mismatch"]
+    assert got["stats"] == {"held": 2, "bound": 2, "stale": 1, "mismatch": 1}
