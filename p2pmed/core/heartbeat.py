@@ -16,12 +16,16 @@ if TYPE_CHECKING:
     from p2pmed.core.session import Session
 
 PING = struct.Struct(">Q")
+# A timer that runs this much later than the heartbeat interval allows means this endpoint was
+# not running (a loaded event loop, a suspended process): that time is not the path's silence.
+STALL_SLACK = 0.1
 
 
 class Heartbeat:
     __slots__ = (
         "_s",
         "direct_seen",
+        "last_tick",
         "next_due",
         "next_ping_id",
         "paths",
@@ -39,6 +43,7 @@ class Heartbeat:
         self.next_ping_id = 1
         self.next_due: float | None = None
         self.rekey_epoch = 0
+        self.last_tick: float | None = None  # when on_timer last ran; None: never
 
     def add(self, path_id: str, now: float, preferred: bool) -> None:
         s = self._s
@@ -95,6 +100,7 @@ class Heartbeat:
         times.extend(p.last_pong + p.dead_after(dead) for p in self.paths.values() if p.alive)
 
     def on_timer(self, now: float) -> None:
+        self._credit_stall(now)
         if self.next_due is not None and now >= self.next_due:
             self.beat(now)
         dead = self._s.config.path_dead_after
@@ -103,6 +109,23 @@ class Heartbeat:
                 p.alive = False
                 self._s._events.append(PathDown(p.path_id))
                 self._s._recovery.reroute()
+
+    def _credit_stall(self, now: float) -> None:
+        """The timer always runs within heartbeat_interval of its previous run (the next beat
+        is due by then). A longer gap is time this endpoint did not run, while PONGs may wait
+        unread in its socket buffers: a path is silent only for the time we were listening,
+        so a path dies only once its dead timer has really expired."""
+        last, self.last_tick = self.last_tick, now
+        if last is None:
+            return
+        stalled = now - last - self._s.config.heartbeat_interval
+        if stalled <= STALL_SLACK:
+            return
+        self._s.stats["stalls"] = self._s.stats.get("stalls", 0) + 1
+        for p in self.paths.values():
+            p.last_pong = min(now, p.last_pong + stalled)
+        for pid, (path_id, sent_at, epoch) in list(self.pings.items()):
+            self.pings[pid] = (path_id, min(now, sent_at + stalled), epoch)
 
     def queue_ping(self, path_id: str, now: float) -> None:
         s = self._s

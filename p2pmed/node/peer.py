@@ -326,7 +326,11 @@ class PeerLink:
     def remove_relay(self) -> None:
         if self.paths.paths.get("relay") is not None and not self.closed:
             self.session.remove_path("relay", _now())
-            self._report(self.paths.forget("relay"))
+            if self.node.signaling.connected and not self.present:
+                # peer-left (it may overtake the peer's CLOSE): a leave, not a failure
+                self._report(self.paths.left("relay"))
+            else:  # our own signaling connection is down: the peer may be unreachable
+                self._report(self.paths.forget("relay"))
             self.kick()
 
     # ---- direct path ----

@@ -70,6 +70,8 @@ class PathManager:
     paths: dict[str, PathInfo] = field(default_factory=dict)
     active: str | None = None
     all_down_reported: bool = False
+    # the server said the peer left: its paths going away is a leave, not a failure
+    peer_left: bool = False
 
     def _choose(self) -> list[dict[str, object]]:
         best = next((p for p in self.preference if self.paths.get(p, PathInfo()).up), None)
@@ -77,7 +79,7 @@ class PathManager:
         if best != self.active:
             out.append({"event": "path", "active": best, "previous": self.active})
             self.active = best
-        if best is None and self.paths and not self.all_down_reported:
+        if best is None and self.paths and not self.all_down_reported and not self.peer_left:
             self.all_down_reported = True
             out.append(
                 {
@@ -92,6 +94,7 @@ class PathManager:
         return out
 
     def up(self, path: str) -> list[dict[str, object]]:
+        self.peer_left = False
         info = self.paths.setdefault(path, PathInfo())
         out: list[dict[str, object]] = []
         if not info.up:
@@ -106,6 +109,12 @@ class PathManager:
             info.up = False
             out.append({"event": "path-down", "path": path, "reason": why})
         return out + self._choose()
+
+    def left(self, path: str) -> list[dict[str, object]]:
+        """The peer left (the server said so): forget `path`; from now until a path comes up
+        again no all-paths-down alarm, since nothing failed."""
+        self.peer_left = True
+        return self.forget(path)
 
     def forget(self, path: str) -> list[dict[str, object]]:
         out = self.down(path, "removed")

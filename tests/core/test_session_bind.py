@@ -74,7 +74,7 @@ def test_early_bind_is_held_until_local_dtls_connects() -> None:
 
 
 def test_held_bind_for_another_certificate_is_refused_when_dtls_connects() -> None:
-    net, a, b = make_pair(41, paths=paths())
+    net, _a, b = make_pair(41, paths=paths())
     establish(net)
     b.expect_direct(FB)
     net.call("a", lambda s: s.set_fingerprints(FA, FB))

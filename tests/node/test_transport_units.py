@@ -126,3 +126,21 @@ def test_backoff_grows_to_a_cap_and_resets() -> None:
     assert delays[4] >= 4.0 * 0.75
     b.reset()
     assert b.next() <= 0.5 * 1.25
+
+
+def test_peer_left_is_not_an_all_paths_down_alarm() -> None:
+    pm = PathManager()
+    pm.up("relay")
+    pm.up("direct")
+    events = pm.left("relay")  # the server said the peer left
+    assert [e["event"] for e in events] == ["path-down"]
+    events = pm.down("direct", "heartbeats missed")  # its CLOSE never came
+    assert [e["event"] for e in events] == ["path-down", "path"]
+    pm.up("relay")  # back: a failure is an alarm again
+    assert [e["event"] for e in pm.down("relay")][-1] == "technical-alarm"
+    # our own link to the server went down while the peer is present: that is an alarm
+    pm = PathManager()
+    pm.up("relay")
+    assert [e["code"] for e in pm.forget("relay") if e["event"] == "technical-alarm"] == [
+        "all-paths-down"
+    ]

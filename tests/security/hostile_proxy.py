@@ -44,6 +44,7 @@ class HostileProxy:
     base: str = ""
     clients: dict[str, Client] = field(default_factory=dict)
     relay_log: list[tuple[str, bytes]] = field(default_factory=list)  # (src endpoint, data)
+    drop: Callable[[str, bytes], bool] | None = None  # (src endpoint, frame) -> drop it
     media_frames: int = 0  # media frames the MITM decoded
     tracks: int = 0
     dc_messages: int = 0  # DataChannel messages the MITM bridged
@@ -101,7 +102,9 @@ class HostileProxy:
                     await up.send_str(json.dumps(data))
                 elif msg.type == aiohttp.WSMsgType.BINARY:
                     self.relay_log.append((client.endpoint_id, msg.data))
-                    await up.send_bytes(msg.data)
+                    frame = msg.data[1 + msg.data[0] :]
+                    if self.drop is None or not self.drop(client.endpoint_id, frame):
+                        await up.send_bytes(msg.data)
             down.cancel()
         return ws
 
