@@ -86,6 +86,9 @@ class TerminalUI:
             n is not None and v(Param.HR) is None
         ):
             hr = "unavailable"
+        sources = {st.hr_source for st in app.status.values() if st.hr_source}
+        if hr != "unavailable" and sources & {"ecg-detector", "annotations"}:
+            hr += " (from ECG)" if "ecg-detector" in sources else " (from beat annotations)"
         out.append(
             f"HR {hr}  SpO2 {_fmt(v(Param.SPO2), '%')}  "
             f"NIBP {_fmt(v(Param.SYS), '')}/{_fmt(v(Param.DIA), 'mmHg')}  "

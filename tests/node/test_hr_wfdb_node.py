@@ -24,18 +24,26 @@ async def test_wfdb_patient_sends_derived_hr_and_hr_alarms(server, tmp_path) -> 
         "--source",
         f"wfdb:{tmp_path / 'mitdb208'}",
         "--rate",
-        "4",
+        "2",  # hr-high holds from 13 s to 19 s of the record: 6.5-9.5 s after the start
     )
     clinician = await start_inproc(server.join_url(server.mint("h1", "clinician")), "clinician")
     try:
         alarm = await clinician.w.wait_for("alarm", condition="hr-high", state="ACTIVE")
         assert alarm["category"] == "PHYSIOLOGICAL" and alarm["value"] > 120
+        await clinician.w.wait_for(  # (the alarm may come first: open alarms go to a newcomer)
+            lambda e: e["event"] == "message" and e.get("kind") == "numerics" and e["values"]["hr"]
+        )
         numerics = [e for e in clinician.w.of("message", kind="numerics") if e["values"]["hr"]]
         assert numerics and all(90 < e["values"]["hr"] < 140 for e in numerics)
         sent = patient.w.of("sent", kind="numerics")
         assert sent and {e["hr_source"] for e in sent} == {"ecg-detector"}
         assert patient.w.of("source-started")[0]["hr_source"] == "ecg-detector"
         assert not patient.w.of("hr-detection-in-thread")
+        from p2pmed.ui import TerminalUI
+
+        await clinician.w.wait_for("patient-status", hr_source="ecg-detector")
+        screen = "\n".join(TerminalUI(clinician.node.app).render())  # type: ignore[arg-type]
+        assert "/min (from ECG)" in screen
     finally:
         await clinician.stop()
         await patient.stop()
