@@ -84,7 +84,14 @@ class PatientApp:
         self.hr_source: str | None = None  # where the HR in NUMERICS comes from
         self.stream = Stream.STREAMING
         self._status_counter = 0
-        self.status()  # a label or FHIR subject the wire cannot carry fails here, at start
+        try:
+            self.status()  # a label or FHIR subject the wire cannot carry fails here, at start
+        except ProtocolError as exc:
+            from p2pmed.node.node import NodeError
+
+            raise NodeError(
+                f"--label or --fhir-patient cannot be sent to clinicians: {exc}"
+            ) from exc
         self.alarm_sent: dict[int, float] = {}
         self.acked_alarms: set[int] = set()
         self.pending_audit: list[dict[str, Any]] = []

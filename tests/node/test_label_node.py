@@ -3,6 +3,8 @@ shows the label (in --json and the terminal view) and uses the announced FHIR su
 
 from __future__ import annotations
 
+import pytest
+
 from p2pmed.ui import TerminalUI
 from tests.node.conftest import start_inproc, start_proc
 
@@ -32,3 +34,12 @@ async def test_patient_label_and_subject_reach_the_clinician(server) -> None:  #
     sent = [e for e in patient.w.of("sent") if e["kind"] == "patient-status"]
     assert sent and all(e["cls"] == "HIGH" for e in sent)
     assert all("label" not in e for e in sent)  # the label stays out of "sent"/"message" lines
+
+
+async def test_a_label_too_long_for_the_wire_stops_the_patient_at_start(server) -> None:  # type: ignore[no-untyped-def]
+    from p2pmed.node import NodeError
+
+    with pytest.raises(NodeError, match="--label"):
+        await start_inproc(
+            server.join_url(server.mint("l2", "patient")), "patient", label="\U0001f600" * 64
+        )  # 64 characters, 256 UTF-8 bytes: one more than PATIENT_STATUS carries
