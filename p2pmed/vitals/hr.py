@@ -6,9 +6,11 @@ independent detector (GQRS) finds too. The agreement between the two detectors o
 window (bSQI, Li, Clifford et al., Physiol Meas 2008) falls on noise, where both "find"
 beats but not the same ones; but on white noise both can pick the same largest spikes, so
 the ECG must also look like one: the kurtosis of its QRS band (5-20 Hz) is 8-14 on record
-208 and 3 on Gaussian noise (kSQI, same paper). A reading is 60 / median RR over the last
-WINDOW_S seconds (the median keeps one missed or extra beat from moving it); with too few
-beats, beats that stopped, detectors that disagree (bSQI below MIN_AGREEMENT) or a signal
+208 and 3 on Gaussian noise (kSQI, same paper). A reading is the mean rate over the last
+WINDOW_S seconds, 60 x intervals / their total time, where an RR interval of about n times the
+median RR counts as n intervals: a beat the detector missed (XQRS misses some PVCs) does
+not lower it, while a premature beat and its compensatory pause keep their true mean; with
+too few beats, beats that stopped, detectors that disagree (bSQI below MIN_AGREEMENT) or a signal
 that is not peaky enough (kSQI below MIN_KURTOSIS) there is no reading: None, never a guess.
 
 Detection runs once over the whole record when the track is built (about 0.3 s per minute
@@ -62,7 +64,8 @@ class BeatTrack:
             return None
         if self.moments is not None and self.kurtosis(t) < MIN_KURTOSIS:
             return None
-        return 60.0 / median
+        beats = np.maximum(1.0, np.rint(rr / median))  # ~n x the median RR: n - 1 beats missed
+        return float(60.0 * beats.sum() / rr.sum())
 
     def kurtosis(self, t: float) -> float:
         """kSQI: kurtosis of the QRS-band signal over the window ending at t (whole seconds)."""

@@ -140,3 +140,18 @@ def test_white_noise_never_gives_a_reading(seed: int) -> None:
     track = hr.from_ecg(mv, 360.0)
     assert [track.hr_at(k) for k in range(1, 31)] == [None] * 30
     assert max(track.kurtosis(k) for k in range(10, 31)) < hr.MIN_KURTOSIS
+
+
+@pytest.mark.parametrize("noise_mv", [0.05, 0.2])
+def test_detector_hr_holds_with_added_noise(noise_mv: float) -> None:
+    ecg = wfdb.rdrecord(str(DATA / "mitdb208")).p_signal[:, 0]
+    noisy = ecg + np.random.default_rng(1).standard_normal(len(ecg)) * noise_mv
+    track, ref = hr.from_ecg(noisy, 360.0), _reference()
+    compared = 0
+    for k in range(1, 61):
+        expected = ref.hr_at(k)
+        if expected is not None:
+            got = track.hr_at(k)
+            assert got is not None and abs(got - expected) <= 5.0, (k, got, expected)
+            compared += 1
+    assert compared >= 55
