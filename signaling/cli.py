@@ -248,17 +248,27 @@ def _register_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _opt(p, "--ttl", "lifetime in seconds", type=_positive_float, default=3600.0)
     p.add_argument("--json", action="store_true", help="print JSON instead of the URL")
     p.set_defaults(func=_mint)
-    tsub = p.add_subparsers(dest="token_command", metavar="{revoke}")
-    r = tsub.add_parser("revoke", help="revoke a token by its id (jti)")
-    r.add_argument("jti", help="token id (jti) printed by `p2pmed token --json`")
+    tsub = p.add_subparsers(dest="token_command", metavar="{revoke,list}")
+    r = tsub.add_parser("revoke", help="revoke a token by its id (jti), or a session's tokens")
+    r.add_argument("jti", nargs="?", help="token id (jti) printed by `p2pmed token --json`")
+    # no environment variable here: P2PMED_SESSION left set must never revoke a session
+    r.add_argument("--session", help="revoke every token issued for this session")
+    r.add_argument(
+        "--force", action="store_true", help="revoke a JTI even if it was never issued here"
+    )
     _opt(r, "--data-dir", "server data dir", type=Path, required=True)
     r.set_defaults(func=_revoke)
+    ls = tsub.add_parser("list", help="tokens issued for a session, with their status")
+    ls.add_argument("--session", required=True, help="session id")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    _opt(ls, "--data-dir", "server data dir", type=Path, required=True)
+    ls.set_defaults(func=_list)
 
 
 def _mint(args: argparse.Namespace) -> int:
     from signaling.config import Config
     from signaling.keys import KeyFileError
-    from signaling.tokens import ID_RE, mint, token_key
+    from signaling.tokens import ID_RE, REVOCATIONS, RevocationStore, mint, token_key
 
     missing = [
         f"--{n.replace('_', '-')}"
@@ -288,6 +298,11 @@ def _mint(args: argparse.Namespace) -> int:
     except (KeyFileError, ValueError) as e:
         print(f"p2pmed token: error: {e}", file=sys.stderr)
         return 2
+    store = RevocationStore(args.data_dir / REVOCATIONS)
+    try:  # so `token list` and `token revoke` know the id
+        store.record_issued(grant)
+    finally:
+        store.close()
     url = f"{args.server}/join#token={token}"
     if args.json:
         print(
@@ -308,21 +323,15 @@ def _mint(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from signaling.tokens import REVOCATIONS, RevocationStore
+    from signaling.tokenadmin import revoke_command
 
-    if not args.data_dir.is_dir():
-        print(f"p2pmed token revoke: error: no data dir {args.data_dir}", file=sys.stderr)
-        return 2
-    if not 1 <= len(args.jti) <= 128:
-        print("p2pmed token revoke: error: token id must be 1..128 chars", file=sys.stderr)
-        return 2
-    store = RevocationStore(args.data_dir / REVOCATIONS)
-    try:
-        new = store.revoke(args.jti)
-    finally:
-        store.close()
-    print(f"revoked {args.jti}" if new else f"{args.jti} was already revoked")
-    return 0
+    return revoke_command(args.data_dir, args.jti, args.session, args.force)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from signaling.tokenadmin import list_command
+
+    return list_command(args.data_dir, args.session, args.json)
 
 
 def _register_audit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

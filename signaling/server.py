@@ -156,7 +156,9 @@ async def _sweeper(app: web.Application) -> None:
     hub, config = app[HUB], app[CONFIG]
     tick = max(0.05, min(1.0, config.idle_timeout / 4, config.reconnect_grace / 4))
     last_cp = asyncio.get_running_loop().time()
-    while True:
+    # not `while True`: on Python 3.11 asyncio.wait_for (in close_ws) can swallow the
+    # cancellation at shutdown, and the loop would then run forever with the server waiting
+    while not hub.closing:
         await asyncio.sleep(tick)
         try:
             more = True

@@ -261,8 +261,18 @@ def verify(
     return v.verify(token, now)
 
 
+@dataclass(frozen=True)
+class Issued:
+    jti: str
+    session: str
+    role: str
+    exp: float
+    revoked: bool
+
+
 class RevocationStore:
-    """Revoked jtis in SQLite (WAL), shared by the CLI and the running server."""
+    """Revoked jtis, and the join tokens minted from this data dir (`issued`), in SQLite
+    (WAL), shared by the CLI and the running server."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -274,6 +284,32 @@ class RevocationStore:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS revoked (jti TEXT PRIMARY KEY, at REAL NOT NULL)"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS issued (jti TEXT PRIMARY KEY, session TEXT NOT NULL,"
+            " role TEXT NOT NULL, exp REAL NOT NULL, at REAL NOT NULL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS issued_session ON issued (session)")
+
+    def record_issued(self, grant: Grant, now: float | None = None) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO issued (jti, session, role, exp, at) VALUES (?, ?, ?, ?, ?)",
+            (grant.jti, grant.session, grant.role, grant.exp, time.time() if now is None else now),
+        )
+
+    def issued(self, jti: str) -> Issued | None:
+        rows = self._issued("WHERE i.jti = ?", (jti,))
+        return rows[0] if rows else None
+
+    def issued_for_session(self, session: str) -> list[Issued]:
+        return self._issued("WHERE i.session = ? ORDER BY i.at", (session,))
+
+    def _issued(self, where: str, args: tuple[str, ...]) -> list[Issued]:
+        rows = self._db.execute(
+            "SELECT i.jti, i.session, i.role, i.exp, r.jti IS NOT NULL FROM issued i"
+            f" LEFT JOIN revoked r ON r.jti = i.jti {where}",
+            args,
+        ).fetchall()
+        return [Issued(r[0], r[1], r[2], float(r[3]), bool(r[4])) for r in rows]
 
     def revoke(self, jti: str, now: float | None = None) -> bool:
         cur = self._db.execute(
