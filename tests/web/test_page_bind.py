@@ -4,6 +4,7 @@ the certificates the browser's DTLS verified, media only after binding, a mismat
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -102,7 +103,10 @@ async def live(browser: Browser) -> AsyncIterator[Live]:
                 await page.goto(srv.join_url(srv.mint("s-bind", "clinician")))
                 # keep the offers exactly as the server delivered them (Chromium re-serializes
                 # remoteDescription with one fingerprint only)
-                await page.wait_for_function("window.p2pmed.app")
+                for _ in range(100):  # the page's CSP forbids wait_for_function's eval
+                    if await page.evaluate("!!(window.p2pmed && window.p2pmed.app)"):
+                        break
+                    await asyncio.sleep(0.05)
                 await page.evaluate(
                     "() => { const a = window.p2pmed.app; const on = a.onSignal.bind(a);"
                     " window.__offers = [];"

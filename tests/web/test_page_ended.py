@@ -117,3 +117,24 @@ async def test_patient_back_after_closing_opens_a_new_session(browser: Browser) 
                 await expect(page.locator("#conn-state")).not_to_contain_text("Session ended")
                 await expect(page.locator("#ended-banner")).to_be_hidden()
             await ctx.close()
+
+
+async def test_patient_restarted_without_closing_gets_a_new_session(browser: Browser) -> None:
+    with tempfile.TemporaryDirectory(prefix="p2pmed-web-restart-") as d:
+        async with running_server(d) as srv:
+            ctx = await browser.new_context()
+            page = await ctx.new_page()
+            await page.goto(srv.join_url(srv.mint("s-restart", "clinician")))
+            await expect(page.locator("#view-waiting")).to_be_visible(timeout=10_000)
+            first = RelayPatient(srv.ws_url, srv.mint("s-restart", "patient"), "pat-k")
+            async with first:
+                await page.get_by_role("button", name="Admit patient pat-k").click()
+                await first.wait(lambda: first.established)
+            # gone without a CLOSE (killed); it starts again with the same key and endpoint
+            token = srv.mint("s-restart", "patient")
+            again = RelayPatient(srv.ws_url, token, "pat-k", identity=first.identity)
+            async with again:
+                await again.wait(lambda: again.established, timeout=15)
+                assert again.session is not None
+                await expect(page.locator("#sas")).to_have_text(again.session.sas, timeout=5_000)
+            await ctx.close()

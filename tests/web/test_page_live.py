@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
+from p2pmed.core import frame
 from p2pmed.core.frame import MessageClass
 from p2pmed.vitals import codec
 from signaling.testing import RunningServer, running_server
@@ -480,3 +481,21 @@ async def test_visual_alarm_signals(live: Live) -> None:
     tile = page.locator("#tile-hr")
     await expect(tile).to_have_attribute("data-alarm-acked", "")
     assert await tile.evaluate("(el) => getComputedStyle(el).animationName") == "none"
+
+
+async def test_forged_hs_commit_does_not_reset_a_live_session(live: Live) -> None:
+    page = live.page
+    sas = await page.locator("#sas").text_content()
+    forged = frame.encode(
+        frame.Header(frame.FrameType.HS_COMMIT, frame.Flags(0), MessageClass.CRITICAL, 0, 0, 0, 0,
+                     int(time.time() * 1e6), 32),
+        bytes(range(32)),
+    )  # fmt: skip
+    # what a hostile server would relay in the patient's name
+    await page.evaluate("(b) => window.p2pmed.app.feed(new Uint8Array(b), 'relay')", list(forged))
+    await expect(page.locator("#tile-hr")).to_have_attribute("data-state", "live")
+    assert await page.evaluate("window.p2pmed.metrics.rehandshakeIgnored") == 1
+    assert await page.locator("#sas").text_content() == sas
+    before = await page.evaluate("window.p2pmed.metrics.delivered[2].count")
+    await asyncio.sleep(0.5)
+    assert await page.evaluate("window.p2pmed.metrics.delivered[2].count") > before

@@ -568,9 +568,20 @@ class App {
         }
         return;
       }
-      case "rehandshake":
+      case "rehandshake": {
+        // An HS_COMMIT is not authenticated: while the established session still hears from the
+        // patient node, a new one is someone else's (e.g. the server's) and must not reset it. A
+        // restarted node goes silent on the old session; its resent HS_COMMIT is taken then.
+        const live = [...s.paths.values()].some((p) => p.alive);
+        if (live) {
+          s.closed = false;
+          metrics.rehandshakeIgnored = (metrics.rehandshakeIgnored || 0) + 1;
+          console.warn("HS_COMMIT for an established, live session ignored");
+          return;
+        }
         this.newSession({ fresh: true }).then(() => this.session.receive(ev.frame, ev.path));
         return;
+      }
       case "closed": {
         const why = ev.reason ? `closed by the patient (${ev.reason})` : "closed by the patient";
         this.endSession(why);
