@@ -11,6 +11,17 @@ Phases (both sides, same loads): vitals latency while streaming; CRITICAL alarm 
 a 16 MiB bulk transfer (bare: the alarm goes on another channel after the bulk was queued);
 messages/s at 32 B and 256 B; bulk MB/s; delivery gap when the direct path is cut (p2pmed
 only: bare has no second path); RSS of an idle node. Everything is bounded in time.
+
+Bulk MB/s: one 16 MiB transfer per round took about a second and its ratio flapped between
+0.84x and 0.92x from run to run. Now both stacks stay connected side by side (a p2pmed pair and
+a bare pair) and --bulk-repeats pairs of 32 MiB transfers alternate between them in ABBA order,
+so both see the same machine load; each stack's figure is the median of its transfers, and the
+bulk ratio is the median of the pairs' ratios. The
+other figures are medians over --rounds interleaved rounds. --repeat N runs N such runs in a
+row, prints each run's table and ratios, and exits 1 if any run misses a bar.
+
+    .venv/bin/python bench/node_bench.py --repeat 3             # what the lead runs
+    .venv/bin/python bench/node_bench.py --bulk-only --repeat 3 # bulk ratio only (faster)
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import struct
 import sys
 import tempfile
@@ -37,6 +49,8 @@ VITALS_N, VITALS_EVERY = 300, 0.01
 GAP_N = 500
 ALARMS = 20
 PHASE_TIMEOUT = 60.0
+BULK_TP = 32 * 1024 * 1024  # one bulk-throughput transfer
+BULK_PHASE = 10  # phases 10, 11, ...: the bulk-throughput transfers
 
 BARS = {
     "vitals_p99_ms": ("<=", 10.0),
@@ -99,6 +113,14 @@ class Receiver:
         if phase == 9:
             self.done.set()
 
+    def bulk_runs(self) -> list[float]:
+        """MB/s of each bulk-throughput transfer, in order."""
+        out = []
+        for phase in sorted(p for p in self.bulk_bytes if p >= BULK_PHASE):
+            span = self.last[phase] - self.t0[phase]
+            out.append(self.bulk_bytes[phase] / span / 1e6 if span > 0 else 0.0)
+        return out
+
     def results(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         out["vitals_p50_ms"] = pct(self.lat.get(1, []), 0.5)
@@ -114,9 +136,10 @@ class Receiver:
             out[key + "_n"] = n
         nb = self.bulk_bytes.get(5, 0)
         span = self.last.get(5, 0) - self.t0.get(5, 0)
-        out["bulk_mb_s"] = nb / span / 1e6 if nb and span > 0 else 0.0
-        out["bulk_bytes"] = nb
-        out["bulk_s"] = span
+        out["bulk_alarm_mb_s"] = nb / span / 1e6 if nb and span > 0 else 0.0
+        runs = self.bulk_runs()
+        out["bulk_runs_mb_s"] = [round(v, 2) for v in runs]
+        out["bulk_mb_s"] = sorted(runs)[len(runs) // 2] if runs else 0.0
         arrivals = self.lat.get(6)
         if arrivals:
             seqs = self.seqs.get(6, [])
@@ -176,6 +199,42 @@ class BenchApp:
         await asyncio.sleep(1.0)
         link.send(C.MEDIUM, msg(0, 0, time.time(), 64))  # receiver: report idle RSS
         await asyncio.sleep(0.5)
+        if bulk_mode():
+            await self._bulk_steps(link)
+            return
+        await self._phases(link)
+        t0 = time.time()
+        for i in range(GAP_N):
+            link.send(C.MEDIUM, msg(6, i, t0, 132))
+            if i == GAP_N // 3:
+                await link.cut_direct()
+            await asyncio.sleep(VITALS_EVERY)
+        await self._drain(link)
+        link.send(C.CRITICAL, msg(9, 0, time.time(), 64))
+        await self._drain(link)
+        await asyncio.sleep(0.5)
+
+    async def _bulk_steps(self, link: Any) -> None:
+        """Bulk mode: one 32 MiB transfer per "go" line on stdin, "end" finishes."""
+        from p2pmed.core.frame import MessageClass as C
+
+        lines = await stdin_lines()
+        print(json.dumps({"ready": True}), flush=True)
+        k = 0
+        while (await lines.readline()).strip() == b"go":
+            blob = os.urandom(BULK_TP - 64)  # made before the clock starts
+            t0 = time.time()
+            link.send(C.LOW, msg(BULK_PHASE + k, 0, t0, 64) + blob)
+            await self._drain(link)
+            print(json.dumps({"bulk_done": k}), flush=True)
+            k += 1
+        link.send(C.CRITICAL, msg(9, 0, time.time(), 64))
+        await self._drain(link)
+        await asyncio.sleep(0.5)
+
+    async def _phases(self, link: Any) -> None:
+        from p2pmed.core.frame import MessageClass as C
+
         t0 = time.time()
         for i in range(VITALS_N):
             link.send(C.MEDIUM, msg(1, i, t0, 132))
@@ -193,16 +252,6 @@ class BenchApp:
             for i in range(N_MSGS):
                 link.send(C.MEDIUM, msg(phase, i, t0, size))
             await self._drain(link)
-        t0 = time.time()
-        for i in range(GAP_N):
-            link.send(C.MEDIUM, msg(6, i, t0, 132))
-            if i == GAP_N // 3:
-                await link.cut_direct()
-            await asyncio.sleep(VITALS_EVERY)
-        await self._drain(link)
-        link.send(C.CRITICAL, msg(9, 0, time.time(), 64))
-        await self._drain(link)
-        await asyncio.sleep(0.5)
 
     async def _drain(self, link: Any) -> None:
         deadline = time.time() + PHASE_TIMEOUT
@@ -302,6 +351,27 @@ async def bare_worker(offerer: bool) -> None:
         await asyncio.sleep(0.3)
 
     await asyncio.sleep(1.5)
+    if bulk_mode():
+        print(json.dumps({"ready": True}), flush=True)
+        chunk = 64 * 1024  # aiortc's largest message
+        k = 0
+        while (await reader.readline()).strip() == b"go":
+            blob = os.urandom(BULK_TP)  # made before the clock starts, as on the p2pmed side
+            t0 = time.time()
+            for off in range(0, BULK_TP, chunk):
+                head = msg(BULK_PHASE + k, off, t0, 64)
+                await send(chans["bulk"], head + blob[off + 64 : off + chunk])
+            await drain()
+            print(json.dumps({"bulk_done": k}), flush=True)
+            k += 1
+    else:
+        await bare_phases(chans, send, drain)
+    await send(chans["control"], msg(9, 0, time.time(), 64))
+    await asyncio.sleep(1.0)
+    await pc.close()
+
+
+async def bare_phases(chans: dict[str, Any], send: Any, drain: Any) -> None:
     t0 = time.time()
     for i in range(VITALS_N):
         await send(chans["vitals"], msg(1, i, t0, 132))
@@ -326,16 +396,28 @@ async def bare_worker(offerer: bool) -> None:
         for i in range(N_MSGS):
             await send(chans["vitals"], msg(phase, i, t0, size))
         await drain()
-    await send(chans["control"], msg(9, 0, time.time(), 64))
-    await asyncio.sleep(1.0)
-    await pc.close()
+
+
+def bulk_mode() -> bool:
+    return os.environ.get("BENCH_MODE") == "bulk"
+
+
+def bulk_only() -> bool:
+    return os.environ.get("BENCH_BULK_ONLY") == "1"
+
+
+async def stdin_lines() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
 
 
 # ------------------------------------------------------------------------------------------
 # orchestration
 
 
-async def spawn(*args: str) -> asyncio.subprocess.Process:
+async def spawn(*args: str, mode: str = "phases") -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -343,6 +425,7 @@ async def spawn(*args: str) -> asyncio.subprocess.Process:
         cwd=str(ROOT),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "BENCH_MODE": mode},
     )
 
 
@@ -402,13 +485,59 @@ async def run_bare() -> dict[str, Any]:
     return dict(res)
 
 
-def report(p: dict[str, Any], b: dict[str, Any]) -> int:
+async def run_bulk(repeats: int) -> tuple[list[float], list[float]]:
+    """Both stacks connected at once, 32 MiB transfers alternating p2pmed/bare in ABBA order
+    (so both see the same machine load and its drift); MB/s of each transfer, per stack."""
+    from signaling.testing import running_server
+
+    with tempfile.TemporaryDirectory() as tmp:
+        async with running_server(tmp) as srv:
+            prx = await spawn(
+                "--worker", "p2pmed-rx", srv.join_url(srv.mint("b", "clinician")), mode="bulk"
+            )
+            ptx = await spawn(
+                "--worker", "p2pmed-tx", srv.join_url(srv.mint("b", "patient")), mode="bulk"
+            )
+            btx = await spawn("--worker", "bare-tx", mode="bulk")
+            brx = await spawn("--worker", "bare-rx", mode="bulk")
+            procs = (ptx, prx, btx, brx)
+            try:
+                assert btx.stdin is not None and brx.stdin is not None
+                offer = await read_json(btx, "sdp", 60)
+                brx.stdin.write((json.dumps({"sdp": offer}) + "\n").encode())
+                answer = await read_json(brx, "sdp", 60)
+                btx.stdin.write((json.dumps({"sdp": answer}) + "\n").encode())
+                for proc in (ptx, btx):
+                    await read_json(proc, "ready", 120)
+                for k in range(repeats):
+                    for tx in (ptx, btx) if k % 2 == 0 else (btx, ptx):
+                        assert tx.stdin is not None
+                        tx.stdin.write(b"go\n")
+                        await read_json(tx, "bulk_done", PHASE_TIMEOUT + 30)
+                    progress(f"bulk transfer pair {k + 1}/{repeats} done")
+                for tx in (ptx, btx):
+                    assert tx.stdin is not None
+                    tx.stdin.write(b"end\n")
+                pres = await read_json(prx, "results", 120)
+                bres = await read_json(brx, "results", 120)
+            finally:
+                for proc in procs:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.terminate()
+                    await proc.wait()
+    return pres["bulk_runs_mb_s"], bres["bulk_runs_mb_s"]
+
+
+def report(p: dict[str, Any], b: dict[str, Any]) -> tuple[int, dict[str, float]]:
+    """Print the side-by-side table and the bars; (exit status, figures)."""
+    if bulk_only():
+        return report_bulk(p, b)
     figures = {
         "vitals_p99_ms": p["vitals_p99_ms"],
         "alarm_bulk_p99_ms": p["alarm_bulk_p99_ms"],
         "msgs_256_ratio": p["msgs_256"] / b["msgs_256"] if b["msgs_256"] else 0.0,
         "msgs_32_ratio": p["msgs_32"] / b["msgs_32"] if b["msgs_32"] else 0.0,
-        "bulk_ratio": p["bulk_mb_s"] / b["bulk_mb_s"] if b["bulk_mb_s"] else 0.0,
+        "bulk_ratio": bulk_ratio(p, b),
         "gap_s": p.get("gap_s", float("nan")),
         "idle_rss_mb": p["idle_rss_mb"],
     }
@@ -425,13 +554,23 @@ def report(p: dict[str, Any], b: dict[str, Any]) -> int:
         ),
         ("messages/s, 32 B", f"{p['msgs_32']:.0f}", f"{b['msgs_32']:.0f}"),
         ("messages/s, 256 B", f"{p['msgs_256']:.0f}", f"{b['msgs_256']:.0f}"),
-        ("bulk MB/s (16 MiB)", f"{p['bulk_mb_s']:.1f}", f"{b['bulk_mb_s']:.1f}"),
+        (
+            f"bulk MB/s (median of {len(p['bulk_runs_mb_s'])} x 32 MiB)",
+            f"{p['bulk_mb_s']:.1f}",
+            f"{b['bulk_mb_s']:.1f}",
+        ),
+        (
+            "bulk MB/s, 16 MiB with alarms",
+            f"{p['bulk_alarm_mb_s']:.1f}",
+            f"{b['bulk_alarm_mb_s']:.1f}",
+        ),
         ("delivery gap, direct cut (s)", f"{figures['gap_s']:.3f}", "n/a (one path)"),
         ("idle RSS (MB)", f"{p['idle_rss_mb']:.0f}", f"{b['idle_rss_mb']:.0f}"),
     ]
     print(f"{'':44} {'p2pmed':>18} {'bare aiortc':>18}")
     for name, a, c in rows:
         print(f"{name:44} {a:>18} {c:>18}")
+    print(f"  bulk transfers p2pmed {p['bulk_runs_mb_s']}, bare {b['bulk_runs_mb_s']} MB/s")
     print(
         f"counts: p2pmed vitals={p['vitals_n']} alarms={p['alarm_n']} 32B={p['msgs_32_n']} "
         f"256B={p['msgs_256_n']} gap-phase={p.get('gap_n')} in-order={p.get('gap_in_order')}; "
@@ -456,7 +595,28 @@ def report(p: dict[str, Any], b: dict[str, Any]) -> int:
     if not complete:
         print("  FAIL  p2pmed lost, repeated or reordered messages")
         failed += 1
-    return 1 if failed else 0
+    return (1 if failed else 0), figures
+
+
+def bulk_ratio(p: dict[str, Any], b: dict[str, Any]) -> float:
+    """Median over the transfer pairs of p2pmed MB/s / bare MB/s (each pair ran back to back,
+    so a change in machine load between pairs cancels out)."""
+    pairs = [x / y for x, y in zip(p["bulk_runs_mb_s"], b["bulk_runs_mb_s"], strict=False) if y]
+    return statistics.median(pairs) if pairs else 0.0
+
+
+def report_bulk(p: dict[str, Any], b: dict[str, Any]) -> tuple[int, dict[str, float]]:
+    ratio = bulk_ratio(p, b)
+    print(f"{'':44} {'p2pmed':>18} {'bare aiortc':>18}")
+    n = len(p["bulk_runs_mb_s"])
+    name = f"bulk MB/s (median of {n} x 32 MiB)"
+    print(f"{name:44} {p['bulk_mb_s']:>18.1f} {b['bulk_mb_s']:>18.1f}")
+    print(f"  transfers p2pmed {p['bulk_runs_mb_s']}")
+    print(f"  transfers bare   {b['bulk_runs_mb_s']}")
+    op, bar = BARS["bulk_ratio"]
+    ok = ratio >= bar
+    print(f"  {'PASS' if ok else 'FAIL'}  bulk_ratio = {ratio:.3f} (bar {op} {bar})")
+    return (0 if ok else 1), {"bulk_ratio": ratio}
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -476,10 +636,32 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-async def orchestrate(only: str | None = None, rounds: int = 1) -> int:
-    if only is None:
-        ps: list[dict[str, Any]] = []
-        bs: list[dict[str, Any]] = []
+async def orchestrate_many(repeat: int, rounds: int, repeats: int) -> int:
+    """`repeat` consecutive runs, each with its own table; 1 if any run missed a bar."""
+    codes: list[int] = []
+    figs: list[dict[str, float]] = []
+    for r in range(repeat):
+        if repeat > 1:
+            print(f"=== run {r + 1}/{repeat} ===", flush=True)
+        code, fig = await orchestrate_run(rounds, repeats)
+        codes.append(code)
+        figs.append(fig)
+    if repeat > 1:
+        print(f"=== {repeat} runs ===")
+        for i, (code, fig) in enumerate(zip(codes, figs, strict=True)):
+            ratios = "  ".join(f"{k} {v:.3f}" for k, v in fig.items() if k.endswith("_ratio"))
+            print(f"run {i + 1}: {ratios}  {'PASS' if code == 0 else 'FAIL'}")
+        bulk = [f["bulk_ratio"] for f in figs]
+        mid = sorted(bulk)[len(bulk) // 2]
+        spread = max(abs(v - mid) / mid for v in bulk) if mid else float("nan")
+        print(f"bulk ratio: median {mid:.3f}, largest deviation from it {spread:.1%}")
+    return 1 if any(codes) else 0
+
+
+async def orchestrate_run(rounds: int, repeats: int) -> tuple[int, dict[str, float]]:
+    ps: list[dict[str, Any]] = []
+    bs: list[dict[str, Any]] = []
+    if not bulk_only():
         for i in range(rounds):  # interleaved, so both see the same machine load
             progress(f"round {i + 1}/{rounds}: p2pmed")
             ps.append(await run_p2pmed())
@@ -487,8 +669,19 @@ async def orchestrate(only: str | None = None, rounds: int = 1) -> int:
             progress(f"round {i + 1}/{rounds}: bare aiortc")
             bs.append(await run_bare())
             print("bare", json.dumps(bs[-1]), file=sys.stderr)
+    progress(f"bulk: {repeats} pairs of 32 MiB transfers, interleaved")
+    pb, bb = await run_bulk(repeats)
+    p = median_of(ps) if ps else {}
+    b = median_of(bs) if bs else {}
+    p["bulk_runs_mb_s"], b["bulk_runs_mb_s"] = pb, bb
+    p["bulk_mb_s"] = statistics.median(pb) if pb else 0.0
+    b["bulk_mb_s"] = statistics.median(bb) if bb else 0.0
+    if ps:
         print(f"{rounds} round(s); figures are medians")
-        return report(median_of(ps), median_of(bs))
+    return report(p, b)
+
+
+async def orchestrate(only: str, rounds: int = 1) -> int:
     if only == "bare":
         print("bare", json.dumps(await run_bare()))
         return 0
@@ -502,6 +695,16 @@ def main() -> int:
     ap.add_argument("url", nargs="?")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     ap.add_argument("--only", choices=["bare", "p2pmed"], help="(debugging) run one side")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="consecutive runs, each printed (exit 1 if any fails)"
+    )
+    ap.add_argument(
+        "--bulk-repeats",
+        type=int,
+        default=7,
+        help="pairs of interleaved 32 MiB transfers per run (default 7; ratio = median of pairs)",
+    )
+    ap.add_argument("--bulk-only", action="store_true", help="measure bulk MB/s and its ratio only")
     args = ap.parse_args()
     try:
         import uvloop
@@ -515,8 +718,12 @@ def main() -> int:
     if args.worker in ("bare-tx", "bare-rx"):
         run(bare_worker(args.worker == "bare-tx"))
         return 0
-    if not 1 <= args.rounds <= 9:
-        ap.error("--rounds must be 1..9")
+    if not 1 <= args.rounds <= 9 or not 1 <= args.repeat <= 20 or not 1 <= args.bulk_repeats <= 20:
+        ap.error("--rounds must be 1..9, --repeat 1..20, --bulk-repeats 1..20")
+    if args.bulk_only:
+        os.environ["BENCH_BULK_ONLY"] = "1"
+    if args.only is None:
+        return int(run(orchestrate_many(args.repeat, args.rounds, args.bulk_repeats)))
     return int(run(orchestrate(args.only, args.rounds)))
 
 
