@@ -35,16 +35,12 @@ class BindingStore:
         ).fetchone()
         return None if row is None else (row[0], row[1])
 
-    def bind(self, jti: str, session: str, endpoint: str, exp: float) -> tuple[str, str]:
-        """Bind jti to (session, endpoint) unless already bound; return its owner."""
+    def bind(self, jti: str, session: str, endpoint: str, exp: float) -> None:
+        """Bind jti to (session, endpoint) unless it is bound already (one commit)."""
         self._db.execute(
             "INSERT OR IGNORE INTO bound (jti, session, endpoint, exp) VALUES (?, ?, ?, ?)",
             (jti, session, endpoint, exp),
         )
-        self._db.execute("UPDATE bound SET exp = max(exp, ?) WHERE jti = ?", (exp, jti))
-        owner = self.owner(jti)
-        assert owner is not None
-        return owner
 
     def session_of(self, jti: str) -> str | None:
         row = self._db.execute("SELECT session FROM bound WHERE jti = ?", (jti,)).fetchone()

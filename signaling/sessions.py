@@ -81,7 +81,7 @@ class Sessions(Relay):
         if data.get("session", grant.session) != grant.session:
             self.reject("wrong-session", ip, **fields)
             raise Closing(cc.UNAUTHORIZED, "wrong-session", "token is for another session")
-        owner = self.jti_owner.get(grant.root_jti) or self.bindings.owner(grant.root_jti)
+        owner = self._owner(grant.root_jti)
         if owner is not None and owner != (grant.session, eid):
             self.reject("token-in-use", ip, **fields)
             raise Closing(cc.UNAUTHORIZED, "token-in-use", "token already used by another endpoint")
@@ -106,7 +106,8 @@ class Sessions(Relay):
             if grant.role == "patient" and session.patient() is not None:
                 self.reject("patient-present", ip, **fields)
                 raise Closing(cc.FORBIDDEN, "patient-present", "the session already has a patient")
-        self._bind(grant, eid)
+        if owner is None:
+            self._bind(grant, eid)
         if session is None:
             session = self.sessions[grant.session] = Session(grant.session)
             self.audit.append("session-start", session=grant.session)
@@ -134,6 +135,9 @@ class Sessions(Relay):
                     self.post(ep, {"type": "peer-waiting", "endpoint_id": o.id, "role": o.role})
         self.metrics.join_latency.observe(time.perf_counter() - t0)
         return ep
+
+    def _owner(self, jti: str) -> tuple[str, str] | None:
+        return self.jti_owner.get(jti) or self.bindings.owner(jti)
 
     def _bind(self, grant: Grant, eid: str) -> None:
         # the check above saw no other owner; this process is the only writer (the data dir
@@ -174,7 +178,8 @@ class Sessions(Relay):
         ep.disconnected_at = None
         ep.last_activity = time.monotonic()
         if ep.jti != grant.root_jti:
-            self._bind(grant, ep.id)
+            if self._owner(grant.root_jti) is None:  # checked in _join: free or ep's own
+                self._bind(grant, ep.id)
             self.jti_owner.pop(ep.jti, None)
             ep.jti = grant.root_jti
             self.jti_owner[ep.jti] = (ep.session.id, ep.id)
