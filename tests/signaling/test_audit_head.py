@@ -124,6 +124,8 @@ async def test_server_refuses_truncated_log_and_verify_fails(tmp_path: Path) -> 
         keep_lines(log, last_checkpoint_before_end(log))  # cut back to a signed checkpoint
         r = cli("audit", "verify", str(log))
         assert r.returncode == 1 and "truncated" in r.stderr, (r.stdout, r.stderr)
+        r = cli("audit", "verify", str(log), "--head", str(data / "audit.head"))
+        assert r.returncode == 1 and "truncated" in r.stderr
         proc, log_path, _ = await start_process(data)
         assert await proc.wait() == 2
         err = log_path.read_text()
