@@ -74,7 +74,9 @@ class AuditLog:
         self.head_missing = AuditLog._check_head(path, key.public_key()) and self._seq > 0
         self.head_seq = -1  # seq of the head last signed
         self._head_on_disk = -1
-        self._head_lock = threading.Lock()  # the sweeper writes from a thread, close() not
+        # the sweeper fsyncs and writes the head from a thread, which a cancellation at
+        # shutdown does not stop: close() waits for it (and a closed fd is never synced)
+        self._io_lock = threading.RLock()
         self._since_checkpoint = 0
         self._unsynced = False
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -173,7 +175,7 @@ class AuditLog:
 
     def store_head(self, seq: int, data: bytes) -> None:
         """Write a head from head_bytes (any thread); an older one never replaces a newer."""
-        with self._head_lock:
+        with self._io_lock:
             if seq > self._head_on_disk:
                 write_head(self.head_path, data)
                 self._head_on_disk = seq
@@ -185,13 +187,23 @@ class AuditLog:
         return self._since_checkpoint > 0
 
     def sync_fd(self) -> int | None:
-        """The fd to fsync (off the event loop) if anything was written since the last sync."""
+        """The fd to pass to sync() (off the event loop) if anything was written since the
+        last sync."""
         if not self._unsynced or self._fd < 0:
             return None
         self._unsynced = False
         return self._fd
 
+    def sync(self, fd: int) -> None:
+        with self._io_lock:
+            if fd == self._fd:  # not closed meanwhile
+                os.fsync(fd)
+
     def close(self) -> None:
+        with self._io_lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._fd >= 0:
             self.checkpoint()
             os.fsync(self._fd)

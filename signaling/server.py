@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import random
 import signal
 import socket
@@ -178,7 +177,7 @@ async def _sweeper(app: web.Application) -> None:
             pos = hub.audit.position()
             fd = hub.audit.sync_fd()
             if fd is not None:
-                await asyncio.to_thread(os.fsync, fd)
+                await asyncio.to_thread(hub.audit.sync, fd)
             head = hub.audit.head_bytes(pos)
             if head is not None:
                 await asyncio.to_thread(hub.audit.store_head, pos[0], head)
