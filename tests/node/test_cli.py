@@ -32,6 +32,7 @@ URL = "http://127.0.0.1:9/join#token=x"
         (["node", "--join", URL, "--fhir-patient", "Observation/1"], "--fhir-patient"),
         (["node", "--join", URL, "--label", "bed\x07"], "--label"),
         (["node"], "no join URL"),
+        (["node", "--join", URL, "--require-known-peers"], "needs --data-dir"),
         (["demo", "--media", "webcam"], "--media"),
         (["demo", "--port", "70000"], "--port"),
     ],
