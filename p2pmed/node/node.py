@@ -557,6 +557,13 @@ class Node:
         else:
             self.app.command(cmd)
 
+    def accept_candidate(self, link: PeerLink, candidate: Session) -> bool:
+        """For peer.py, before a completed candidate session replaces an established one:
+        False when the trust store refuses its key (HIGH technical alarm raised, counted)."""
+        if isinstance(self.app, TrustGate):
+            return self.app.accept_candidate(link, candidate)
+        return True
+
     def _verify(self, cmd: dict[str, Any]) -> None:
         """{"cmd": "verify", "peer": ID, "sas": "1234567"}: the user compared the SAS with the
         peer (by voice, in person) and it matched; recorded in the trust store."""

@@ -36,9 +36,18 @@ class TrustGate:
         return getattr(self._app, name)
 
     # ---- gated hooks ----
+    def accept_candidate(self, link: PeerLink, candidate: Any) -> bool:
+        """A new handshake completed for an established link (peer.py's candidate session):
+        False (alarm raised, counted) if its key is not acceptable, so the link keeps its
+        current session instead of being torn down by a forged or injected handshake."""
+        return self._decide(link, candidate.peer_fingerprint, close=False)
+
     def on_established(self, link: PeerLink) -> None:
+        if self._decide(link, link.session.peer_fingerprint, close=True):
+            self._app.on_established(link)
+
+    def _decide(self, link: PeerLink, fp: str, *, close: bool) -> bool:
         node = self._node
-        fp = link.session.peer_fingerprint
         role = link.peer_role
         try:
             decision = self._store.check(
@@ -46,26 +55,26 @@ class TrustGate:
             )
         except TrustError as exc:  # fail closed: no peer gets in past a broken store
             node.events.emit("error", code="trust-store", message=str(exc))
-            self._refuse(link, "trust-store", str(exc), ())
-            return
+            self._refuse(link, fp, "trust-store", str(exc), (), close)
+            return False
         if decision.verdict == "pinned":
             node.events.emit("trust", action="pinned", peer=link.peer_id, role=role, fingerprint=fp)
         if decision.accepted:
-            self._app.on_established(link)
-            return
+            return True
         if decision.verdict == "changed":
             message = (
                 f"the {role} of consultation {self._scope} presents identity {fp}, not the "
                 "one pinned for it: session refused (a man in the middle, or a peer that lost "
                 "its key; enrol the new key with `p2pmed trust add` only after checking it)"
             )
-            self._refuse(link, "identity-changed", message, decision.expected)
+            self._refuse(link, fp, "identity-changed", message, decision.expected, close)
         else:
             message = (
                 f"{role} identity {fp} is not enrolled and --require-known-peers is set: "
                 "session refused (enrol it with `p2pmed trust add`)"
             )
-            self._refuse(link, "unknown-identity", message, decision.expected)
+            self._refuse(link, fp, "unknown-identity", message, decision.expected, close)
+        return False
 
     def on_message(self, link: PeerLink, event: ev.MessageReceived) -> None:
         if link not in self._refused:
@@ -105,11 +114,19 @@ class TrustGate:
     def verify(self, link: PeerLink) -> None:
         self._store.mark_verified(link.session.peer_fingerprint, link.peer_role, self._scope)
 
-    def _refuse(self, link: PeerLink, code: str, message: str, expected: tuple[str, ...]) -> None:
+    def _refuse(
+        self,
+        link: PeerLink,
+        fp: str,
+        code: str,
+        message: str,
+        expected: tuple[str, ...],
+        close: bool,
+    ) -> None:
         node = self._node
-        fp = link.session.peer_fingerprint
-        self._refused.add(link)
-        link.established = False  # the patient app queues vitals only to established links
+        if close:
+            self._refused.add(link)
+            link.established = False  # the patient app queues vitals only to established links
         key = f"trust/{code}"
         node.rejected[key] = node.rejected.get(key, 0) + 1
         node.events.emit(
@@ -128,5 +145,6 @@ class TrustGate:
                 expected=list(expected),
                 message=message,
             )
-        link.session.close(time.time(), CLOSE_IDENTITY, code)
-        link.kick()
+        if close:
+            link.session.close(time.time(), CLOSE_IDENTITY, code)
+            link.kick()

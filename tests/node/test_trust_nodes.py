@@ -124,3 +124,32 @@ async def test_require_known_peers(server, tmp_path) -> None:  # type: ignore[no
         for n in (stranger, patient, clinician):
             if n is not None:
                 await n.stop()
+
+
+async def test_candidate_with_another_key_does_not_replace_the_session(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Node.accept_candidate (for peer.py, before a completed new handshake replaces an
+    established session): another key is refused with the alarm and the session stays."""
+    from types import SimpleNamespace
+
+    from p2pmed.core.identity import Identity
+
+    clinician = await start_inproc(
+        server.join_url(server.mint("s4", "clinician")), "c", data_dir=str(tmp_path / "c")
+    )
+    patient = await start_inproc(
+        server.join_url(server.mint("s4", "patient")), "p", data_dir=str(tmp_path / "p")
+    )
+    try:
+        await clinician.w.wait_count("message", 3)
+        [link] = clinician.node.peers.values()
+        assert clinician.node.accept_candidate(link, link.session)  # same key: fine
+        forged = SimpleNamespace(peer_fingerprint=Identity.generate().fingerprint())
+        assert not clinician.node.accept_candidate(link, forged)  # type: ignore[arg-type]
+        alarm = await clinician.w.wait_for("technical-alarm", code="identity-changed")
+        assert alarm["fingerprint"] == forged.peer_fingerprint
+        assert link.established and not link.closed
+        n = len(clinician.w.of("message"))
+        await clinician.w.wait_count("message", n + 5)  # the real session goes on
+    finally:
+        await patient.stop()
+        await clinician.stop()
