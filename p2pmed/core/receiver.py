@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 
 _CLASSES = list(MessageClass)
 _DATA = FrameType.DATA
-RECENT = 1024  # (pn, crc) of recently accepted frames, to tell copies from replays
+# (pn, crc, paths it came in on) of recently accepted frames, to tell copies from replays: a
+# sender sends a given frame at most once per path (CRITICAL DATA, ACKs and control frames go
+# out on several paths), so the same bytes again on a path that delivered them are a replay.
+RECENT = 1024
 # ...or ACK once this many DATA bytes came in (two 16 KiB chunks), so that during a bulk
 # transfer the sender's window keeps moving instead of waiting for ack_every frames.
 ACK_BYTES = 32 * 1024
@@ -60,7 +63,7 @@ class Receiver:
         self.replay = ReplayWindow()
         self.replay_saved = -1
         self.recv_epoch_saved = 0
-        self.recent: list[tuple[int, bytes] | None] = [None] * RECENT
+        self.recent: list[tuple[int, bytes, tuple[str, ...]] | None] = [None] * RECENT
 
     def process(self, data: bytes, path_id: str, now: float) -> None:
         s = self._s
@@ -80,13 +83,18 @@ class Receiver:
         try:
             self.replay.check(pn)
         except CryptoError:
-            if self.recent[pn & (RECENT - 1)] == (pn, crc):
-                self.stats["duplicate_frames"] += 1  # a copy (other path, network dup)
+            slot = pn & (RECENT - 1)
+            seen = self.recent[slot]
+            if seen is not None and seen[0] == pn and seen[1] == crc:
+                if path_id in seen[2]:
+                    raise CryptoError("replay", "a frame already received on this path") from None
+                self.recent[slot] = (pn, crc, (*seen[2], path_id))
+                self.stats["duplicate_frames"] += 1  # the copy sent on another path
                 return
             raise
         plaintext = recv.open(header, data, now)
         self.replay.accept(pn)
-        self.recent[pn & (RECENT - 1)] = (pn, crc)
+        self.recent[pn & (RECENT - 1)] = (pn, crc, (path_id,))
         if s._persist and recv.epoch != self.recv_epoch_saved:
             self.recv_epoch_saved = recv.epoch
             s._changes.append(KeysChanged(None, recv.export_state()))

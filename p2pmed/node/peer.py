@@ -350,8 +350,14 @@ class PeerLink:
         gen = self.direct_generation = self.direct_generation + 1
 
         def on_frame(frame: bytes) -> None:
-            if self.direct is dp:
+            # from any of this peer's connections, even one being replaced: the session
+            # checks every frame and reports what it drops
+            if not self.closed:
                 self.receive(frame, "direct")
+
+        def on_rejected(reason: str) -> None:
+            if not self.closed:
+                self.node.on_rejected(self, ev.FrameRejected(reason, "frame", "direct"))
 
         def on_open() -> None:
             if gen == self.direct_generation and not self.closed:
@@ -372,6 +378,7 @@ class PeerLink:
             on_closed=on_closed,
             high_water=high,
             low_water=max(1024, high // 4),
+            on_rejected=on_rejected,
         )
         return dp
 

@@ -106,9 +106,11 @@ class DirectPath:
         on_closed: Callable[[str], None],
         high_water: int = 64 * 1024,
         low_water: int = 16 * 1024,
+        on_rejected: Callable[[str], None] | None = None,
     ) -> None:
         self.pc = pc
         self._on_frame = on_frame
+        self._on_rejected = on_rejected  # a message that is not a frame, with a reason
         self._on_open = on_open
         self._on_closed = on_closed
         self.high_water = high_water
@@ -151,9 +153,13 @@ class DirectPath:
             self._pump()
 
     def _message(self, data: bytes | str) -> None:
-        if isinstance(data, bytes) and not self.closed:
-            self.received += 1
+        if self.closed:
+            return
+        self.received += 1
+        if isinstance(data, bytes):
             self._on_frame(data)
+        elif self._on_rejected is not None:
+            self._on_rejected("text")  # frames are binary; a text message is not one
 
     def _lost(self, why: str) -> None:
         if self.closed:

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 
 from p2pmed.core.errors import ProtocolError
-from p2pmed.core.frame import MAX_FRAME
 
 ENDPOINT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -41,10 +40,9 @@ def decode_envelope(data: bytes) -> tuple[str, bytes]:
         raise EnvelopeError("envelope", "relay envelope id is not UTF-8") from None
     if not ENDPOINT_ID.match(endpoint_id):
         raise EnvelopeError("envelope", "relay envelope id has invalid characters")
-    frame = data[1 + n :]
-    if len(frame) > MAX_FRAME:
-        raise EnvelopeError("oversized", "relayed frame exceeds the maximum frame size")
-    return endpoint_id, frame
+    # the frame itself, whatever its size, goes to the session core, which rejects a bad one
+    # with a reason (FrameRejected) instead of it vanishing here
+    return endpoint_id, data[1 + n :]
 
 
 class RelayPath:

@@ -373,13 +373,18 @@ def test_rejects_are_counted_and_reported() -> None:
     net.log_wire = True
     send_all(net, "a", [(MessageClass.HIGH, b"hello")], {})
     net.run(lambda: all_idle(a))
-    wire = [f for _, src, _, f in net.wire_log if src == "a"]
-    data_frame = next(f for f in wire if frame.decode(f)[0].type is FrameType.DATA)
+    wire = [(p, f) for _, src, p, f in net.wire_log if src == "a"]
+    path, data_frame = next((p, f) for p, f in wire if frame.decode(f)[0].type is FrameType.DATA)
+    assert path == "direct"
     ev = net.ends["b"].events
     ev.clear()
-    # replay of an accepted frame long after: the copy check keeps it harmless
+    # the same bytes on another path: the copy a sender puts on each path, counted, harmless
+    dups = b.stats["duplicate_frames"]
+    b.receive(data_frame, "relay", net.now)
+    assert b.stats["duplicate_frames"] == dups + 1 and b.stats["rejected_total"] == 0
+    # again on a path that already delivered them: a replay, rejected and reported
     b.receive(data_frame, "direct", net.now)
-    assert b.stats["duplicate_frames"] >= 1
+    assert b.stats["rejected_crypto_replay"] == 1
     # CRC error
     bad = bytearray(data_frame)
     bad[50] ^= 1
@@ -410,13 +415,13 @@ def test_rejects_are_counted_and_reported() -> None:
     net.flush("b")
     st = b.stats
     assert st["rejected_crypto_auth"] == 1
-    assert st["rejected_crypto_replay"] == 1
+    assert st["rejected_crypto_replay"] == 2
     assert st["rejected_state"] == 1
     assert st["rejected_frame_truncated"] == 3
     assert st["rejected_frame_oversized"] == 1
     assert st["rejected_frame_crc"] == 3  # 48 and 1000 zero bytes fail the CRC
     rejected = [e for e in ev if isinstance(e, FrameRejected)]
-    assert len(rejected) == st["rejected_total"] == 10
+    assert len(rejected) == st["rejected_total"] == 11
     assert {e.kind for e in rejected} == {"frame", "crypto", "state"}
     assert not of(ev, MessageReceived)
 

@@ -17,7 +17,9 @@ def data_frame(cls: MessageClass, pn: int, size: int) -> bytes:
     )
 
 
-async def connected_pair() -> tuple[DirectPath, DirectPath, list[tuple[int, bytes]], list[str]]:
+async def connected_pair(
+    rejected: list[str] | None = None,
+) -> tuple[DirectPath, DirectPath, list[tuple[int, bytes]], list[str]]:
     got: list[tuple[int, bytes]] = []
     closed: list[str] = []
     opened = asyncio.Event()
@@ -36,6 +38,7 @@ async def connected_pair() -> tuple[DirectPath, DirectPath, list[tuple[int, byte
         on_frame=lambda f: got.append((0, f)),
         on_open=on_open,
         on_closed=closed.append,
+        on_rejected=None if rejected is None else rejected.append,
     )
     a.open_channels()
     await a.pc.setLocalDescription(await a.pc.createOffer())
@@ -97,3 +100,19 @@ async def test_remote_close_is_reported() -> None:
     a.send(data_frame(MessageClass.CRITICAL, 1, 100))  # sending on a closed path is a no-op
     assert a.queued == 0
     await b.close()
+
+
+async def test_text_message_is_reported_not_dropped_silently() -> None:
+    rejected: list[str] = []
+    a, b, got, _closed = await connected_pair(rejected)
+    try:
+        a.channels[0].send("not a frame")
+        a.send(data_frame(MessageClass.CRITICAL, 1, 100))
+        for _ in range(200):
+            if got:
+                break
+            await asyncio.sleep(0.05)
+        assert rejected == ["text"] and len(got) == 1
+    finally:
+        await a.close()
+        await b.close()

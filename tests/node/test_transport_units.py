@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from p2pmed.core.frame import MAX_FRAME, Flags, FrameType, Header, MessageClass, encode
+from p2pmed.core.errors import FrameError
+from p2pmed.core.frame import MAX_FRAME, Flags, FrameType, Header, MessageClass, decode, encode
 from p2pmed.transport.datachannel import CHANNELS, channel_for
 from p2pmed.transport.paths import Backoff, PathManager, QualityThresholds, classify
 from p2pmed.transport.relay import EnvelopeError, RelayPath, decode_envelope, encode_envelope
@@ -31,13 +32,21 @@ def test_envelope_round_trip() -> None:
         (b"\x05ab", "envelope"),
         (b"\x02\xff\xfe" + b"f" * 50, "envelope"),
         (b"\x03a b" + b"f" * 50, "envelope"),
-        (b"\x01a" + b"f" * (MAX_FRAME + 1), "oversized"),
     ],
 )
 def test_envelope_rejects_hostile_input(data: bytes, reason: str) -> None:
     with pytest.raises(EnvelopeError) as info:
         decode_envelope(data)
     assert info.value.reason == reason
+
+
+def test_oversized_relayed_frame_reaches_the_core_which_rejects_it() -> None:
+    for size in (MAX_FRAME + 1, 65_000):
+        peer, data = decode_envelope(b"\x01a" + b"f" * size)
+        assert peer == "a" and len(data) == size
+        with pytest.raises(FrameError) as info:
+            decode(data)
+        assert info.value.reason == "oversized"
 
 
 def test_envelope_refuses_bad_destination() -> None:
