@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import resource
 import signal
 import socket
 import sys
@@ -129,9 +130,19 @@ class ServerProcess:
 
 
 async def start_process(
-    data_dir: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None
+    data_dir: Path,
+    *args: str,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    nofile: int | None = None,
 ) -> tuple[asyncio.subprocess.Process, Path, int]:
-    """Start `p2pmed signaling` (stdin /dev/null, as under systemd); do not wait for it."""
+    """Start `p2pmed signaling` (stdin /dev/null, as under systemd); do not wait for it.
+    `nofile` sets its file descriptor limit (soft and hard), as `ulimit -n` would."""
+
+    def limit() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     port = free_port() if port is None else port
     log_path = data_dir.parent / f"server-{port}-{os.urandom(3).hex()}.log"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("P2PMED_")}
@@ -152,19 +163,24 @@ async def start_process(
             stdout=log,
             stderr=log,
             env={**clean, **(env or {})},
+            preexec_fn=limit if nofile is not None else None,
         )
     return proc, log_path, port
 
 
 @contextlib.asynccontextmanager
 async def server_process(
-    data_dir: str | Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30.0
+    data_dir: str | Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    nofile: int | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """A server process, ready (healthz 200) on a free loopback port; killed on exit if still
     running. Raises RuntimeError with its log if it exits or is not ready within `timeout`."""
     data_dir = Path(data_dir)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    proc, log_path, port = await start_process(data_dir, *args, env=env)
+    proc, log_path, port = await start_process(data_dir, *args, env=env, nofile=nofile)
     url = f"http://127.0.0.1:{port}"
     srv = ServerProcess(proc, url, f"ws://127.0.0.1:{port}/ws", data_dir, log_path)
     try:

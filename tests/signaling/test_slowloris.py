@@ -75,3 +75,31 @@ async def test_half_open_connections_capped_and_timed_out(
         w.close()
         for _r, w in conns:
             w.close()
+
+
+async def test_server_at_its_fd_limit_still_serves(tmp_path: Path) -> None:
+    # The report: 1,124 half-open connections against a server at ulimit -n 1024 made new
+    # clients wait. Scaled down: 400 half-open against ulimit -n 256, real process.
+    from signaling.testing import server_process
+    from tests.signaling.conftest import Client
+    from tests.signaling.test_bindings import _mint
+
+    data = tmp_path / "data"
+    args = ("--pending-per-ip", "50", "--handshake-timeout", "30")
+    async with aiohttp.ClientSession() as http, server_process(data, *args, nofile=256) as srv:
+        port = int(srv.url.rsplit(":", 1)[1])
+        conns = [await _half_open(port) for _ in range(400)]
+        t0 = time.monotonic()
+        c = Client(await http.ws_connect(srv.ws_url))
+        await c.send(type="join", token=_mint(data, "s1", "clinician"), endpoint_id="doc")
+        joined = await c.recv_type("joined")
+        took = time.monotonic() - t0
+        print(f"join with 400 half-open at ulimit -n 256: {took * 1000:.1f} ms")
+        assert joined["endpoint_id"] == "doc"
+        async with http.get(srv.url + "/metrics") as r:
+            text = await r.text()
+        assert 'p2pmed_limit_violations_total{limit="pending-per-ip"} 350.0' in text
+        assert "p2pmed_unjoined_connections 51.0" in text  # the 50, and this /metrics request
+        for _r, w in conns:
+            w.close()
+        assert await srv.stop() == 0
