@@ -85,7 +85,13 @@ class Recovery:
         self.stats["rto_timeouts"] += 1
         for c, tx in enumerate(self.tx):
             for f in tx.unacked.values():
-                if not f.sacked and not f.queued and f.sends and f.sent_at + timeout <= now:
+                sent_at = f.sent_at
+                if (
+                    not f.sacked
+                    and not f.queued
+                    and sent_at is not None
+                    and sent_at + timeout <= now
+                ):
                     f.queued = True
                     self.retx[c].append(f)
         self.rtt.on_timeout()
@@ -102,12 +108,13 @@ class Recovery:
         for tx in self.tx:
             for f in tx.flight.values():
                 if not f.queued:
-                    if oldest is None or f.sent_at < oldest:
+                    if f.sent_at is not None and (oldest is None or f.sent_at < oldest):
                         oldest = f.sent_at
                     break
             for f in tx.reneged.values():
-                if f.sends and not f.queued and (oldest is None or f.sent_at < oldest):
-                    oldest = f.sent_at
+                sent_at = f.sent_at
+                if sent_at is not None and not f.queued and (oldest is None or sent_at < oldest):
+                    oldest = sent_at
         self.rto_deadline = None if oldest is None else oldest + self.rtt.timeout()
 
     def reroute(self) -> None:

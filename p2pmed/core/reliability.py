@@ -108,7 +108,7 @@ class SentFrame:
     payload: bytes
     ts_us: int
     msg_ids: tuple[int, ...]  # messages whose last byte is in this frame
-    sent_at: float = 0.0
+    sent_at: float | None = None  # None: never sent
     pn: int = -1
     paths: tuple[str, ...] = ()
     sacked: bool = False
@@ -472,7 +472,7 @@ class AckState:
     """What the receiver owes the peer in its next ACK frame."""
 
     largest_pn: int = -1
-    largest_at: float = 0.0
+    largest_at: float | None = None  # when largest_pn came in; None: nothing yet
     unacked_frames: int = 0
     unacked_bytes: int = 0
     deadline: float | None = None

@@ -237,7 +237,7 @@ class Sender:
             for c, rx in enumerate(self.rx)
             if rx.next_seq or rx.buffer
         ]
-        delay = int((now - ack.largest_at) * 1e6) if ack.largest_pn >= 0 else 0
+        delay = int((now - ack.largest_at) * 1e6) if ack.largest_at is not None else 0
         payload = encode_ack(max(ack.largest_pn, 0), max(delay, 0), entries)
         wire = self._seal_ctrl(FrameType.ACK, payload, now)
         if ack.critical:
