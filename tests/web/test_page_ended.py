@@ -138,3 +138,30 @@ async def test_patient_restarted_without_closing_gets_a_new_session(browser: Bro
                 assert again.session is not None
                 await expect(page.locator("#sas")).to_have_text(again.session.sas, timeout=5_000)
             await ctx.close()
+
+
+async def test_patient_that_left_can_be_admitted_again(browser: Browser) -> None:
+    with tempfile.TemporaryDirectory(prefix="p2pmed-web-left-") as d:
+        async with running_server(d) as srv:
+            ctx = await browser.new_context()
+            page = await ctx.new_page()
+            await page.goto(srv.join_url(srv.mint("s-left", "clinician")))
+            await expect(page.locator("#view-waiting")).to_be_visible(timeout=10_000)
+            first = RelayPatient(srv.ws_url, srv.mint("s-left", "patient"), "pat-l")
+            first.leave_on_exit = True
+            async with first:
+                await page.get_by_role("button", name="Admit patient pat-l").click()
+                await first.wait(lambda: first.established)
+            await expect(page.locator("#conn-state")).to_have_text(
+                "Session ended — the patient left", timeout=5_000
+            )
+            await expect(page.locator("#lost-banner")).to_be_hidden()
+            token = srv.mint("s-left", "patient")
+            again = RelayPatient(srv.ws_url, token, "pat-l", identity=first.identity)
+            async with again:
+                await page.get_by_role("button", name="Admit patient pat-l").click(timeout=10_000)
+                await again.wait(lambda: again.established)
+                assert again.session is not None
+                await expect(page.locator("#sas")).to_have_text(again.session.sas, timeout=5_000)
+                await expect(page.locator("#ended-banner")).to_be_hidden()
+            await ctx.close()

@@ -257,9 +257,12 @@ class App {
     window.p2pmed.state = "admitted";
   }
 
+  // Left for good (a `leave`, or not back within the server's reconnect grace): if it joins again
+  // it waits to be admitted like a new patient.
   patientLeft() {
     this.endSession("the patient left");
     this.closePc();
+    this.patientId = null;
   }
 
   // The patient ended the session: shown as ended (not as a lost link), the last data greyed.
