@@ -127,6 +127,12 @@ def _register_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     _opt(p, "--join-timeout", "seconds to send join after the upgrade", type=_positive_float)
     _opt(
         p,
+        "--max-unjoined",
+        "unjoined connections from all addresses (default: half of ulimit -n)",
+        type=_positive_int,
+    )
+    _opt(
+        p,
         "--log-level",
         "debug, info, warning, error",
         default="info",
@@ -149,6 +155,7 @@ def _build_config(args: argparse.Namespace) -> Any:
         "pending_per_ip",
         "handshake_timeout",
         "join_timeout",
+        "max_unjoined",
     ):
         if getattr(args, name) is not None:
             setattr(limits, name, getattr(args, name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import resource
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ class Limits:
     # connections from one client IP not yet joined (counted from accept, before HTTP)
     pending_per_ip: int = 100
     handshake_timeout: float = 5.0  # seconds from accept (or the last response) to a request
+    # unjoined connections from all addresses; 0: half the file descriptor limit (ulimit -n)
+    max_unjoined: int = 0
 
 
 @dataclass
@@ -93,6 +96,8 @@ class Config:
                 f"--resume-ttl exceeds the token lifetime cap {self.max_token_ttl:.0f} s"
             )
         lim = self.limits
+        if lim.max_unjoined == 0:
+            lim.max_unjoined = max(64, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2)
         for name in (
             "max_msg_size",
             "msg_rate",
@@ -109,6 +114,7 @@ class Config:
             "join_timeout",
             "pending_per_ip",
             "handshake_timeout",
+            "max_unjoined",
         ):
             v = getattr(lim, name)
             if not v > 0 or v != v or v == float("inf"):

@@ -28,7 +28,8 @@ from aiohttp import web
 
 from signaling import logs
 
-Refused = Callable[[str, bool], None]  # (ip, first refusal since the IP was under the cap)
+# (ip, limit, first refusal since under the cap); limit is "pending-per-ip" or "unjoined"
+Refused = Callable[[str, str, bool], None]
 
 
 def _refusal() -> bytes:
@@ -46,10 +47,13 @@ REFUSAL = _refusal()
 
 
 class ConnectionGuard:
-    """Counts connections per client IP until they join; refuses those over the cap."""
+    """Counts connections per client IP until they join; refuses those over the per-IP
+    cap, and any over the total cap (many addresses; it keeps file descriptors for the
+    joined endpoints and the server's own files)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, total_limit: int) -> None:
         self.limit = limit
+        self.total_limit = total_limit
         self.unjoined: dict[str, int] = {}
         self._ip: dict[asyncio.BaseTransport, str] = {}  # unjoined transports
         self._over: set[str] = set()
@@ -62,15 +66,20 @@ class ConnectionGuard:
         peer = transport.get_extra_info("peername")
         ip = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
         n = self.unjoined.get(ip, 0)
+        if len(self._ip) >= self.total_limit:
+            return self._refuse(ip, "unjoined", "")
         if n >= self.limit:
-            first = ip not in self._over
-            self._over.add(ip)
-            if self.on_refused is not None:
-                self.on_refused(ip, first)
-            return False
+            return self._refuse(ip, "pending-per-ip", ip)
         self.unjoined[ip] = n + 1
         self._ip[transport] = ip
         return True
+
+    def _refuse(self, ip: str, limit: str, key: str) -> bool:
+        first = key not in self._over
+        self._over.add(key)
+        if self.on_refused is not None:
+            self.on_refused(ip, limit, first)
+        return False
 
     def joined(self, transport: asyncio.BaseTransport | None) -> None:
         """The connection carries a joined endpoint now: it no longer counts."""
@@ -84,6 +93,8 @@ class ConnectionGuard:
             del self.unjoined[ip]
         if left < self.limit:
             self._over.discard(ip)
+        if len(self._ip) < self.total_limit:
+            self._over.discard("")
 
     def wrap(self, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         return lambda: _Guarded(self, factory())
@@ -212,6 +223,5 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def log_refusal(ip: str, first: bool) -> None:
-    if first:
-        logs.event("connections-refused", reason="pending-per-ip")
+def log_refusal(limit: str) -> None:
+    logs.event("connections-refused", reason=limit)

@@ -219,12 +219,12 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     app[HUB] = hub
     hub.guard = guard = app[GUARD]
 
-    def refused(ip: str, first: bool) -> None:
-        app[METRICS].limit_violations.labels("pending-per-ip").inc()
-        app[METRICS].rejected_joins.labels("pending-per-ip").inc()
+    def refused(ip: str, limit: str, first: bool) -> None:
+        app[METRICS].limit_violations.labels(limit).inc()
+        app[METRICS].rejected_joins.labels(limit).inc()
         if first:  # once per episode: an attack must not turn into an audit-log flood
-            audit.append("reject", reason="pending-per-ip", ip=ip)
-            log_refusal(ip, first)
+            audit.append("reject", reason=limit, ip=ip)
+            log_refusal(limit)
 
     guard.on_refused = refused
     if audit.head_missing:
@@ -308,7 +308,7 @@ def create_app(config: Config, lock: DataDirLock | None = None) -> web.Applicati
     )
     app[CONFIG] = config
     app[METRICS] = Metrics()
-    app[GUARD] = ConnectionGuard(config.limits.pending_per_ip)
+    app[GUARD] = ConnectionGuard(config.limits.pending_per_ip, config.limits.max_unjoined)
     if lock is not None:
         app[LOCK] = lock
     app.cleanup_ctx.append(_state)

@@ -12,7 +12,7 @@ import aiohttp
 
 from signaling.config import Limits
 from signaling.testing import running_server
-from tests.signaling.conftest import Harness
+from tests.signaling.conftest import Harness, settle
 
 ATTACKER = "127.0.0.2"  # all of 127/8 is loopback on Linux: a second client address
 HALF_OPEN = 300
@@ -20,8 +20,10 @@ CAP = 50
 PARTIAL = b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"  # never finished
 
 
-async def _half_open(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(ATTACKER, 0))
+async def _half_open(
+    port: int, src: str = ATTACKER
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0))
     w.write(PARTIAL)
     await w.drain()
     return r, w
@@ -103,3 +105,29 @@ async def test_server_at_its_fd_limit_still_serves(tmp_path: Path) -> None:
         for _r, w in conns:
             w.close()
         assert await srv.stop() == 0
+
+
+async def test_total_unjoined_cap_over_many_addresses(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    limits = Limits(pending_per_ip=100, max_unjoined=20, handshake_timeout=30)
+    async with running_server(tmp_path, limits=limits) as srv:
+        h = Harness(srv, http)
+        doc, _ = await h.join("s1", "clinician", "doc")  # joined before: not counted
+        port = srv.config.port
+        conns = [await _half_open(port, f"127.0.0.{n}") for n in (2, 3, 4) for _ in range(10)]
+        refused = 0
+        for r, _w in conns[20:]:
+            data = await asyncio.wait_for(r.read(), 30)
+            refused += data.startswith(b"HTTP/1.1 429")
+        assert refused == 10
+        assert srv.metric("p2pmed_limit_violations_total", limit="unjoined") == 10
+        assert srv.metric("p2pmed_unjoined_connections") == 20
+        await doc.send(type="ping", id=7)  # joined endpoints carry on
+        assert (await doc.recv_type("pong"))["id"] == 7
+        for _r, w in conns:
+            w.close()
+        await settle(lambda: srv.metric("p2pmed_unjoined_connections") == 0)
+        await h.join("s1", "clinician", "doc2")  # room again
+        audit = (srv.config.data_dir / "audit.jsonl").read_text()
+        assert audit.count('"reason":"unjoined"') == 1
