@@ -10,6 +10,7 @@ if [ "$want_apt" = "test" ]; then
     command -v turnserver >/dev/null || need+=(coturn)
     command -v nft >/dev/null || need+=(nftables)
     command -v ip >/dev/null || need+=(iproute2)
+    command -v npm >/dev/null || need+=(npm)
 fi
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
@@ -33,4 +34,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         .venv/bin/pip install -q -e .
     fi
     touch "$stamp"
+fi
+
+if [ "$want_apt" = "test" ] && [ ! -f tests/web/axe/node_modules/axe-core/axe.min.js ]; then
+    (cd tests/web/axe && npm ci --no-audit --no-fund --silent)
 fi
