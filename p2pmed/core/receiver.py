@@ -197,11 +197,17 @@ class Receiver:
             raise FrameError("payload", "malformed PATH_BIND")
         peer_cert = payload[1 + n : 33 + n]  # the sender's own certificate
         my_cert = payload[33 + n :]  # the certificate the sender's DTLS saw from us
-        if my_cert != s._local_fp and (my_cert in s._pending_local or s._local_fp is None):
-            # our DTLS for that negotiation has not connected yet: check it when it does
-            s._held_bind = (peer_cert, my_cert)
-            self.stats["held_binds"] = self.stats.get("held_binds", 0) + 1
-            return
+        if my_cert != s._local_fp:
+            if my_cert in s._pending_local or (s._local_fp is None and s._pending_local):
+                # our DTLS for that negotiation has not connected yet: check it when it does
+                s._held_bind = (peer_cert, my_cert)
+                self.stats["held_binds"] = self.stats.get("held_binds", 0) + 1
+                return
+            if s._local_fp is None:
+                # no negotiation here at all: a bind sent before we restarted (relayed from
+                # the server's queue); whatever it names, it binds nothing
+                self.stats["stale_binds"] = self.stats.get("stale_binds", 0) + 1
+                return
         self.check_bind(peer_cert, my_cert, path_id)
 
     def check_bind(self, peer_cert: bytes, my_cert: bytes, path_id: str) -> None:

@@ -122,3 +122,19 @@ def test_remembered_fingerprints_of_an_abandoned_offer_are_stale() -> None:
         b.remember_fingerprints(b"short", FA)
     with pytest.raises(ValueError):
         b.set_fingerprints(FB, b"short")
+
+
+def test_bind_with_no_negotiation_here_is_stale() -> None:
+    """A PATH_BIND that waited in the server's queue while we restarted: we have no direct
+    negotiation at all, so it is counted as stale, not taken for an attack."""
+    net, a, b = make_pair(45, paths=paths())
+    establish(net)
+    net.call("a", lambda s: s.set_fingerprints(FA, FM))
+    net.run_for(0.1)
+    assert b.stats["stale_binds"] == 1 and b.state is SessionState.ESTABLISHED
+    b.expect_direct(FB)  # then a real negotiation: binds as usual
+    net.call("b", lambda s: s.set_fingerprints(FB, FA))
+    net.call("a", lambda s: s.set_fingerprints(FA, FB))
+    net.run_for(0.1)
+    assert a.bound == (FA, FB) and b.bound == (FB, FA)
+    assert a.stats["rejected_total"] == b.stats["rejected_total"] == 0
