@@ -199,6 +199,7 @@ def analyse(data: dict[str, Any], worst: int = 12) -> list[dict[str, Any]]:
         )
     counts["page stalls"] = len(page["lag"])
     counts["resent"] = sum(1 for r in rows if r["resent"])
+    _stalls(node, rows)
     print("  events:", ", ".join(f"{k} {n}" for k, n in counts.items()), *node["info"])
     for r in sorted(rows, key=lambda r: -r["total"])[:worst]:
         print(
@@ -207,6 +208,21 @@ def analyse(data: dict[str, Any], worst: int = 12) -> list[dict[str, Any]]:
             f"{'  RESENT' if r['resent'] else ''}  {_nearby(r, data)}"
         )
     return rows
+
+
+def _stalls(node: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """What the node's loop thread was doing while stalled, by innermost p2pmed/aiortc frame."""
+    w0, w1 = rows[0]["t0"], rows[-1]["t0"] + 1
+    where: dict[str, int] = {}
+    samples = [s for s in node.get("stall", []) if w0 <= s[0] <= w1]
+    for _t, _ms, frames in samples:
+        key = next((f for f in frames if not f.startswith(("threading", "selectors"))), "?")
+        where[key] = where.get(key, 0) + 1
+    if samples:
+        top = sorted(where.items(), key=lambda kv: -kv[1])[:6]
+        print(f"  node loop stalled (>= 50 ms) samples: {len(samples)}; innermost frame:")
+        for key, n in top:
+            print(f"    {n:4d}  {key}")
 
 
 def _nearby(r: dict[str, Any], data: dict[str, Any]) -> str:

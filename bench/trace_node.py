@@ -13,6 +13,8 @@ exit, one JSON document to P2PMED_TRACE_OUT:
     gc       collections that took >= 2 ms: [t_start, ms, generation]
     flush    PeerLink._flush_once calls that took >= 5 ms: [t_start, ms, peer, has_direct]
     commit   SessionStore.apply calls that wrote (one SQLite transaction, fsync): [t, ms, peer]
+    stall    samples of the loop thread's stack while the loop is stalled >= 50 ms:
+             [t, stalled_ms, innermost frames first]
     lag      event loop wake-ups late by >= 5 ms (a 5 ms ticker): [t_due, ms]
 
 Times are time.time() seconds, the clock the frame header's timestamp_us comes from.
@@ -28,7 +30,9 @@ import json
 import os
 import struct
 import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +42,19 @@ sys.path.insert(0, str(REPO))
 _HDR = struct.Struct(">BBBBIQQQQI")
 TRACE: dict[str, list[Any]] = {
     k: []
-    for k in ("handoff", "wire", "sack", "t3", "persist", "flush", "commit", "gc", "lag", "info")
+    for k in (
+        "handoff",
+        "wire",
+        "sack",
+        "t3",
+        "persist",
+        "flush",
+        "commit",
+        "gc",
+        "lag",
+        "stall",
+        "info",
+    )
 }
 
 
@@ -55,6 +71,10 @@ def install() -> None:
 
     import p2pmed.node.node as node_mod
     import p2pmed.node_cli as node_cli
+
+    for name in filter(None, os.environ.get("P2PMED_TRACE_PATCH", "").split(",")):
+        EXPERIMENTS[name](sctp)  # first, so the probes below wrap the patched code
+        TRACE["info"].append(f"patch {name}")
 
     orig_send = RTCDataChannel.send
 
@@ -158,16 +178,34 @@ def install() -> None:
 
     node_cli._run = run
 
-    for name in filter(None, os.environ.get("P2PMED_TRACE_PATCH", "").split(",")):
-        EXPERIMENTS[name](sctp)
-        TRACE["info"].append(f"patch {name}")
+
+_last_tick = [time.time()]
+
+
+def _watchdog(main_id: int) -> None:
+    """While the event loop has not ticked for >= 50 ms, sample what the loop thread is doing
+    every 20 ms: [t, stalled_ms, innermost frames]. sqlite3 and socket calls release the GIL,
+    Python code yields it every 5 ms, so this thread gets to look."""
+    while True:
+        time.sleep(0.02)
+        stalled = time.time() - _last_tick[0]
+        if stalled < 0.05:
+            continue
+        frame = sys._current_frames().get(main_id)
+        if frame is None:
+            continue
+        stack = traceback.extract_stack(frame)[-6:]
+        where = [f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in reversed(stack)]
+        TRACE["stall"].append([time.time(), round(stalled * 1000, 1), where])
 
 
 async def _ticker() -> None:
     period = 0.005
+    threading.Thread(target=_watchdog, args=(threading.get_ident(),), daemon=True).start()
     while True:
         due = time.time() + period
         await asyncio.sleep(period)
+        _last_tick[0] = time.time()
         late = (time.time() - due) * 1000
         if late >= 5:
             TRACE["lag"].append([due, round(late, 2)])
@@ -178,7 +216,52 @@ def _rto_min(sctp: Any) -> None:
     sctp.SCTP_RTO_MIN = 0.12
 
 
-EXPERIMENTS = {"rto-min": _rto_min}
+def _group_commit(_sctp: Any) -> None:
+    """Hypothesis test: Node.persist() commits every peer's changes in ONE transaction (one
+    fsync) instead of one transaction per peer store. Same durability: all of it is durable
+    before any frame leaves."""
+    import p2pmed.node.node as node_mod
+    from p2pmed.store import sqlite as store_mod
+
+    def persist(self: Any) -> None:
+        store = self.store
+        if store is None:
+            return
+        work = []
+        for link in self.peers.values():
+            ps = store.peer(link.peer_id)
+            changes = list(link.session.take_changes())
+            if changes or ps._meta:
+                work.append((ps, changes))
+        if not work:
+            return
+        db = work[0][0]._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for ps, changes in work:
+                own, ps._db = ps._db, db
+                try:
+                    pending, ps._meta = ps._meta, {}
+                    for ch in changes:
+                        ps._apply_one(ch)
+                    rows = store_mod._check_meta(pending) if pending else []
+                    if rows:
+                        db.executemany(
+                            "INSERT OR REPLACE INTO meta (key, name, value) VALUES (?,?,?)",
+                            [(ps.key, name, value) for name, value in rows],
+                        )
+                finally:
+                    ps._db = own
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        TRACE["commit"].append([time.time(), 0.0, "group"])
+
+    node_mod.Node.persist = persist  # type: ignore[method-assign]
+
+
+EXPERIMENTS = {"rto-min": _rto_min, "group-commit": _group_commit}
 
 
 def _dump() -> None:
