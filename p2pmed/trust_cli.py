@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from p2pmed.node.truststore import TrustStore
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -12,7 +17,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "trust",
         help="enrol, list or remove peer identities a node accepts",
         description="Manage the trust store in a node's --data-dir (trust.json). Enrolled "
-        "keys are accepted in every consultation, with no first-use window.",
+        "keys are accepted in every consultation, with no first-use window. Without "
+        "--require-known-peers a node pins what it sees: a patient node adds every new "
+        "clinician or observer key to the consultation (event identity-pinned); a clinician "
+        "node pins the patient's first key and refuses another one (identity-changed).",
     )
     tsub = t.add_subparsers(dest="trust_command", required=True, metavar="ACTION")
     add = tsub.add_parser("add", help="enrol a peer identity fingerprint for a role")
@@ -21,7 +29,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--label", default="", help="who this is (e.g. 'Dr. Rossi, cardiology')")
     add.add_argument("--data-dir", required=True, metavar="DIR", help="the node's --data-dir")
     add.set_defaults(func=_add)
-    ls = tsub.add_parser("list", help="list accepted identities")
+    ls = tsub.add_parser(
+        "list", help="list accepted identities: first and last seen, whether the SAS was verified"
+    )
     ls.add_argument("--data-dir", required=True, metavar="DIR", help="the node's --data-dir")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     ls.set_defaults(func=_list)
@@ -37,7 +47,7 @@ def _fail(msg: str, code: int = 2) -> int:
     return code
 
 
-def _store(data_dir: str):  # type: ignore[no-untyped-def]
+def _store(data_dir: str) -> TrustStore:
     import os
 
     from p2pmed.node.truststore import TrustStore
@@ -51,7 +61,7 @@ class _Usage(Exception):
     pass
 
 
-def _run(fn):  # type: ignore[no-untyped-def]
+def _run(fn: Callable[[], int]) -> int:
     from p2pmed.node.truststore import TrustError
 
     try:
@@ -73,7 +83,7 @@ def _add(args: argparse.Namespace) -> int:
         print(f"{'enrolled' if changed else 'already enrolled'}: {fp} as {args.role}")
         return 0
 
-    return int(_run(go))
+    return _run(go)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -86,14 +96,24 @@ def _list(args: argparse.Namespace) -> int:
                 print(json.dumps(asdict(e), separators=(",", ":")))
             else:
                 where = "any consultation" if e.session is None else f"consultation {e.session}"
-                verified = " verified" if e.verified is not None else ""
                 label = f"  {e.label}" if e.label else ""
-                print(f"{e.fingerprint}  {e.role:<9} {e.how}{verified} ({where}){label}")
+                sas = "not verified" if e.verified is None else f"verified {_when(e.verified)}"
+                print(
+                    f"{e.fingerprint}  {e.role:<9} {e.how} ({where})  "
+                    f"first seen {_when(e.first_seen)}  last seen {_when(e.last_seen)}  "
+                    f"SAS {sas}{label}"
+                )
         if not entries and not args.json:
             print("no identities (peers are pinned on first use unless --require-known-peers)")
         return 0
 
-    return int(_run(go))
+    return _run(go)
+
+
+def _when(t: float | None) -> str:
+    import time
+
+    return "never" if t is None else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t))
 
 
 def _remove(args: argparse.Namespace) -> int:
@@ -107,4 +127,4 @@ def _remove(args: argparse.Namespace) -> int:
         print(f"removed {gone} entr{'y' if gone == 1 else 'ies'} for {fp}")
         return 0
 
-    return int(_run(go))
+    return _run(go)

@@ -58,7 +58,23 @@ class TrustGate:
             self._refuse(link, fp, "trust-store", str(exc), (), close)
             return False
         if decision.verdict == "pinned":
-            node.events.emit("trust", action="pinned", peer=link.peer_id, role=role, fingerprint=fp)
+            if decision.new:  # another clinician (or observer) in this consultation
+                log.warning(
+                    "consultation %s: a further %s identity %s was pinned (%d before it); "
+                    "compare the SAS with them to be sure who it is",
+                    self._scope,
+                    role,
+                    fp,
+                    len(decision.expected),
+                )
+            node.events.emit(
+                "identity-pinned",
+                peer=link.peer_id,
+                role=role,
+                fingerprint=fp,
+                new=decision.new,
+                identities=len(decision.expected) + 1,
+            )
         if decision.accepted:
             return True
         if decision.verdict == "changed":

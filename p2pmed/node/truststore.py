@@ -4,15 +4,29 @@ A hostile signaling server controls endpoint ids, session ids and roles it annou
 split a consultation to sit in the middle of both halves. It cannot forge an identity key.
 So a counterpart is identified by (consultation, role): the consultation is the session id in
 the join token the operator was given (not the one the server announces), and the role is the
-counterpart's role there (clinician for a patient node, patient for a clinician node).
+counterpart's role there (clinician or observer for a patient node, patient for the others).
+
+Trust on first use cannot tell a new clinician from an impostor; only enrolment (`p2pmed trust
+add` with --require-known-peers) or a compared SAS can. So the rule depends on how many
+endpoints the counterpart role legitimately has in one consultation:
+  - one (a consultation has one patient: the counterpart of a clinician or observer node):
+    strict. The first key is pinned; a different key later is refused (`identity-changed`,
+    a HIGH technical alarm): a man in the middle, or a patient device that lost its key; only
+    enrolment lets it back.
+  - several (clinicians and observers, the counterparts of a patient node: a shift change, a
+    second clinician, the same clinician in another browser): refusing a second key would
+    break the product and protect nothing, since the first key was itself only trusted on
+    first use. An unknown key is accepted and added to the consultation's pinned set, and the
+    node reports it (event `identity-pinned`, "new": true when others were already pinned), so
+    an operator or auditor sees every clinician identity that joined.
 
 For a counterpart presenting key K as role R in consultation S:
-  - K enrolled for R (`p2pmed trust add`, any consultation) or pinned for (S, R): accepted;
-  - else with --require-known-peers: refused (`unknown-identity`);
-  - else if nothing is pinned for (S, R) yet: K is pinned (trust on first use) and accepted;
-  - else: refused, `identity-changed` (the counterpart of this consultation presents another
-    key: a man in the middle, or a peer that lost its key; only enrolment lets it back).
-A SAS the user compared and marked verified is recorded on the entry ("verified").
+  - K enrolled for R (any consultation) or pinned for (S, R): accepted, "known";
+  - else with --require-known-peers: refused, "unknown" (`unknown-identity`);
+  - else if R has several endpoints, or nothing is pinned for (S, R) yet: K is pinned, "pinned";
+  - else: refused, "changed" (`identity-changed`).
+Each entry records when its key was first and last seen, and when a user compared the SAS and
+marked it verified ("verified").
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ from typing import Any, Literal
 FILE = "trust.json"
 LOCK = "trust.lock"
 ROLES = ("patient", "clinician", "observer")
+SINGLE = frozenset({"patient"})  # roles with one endpoint per consultation: pinned strictly
 MAX_LABEL = 64
 MAX_FILE = 4 * 1024 * 1024
 _HEX = re.compile(r"[0-9a-f]{32}")
@@ -76,6 +91,8 @@ class Entry:
     label: str = ""
     added: float = 0.0
     verified: float | None = None  # when a user marked the SAS verified
+    first_seen: float | None = None  # first handshake with this key (None: never)
+    last_seen: float | None = None
 
 
 Verdict = Literal["known", "pinned", "changed", "unknown"]
@@ -84,7 +101,8 @@ Verdict = Literal["known", "pinned", "changed", "unknown"]
 @dataclass(frozen=True)
 class Decision:
     verdict: Verdict
-    expected: tuple[str, ...] = ()  # fingerprints accepted for (session, role)
+    expected: tuple[str, ...] = ()  # fingerprints accepted for (session, role) before this
+    new: bool = False  # pinned alongside identities already accepted for (session, role)
 
     @property
     def accepted(self) -> bool:
@@ -103,17 +121,21 @@ class TrustStore:
     def check(self, fingerprint: str, role: str, session: str, *, require_known: bool) -> Decision:
         """Decide on a counterpart's key, pinning it on first use (see the module doc)."""
         fingerprint = normalize_fingerprint(fingerprint)
+        now = time.time()
         with self._locked() as entries:
             mine = [e for e in entries if e.role == role and e.session in (None, session)]
             expected = tuple(sorted({e.fingerprint for e in mine}))
             if fingerprint in expected:
+                for e in mine:
+                    if e.fingerprint == fingerprint:
+                        _seen(e, now)
                 return Decision("known", expected)
             if require_known:
                 return Decision("unknown", expected)
-            if any(e.session == session for e in mine):
+            if role in SINGLE and any(e.session == session for e in mine):
                 return Decision("changed", expected)
-            entries.append(Entry(fingerprint, role, "first-use", session, "", time.time()))
-            return Decision("pinned", expected)
+            entries.append(Entry(fingerprint, role, "first-use", session, "", now, None, now, now))
+            return Decision("pinned", expected, new=bool(expected))
 
     def add(self, fingerprint: str, role: str, label: str = "") -> bool:
         """Enrol a key for a role in every consultation. False if it already was."""
@@ -154,11 +176,12 @@ class TrustStore:
                 for e in entries
                 if e.fingerprint == fingerprint and e.role == role and e.session in (None, session)
             ]
+            now = time.time()
             if not hit:
-                hit = [Entry(fingerprint, role, "first-use", session, "", time.time())]
+                hit = [Entry(fingerprint, role, "first-use", session, "", now, None, now, now)]
                 entries.append(hit[0])
             for e in hit:
-                e.verified = time.time()
+                e.verified = now
 
     # ---- file ----
     def _read(self) -> list[Entry]:
@@ -226,12 +249,22 @@ class TrustStore:
             os.close(lock)
 
 
+def _seen(e: Entry, now: float) -> None:
+    if e.first_seen is None:
+        e.first_seen = now
+    e.last_seen = now
+
+
 def _entry_fields(item: Any) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise TypeError("an entry is not an object")
     fields = {k: item[k] for k in Entry.__dataclass_fields__ if k in item}
     fields["fingerprint"] = normalize_fingerprint(str(fields["fingerprint"]))
     check_role(str(fields["role"]))
+    for name in ("verified", "first_seen", "last_seen"):
+        value = fields.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise TypeError(f"{name} is not a time")
     return fields
 
 

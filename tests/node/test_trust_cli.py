@@ -87,13 +87,26 @@ def test_unusable_store_files(tmp_path, capsys) -> None:  # type: ignore[no-unty
 def test_store_decisions(tmp_path) -> None:  # type: ignore[no-untyped-def]
     s = TrustStore(str(tmp_path))
     a, b, c = (normalize_fingerprint(x * 32) for x in "abc")
-    assert s.check(a, "clinician", "s1", require_known=False).verdict == "pinned"
-    assert s.check(a, "clinician", "s1", require_known=False).verdict == "known"
-    d = s.check(b, "clinician", "s1", require_known=False)
+    d = s.check(a, "patient", "s1", require_known=False)
+    assert d.verdict == "pinned" and not d.new
+    assert s.check(a, "patient", "s1", require_known=False).verdict == "known"
+    # one patient per consultation: another patient key is refused
+    d = s.check(b, "patient", "s1", require_known=False)
     assert d.verdict == "changed" and d.expected == (a,) and not d.accepted
+    # several clinicians per consultation: another key is added to the pinned set, as new
+    d = s.check(a, "clinician", "s1", require_known=False)
+    assert d.verdict == "pinned" and not d.new
+    d = s.check(b, "clinician", "s1", require_known=False)
+    assert d.verdict == "pinned" and d.new and d.expected == (a,) and d.accepted
+    assert s.check(b, "clinician", "s1", require_known=False).verdict == "known"
+    assert s.check(c, "observer", "s1", require_known=False).verdict == "pinned"
+    assert s.check(b, "observer", "s1", require_known=False).new
     # per consultation and per role
+    assert not s.check(b, "patient", "s2", require_known=False).new
     assert s.check(b, "clinician", "s2", require_known=False).verdict == "pinned"
-    assert s.check(b, "patient", "s1", require_known=False).verdict == "pinned"
+    # but --require-known-peers refuses what is not enrolled, pinned or not
+    assert s.check(c, "clinician", "s1", require_known=True).verdict == "unknown"
+    assert s.check(b, "clinician", "s3", require_known=True).verdict == "unknown"
     # several enrolled keys for a role are all accepted, in every consultation
     s.add(c, "clinician")
     assert s.check(c, "clinician", "s1", require_known=True).verdict == "known"
@@ -105,3 +118,44 @@ def test_store_decisions(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert s.remove(b, "patient") == 1
     with pytest.raises(TrustError, match="unknown role"):
         s.add(a, "admin")
+
+
+def test_first_last_seen_and_verified(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    s = TrustStore(str(tmp_path))
+    a = normalize_fingerprint("a" * 32)
+    s.add(FP, "clinician", "Dr. A")
+    [e] = s.entries()
+    assert e.first_seen is None and e.last_seen is None and e.verified is None
+    code, out, _ = run(capsys, "trust", "list", "--data-dir", str(tmp_path))
+    assert "first seen never  last seen never  SAS not verified  Dr. A" in out
+    assert s.check(FP, "clinician", "s1", require_known=True).verdict == "known"
+    [e] = s.entries()
+    assert e.first_seen is not None and e.last_seen == e.first_seen
+    first = e.first_seen
+    s.check(FP, "clinician", "s2", require_known=True)
+    [e] = s.entries()
+    assert e.first_seen == first and e.last_seen is not None and e.last_seen >= first
+    s.mark_verified(FP, "clinician", "s2")
+    s.check(a, "patient", "s2", require_known=False)  # a pin is seen when it is made
+    code, out, _ = run(capsys, "trust", "list", "--data-dir", str(tmp_path))
+    assert code == 0
+    enrolled, pinned = out.splitlines()
+    assert enrolled.startswith(FP) and "SAS verified 2" in enrolled and "seen never" not in enrolled
+    assert pinned.startswith(a) and "consultation s2" in pinned and "SAS not verified" in pinned
+    assert "seen never" not in pinned
+    _, out, _ = run(capsys, "trust", "list", "--json", "--data-dir", str(tmp_path))
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert rows[0]["verified"] >= rows[0]["first_seen"] and rows[1]["how"] == "first-use"
+    assert {"first_seen", "last_seen", "verified"} <= rows[1].keys()
+
+
+def test_old_store_without_seen_times_still_reads(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "trust.json"
+    old = {"fingerprint": FP, "role": "clinician", "how": "enrolled", "session": None}
+    path.write_text(json.dumps({"version": 1, "peers": [{**old, "label": "", "added": 1.0}]}))
+    os.chmod(path, 0o600)
+    [e] = TrustStore(str(tmp_path)).entries()
+    assert e.first_seen is None and e.last_seen is None
+    path.write_text(json.dumps({"version": 1, "peers": [{**old, "last_seen": "yesterday"}]}))
+    code, _, err = run(capsys, "trust", "list", "--data-dir", str(tmp_path))
+    assert code == 2 and "damaged" in err and "last_seen" in err
