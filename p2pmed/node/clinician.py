@@ -17,9 +17,16 @@ from p2pmed.core import events as ev
 from p2pmed.core.errors import ProtocolError
 from p2pmed.core.frame import MessageClass
 from p2pmed.node.patient import summary
-from p2pmed.vitals import codec, fhir, status
-from p2pmed.vitals.codec import Alarm, AlarmAck, AlarmState, Message, Numerics, Waveform
-from p2pmed.vitals.status import PatientStatus, Stream
+from p2pmed.vitals import codec, fhir
+from p2pmed.vitals.codec import (
+    Alarm,
+    AlarmAck,
+    AlarmState,
+    Numerics,
+    PatientStatus,
+    Stream,
+    Waveform,
+)
 
 if TYPE_CHECKING:
     from p2pmed.node.node import Node
@@ -118,12 +125,8 @@ class ClinicianApp:
         return None
 
     def on_message(self, link: PeerLink, event: ev.MessageReceived) -> None:
-        msg: Message | PatientStatus
         try:
-            if status.is_status(event.data):  # CONTROL command the codec does not know yet
-                msg = status.decode(event.data)
-            else:
-                msg = codec.decode(event.data)
+            msg = codec.decode(event.data)
         except ProtocolError as exc:
             self.node.on_app_rejected(link, exc)
             return

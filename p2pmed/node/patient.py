@@ -17,9 +17,17 @@ from p2pmed.core.errors import ProtocolError
 from p2pmed.core.frame import MessageClass
 from p2pmed.vitals import codec, hr
 from p2pmed.vitals.alarms import AlarmEngine
-from p2pmed.vitals.codec import Alarm, AlarmAck, Message, Numerics, Param, Waveform
+from p2pmed.vitals.codec import (
+    Alarm,
+    AlarmAck,
+    Message,
+    Numerics,
+    Param,
+    PatientStatus,
+    Stream,
+    Waveform,
+)
 from p2pmed.vitals.sources import Episode, SyntheticSource, WfdbReplay, beat_track
-from p2pmed.vitals.status import PatientStatus, Stream
 
 if TYPE_CHECKING:
     from p2pmed.node.node import Node
@@ -43,7 +51,7 @@ def episodes(scenario: str) -> list[Episode]:
     return out
 
 
-def summary(msg: Message | PatientStatus) -> dict[str, Any]:
+def summary(msg: Message) -> dict[str, Any]:
     """A short, PHI-free description of a message for --json events."""
     if isinstance(msg, PatientStatus):  # the label is in "patient-status" events only
         return {"kind": "patient-status", "stream": msg.stream.name, "hr_source": msg.hr_source}
@@ -196,13 +204,13 @@ class PatientApp:
     def broadcast(
         self,
         cls: MessageClass,
-        msg: Message | PatientStatus,
+        msg: Message,
         n: int | None = None,
         only: PeerLink | None = None,
     ) -> None:
         """Queue a message for every established peer (or `only` one); source message n goes
         only to peers whose stored position is below n. Durable before it is reported."""
-        data = msg.encode() if isinstance(msg, PatientStatus) else codec.encode(msg)
+        data = codec.encode(msg)
         sent: list[tuple[str, int]] = []
         store = self.node.store
         for link in self.node.peers.values():

@@ -16,6 +16,7 @@ import math
 import re
 import struct
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from p2pmed.core.errors import CodecError
 
@@ -24,6 +25,8 @@ MAX_MESSAGE = 16 * 1024  # one session chunk
 MAX_SAMPLES = 4096
 MAX_ID = 64
 MAX_TEXT = 255
+MAX_SUBJECT = 255
+MAX_HR_SOURCE = 32
 ABSENT = 0xFFFF  # u16 sentinel for "no value" in NUMERICS and limits
 U64 = (1 << 64) - 1
 
@@ -110,6 +113,14 @@ class Command(enum.IntEnum):
     STOP_STREAM = 2
     SET_ALARM_LIMIT = 3
     PING_TEXT = 4
+    PATIENT_STATUS = 5  # patient -> clinician; its own message class, PatientStatus
+
+
+class Stream(enum.IntEnum):
+    """PATIENT_STATUS stream state. ENDED: the source has no more data, the link stays up."""
+
+    STREAMING = 0
+    ENDED = 1
 
 
 ECG_LEADS = frozenset(
@@ -130,6 +141,8 @@ def rate_limits(signal: str) -> tuple[int, int]:
 _ENDPOINT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CODE_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 _UNIT_RE = re.compile(r"[\x21-\x7e]{1,8}")
+_SUBJECT_RE = re.compile(r"[\x21-\x7e]{0,255}")  # MAX_SUBJECT
+_HR_SOURCE_RE = re.compile(r"[a-z0-9-]{0,32}")  # MAX_HR_SOURCE
 
 
 def _check(cond: bool, reason: str, detail: str = "") -> None:
@@ -333,6 +346,7 @@ class Control:
     def __post_init__(self) -> None:
         _check(self.command in set(Command), "command", repr(self.command))
         cmd = Command(self.command)
+        _check(cmd is not Command.PATIENT_STATUS, "command", "PATIENT_STATUS is a PatientStatus")
         object.__setattr__(self, "command", cmd)
         _check(
             isinstance(self.request_id, int) and 0 <= self.request_id <= 0xFFFFFFFF,
@@ -363,7 +377,42 @@ class Control:
             _check_text(self.text, "text", MAX_TEXT, min_bytes=0)
 
 
-Message = Numerics | Waveform | Alarm | AlarmAck | Control
+@dataclass(frozen=True)
+class PatientStatus:
+    """CONTROL command 5, patient -> clinician: what the patient tells each clinician about
+    itself, sent on class HIGH when a session is established and again on every change; a
+    later status replaces an earlier one.
+
+    request_id: the sender's status counter (informational).
+    stream: STREAMING, or ENDED (the recording is over; the link is still up).
+    label: 0..255 UTF-8 bytes, no control characters; "" = no label.
+    subject: FHIR reference of the patient, 0..255 bytes of ASCII 0x21..0x7E;
+        "" = "Patient/<sender's endpoint id>".
+    hr_source: 0..32 bytes of [a-z0-9-] ("synthetic", "annotations", "ecg-detector");
+        "" = the source has no HR.
+    """
+
+    command: ClassVar[Command] = Command.PATIENT_STATUS
+    request_id: int = 0
+    stream: Stream = Stream.STREAMING
+    label: str = ""
+    subject: str = ""
+    hr_source: str = ""
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.request_id, int) and 0 <= self.request_id <= 0xFFFFFFFF,
+            "request-id",
+            "must be a u32",
+        )
+        _check(self.stream in set(Stream), "stream", repr(self.stream))
+        object.__setattr__(self, "stream", Stream(self.stream))
+        _check_text(self.label, "label", MAX_TEXT, min_bytes=0)
+        _check_match(_SUBJECT_RE, self.subject, "subject")
+        _check_match(_HR_SOURCE_RE, self.hr_source, "hr-source")
+
+
+Message = Numerics | Waveform | Alarm | AlarmAck | Control | PatientStatus
 
 _NUM = struct.Struct(">6HH")
 _WAVE_MID = struct.Struct(">HQQf")
@@ -406,6 +455,11 @@ def encode(msg: Message) -> bytes:
     elif isinstance(msg, AlarmAck):
         body = _ACK_MID.pack(msg.alarm_id, msg.time_us) + _short(msg.who.encode("ascii"))
         kind = Kind.ALARM_ACK
+    elif isinstance(msg, PatientStatus):
+        body = _CTRL_MID.pack(msg.command, msg.request_id) + bytes([msg.stream])
+        for text in (msg.label, msg.subject, msg.hr_source):
+            body += _short(text.encode())
+        kind = Kind.CONTROL
     elif isinstance(msg, Control):
         body = _CTRL_MID.pack(msg.command, msg.request_id)
         if msg.command in (Command.START_STREAM, Command.STOP_STREAM):
@@ -530,7 +584,30 @@ def _decode(data: bytes) -> Message:
             msg = Control(cmd, rid, rule=rule, limit=limit)  # type: ignore[arg-type]
         elif cmd == Command.PING_TEXT:
             msg = Control(cmd, rid, text=r.utf8("text"))  # type: ignore[arg-type]
+        elif cmd == Command.PATIENT_STATUS:
+            msg = _patient_status(r, rid)  # type: ignore[arg-type]
         else:
             raise CodecError("command", f"unknown command {cmd}")
     r.end()
     return msg
+
+
+def _patient_status(r: _Reader, request_id: int) -> PatientStatus:
+    """Order of checks (docs/protocol.md 7.7): stream as soon as it is read; each string's
+    length and encoding as it is read; trailing bytes; then the content rules of label,
+    subject and hr_source."""
+    stream = r.u8()
+    _check(stream in set(Stream), "stream", str(stream))
+    label = r.utf8("label")
+    subject = _ascii_any(r, "subject")
+    hr_source = _ascii_any(r, "hr-source")
+    r.end()
+    return PatientStatus(request_id, Stream(stream), label, subject, hr_source)
+
+
+def _ascii_any(r: _Reader, reason: str) -> str:
+    """A str8 of 7-bit bytes; which of them are allowed is the constructor's check."""
+    try:
+        return r.short_bytes().decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise CodecError(reason, "not ASCII") from exc

@@ -527,7 +527,7 @@ def vitals_vectors() -> list[dict[str, Any]]:
     bad("alarm_ack who not printable", alarm_ack(b"clin\x7f"), "who")
     bad("alarm_ack cut short", alarm_ack()[:-1], "truncated")
     bad("control command 0", control(0, short(b"")), "command")
-    bad("control command 5", control(5, short(b"")), "command")
+    bad("control command 6", control(6, short(b"")), "command")
     bad("control request id cut short", b"\x05\x01\x01\x00\x00\x00", "truncated")
     bad("control START_STREAM unknown signal", control(1, short(b"ECG")), "signal")
     bad("control START_STREAM signal not printable", control(1, short(b"I\x00")), "signal")

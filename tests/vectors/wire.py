@@ -58,6 +58,15 @@ def neutral(msg: codec.Message) -> dict[str, Any]:
             "time_us": msg.time_us,
             "who": msg.who,
         }
+    if isinstance(msg, codec.PatientStatus):
+        return {
+            "kind": "patient_status",
+            "request_id": msg.request_id,
+            "stream": int(msg.stream),
+            "label": msg.label,
+            "subject": msg.subject,
+            "hr_source": msg.hr_source,
+        }
     out = {"kind": "control", "command": int(msg.command), "request_id": msg.request_id}
     if msg.command in (codec.Command.START_STREAM, codec.Command.STOP_STREAM):
         out["signal"] = msg.signal

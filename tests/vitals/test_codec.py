@@ -19,8 +19,10 @@ from p2pmed.vitals.codec import (
     Control,
     Numerics,
     Param,
+    PatientStatus,
     Priority,
     StatusFlags,
+    Stream,
     Waveform,
     decode,
     encode,
@@ -101,7 +103,16 @@ controls = st.one_of(
         text=st.text(text_chars, max_size=60),
     ),
 )
-messages = st.one_of(numerics(), waveforms(), alarms, acks, controls)
+statuses = st.builds(
+    PatientStatus,
+    st.integers(0, 0xFFFFFFFF),
+    st.sampled_from(Stream),
+    st.text(text_chars, max_size=60),
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=80),
+    st.text(st.sampled_from("abcxyz0129-"), max_size=32),
+)
+messages = st.one_of(numerics(), waveforms(), alarms, acks, controls, statuses)
+KIND = {PatientStatus: codec.Kind.CONTROL, AlarmAck: codec.Kind.ALARM_ACK}
 
 # -- properties ---------------------------------------------------------------------------
 
@@ -109,7 +120,8 @@ messages = st.one_of(numerics(), waveforms(), alarms, acks, controls)
 @given(messages)
 def test_roundtrip(msg: codec.Message) -> None:
     data = encode(msg)
-    assert data[0] == codec.Kind[type(msg).__name__.upper().replace("ALARMACK", "ALARM_ACK")]
+    kind = KIND[type(msg)] if type(msg) in KIND else codec.Kind[type(msg).__name__.upper()]
+    assert data[0] == kind
     assert decode(data) == msg
     assert encode(decode(data)) == data
 
@@ -378,6 +390,15 @@ def test_control_rejections() -> None:
         Control(Command.START_STREAM, 2**32)
     limit_none = Control(Command.SET_ALARM_LIMIT, 1, rule="hr-high", limit=None)
     assert encode(limit_none).endswith(bytes.fromhex("7ff8000000000000"))
+
+
+def test_patient_status_is_not_a_control() -> None:
+    with pytest.raises(CodecError) as exc:
+        Control(Command.PATIENT_STATUS, 1)
+    assert exc.value.reason == "command"
+    st = decode(encode(PatientStatus(label="Bed 7")))
+    assert isinstance(st, PatientStatus) and not isinstance(st, Control)
+    assert st.command is Command.PATIENT_STATUS
 
 
 def test_encode_rejects_non_messages() -> None:
