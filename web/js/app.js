@@ -282,6 +282,9 @@ class App {
       sessionId: this.sessionId, identity: this.identity, now,
       transmit: (path, frame) => this.transmit(path, frame),
       onEvent: (ev) => this.onSessionEvent(s, ev),
+      // The handshake carries zero fingerprints; the direct path is bound by PATH_BIND against what
+      // our DTLS verified (bind.js), never against SDP.
+      onPathBind: (pt) => this.onPeerBind(s, pt),
     };
     let s = null;
     let snap = null;
@@ -295,9 +298,6 @@ class App {
       try { sessionStorage.setItem(key, JSON.stringify(state)); } catch { /* quota: resume not possible */ }
     };
     s.addPath("relay");
-    // The handshake carries zero fingerprints; the direct path is bound by PATH_BIND against what
-    // our DTLS verified (bind.js), never against SDP.
-    s._onPathBind = (pt) => this.onPeerBind(s, pt);
     this.binder.resetPeer();
     this.bindSentFor = null;
     this.unbindDirect();
@@ -427,10 +427,10 @@ class App {
     if (!s || !s.send || !fps || s.closed || this.bindSentFor === fps) return;
     this.bindSentFor = fps;
     const body = encodePathBind("direct", fps.local, fps.remote);
-    s._sendControl(FrameType.PATH_BIND, body, ["relay", "direct-bind"]);
+    s.sendPathBind(body, ["relay", "direct-bind"]);
   }
 
-  // A PATH_BIND from the patient node, decrypted by the session (replaces Session._onPathBind).
+  // A PATH_BIND from the patient node, decrypted and length-checked by the session.
   onPeerBind(s, pt) {
     const b = decodePathBind(pt);
     if (s !== this.session) return;
@@ -577,7 +577,6 @@ class App {
         // restarted node goes silent on the old session; its resent HS_COMMIT is taken then.
         const live = [...s.paths.values()].some((p) => p.alive);
         if (live) {
-          s.closed = false;
           metrics.rehandshakeIgnored = (metrics.rehandshakeIgnored || 0) + 1;
           console.warn("HS_COMMIT for an established, live session ignored");
           return;

@@ -1,6 +1,6 @@
 // Direct-path binding (docs/protocol.md, PATH_BIND): the certificates the browser's DTLS really used,
 // never values parsed from SDP.
-import { StateError, concat, utf8, bytesEqual } from "./frame.js";
+import { concat, utf8, bytesEqual } from "./frame.js";
 import { sha256 } from "./crypto.js";
 
 const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
@@ -43,9 +43,9 @@ export function encodePathBind(pathId, local, remote) {
   return concat(new Uint8Array([id.length]), id, local, remote);
 }
 
-// {pathId, peerCert, myCert}: the sender's own certificate and the one its DTLS saw from us.
+// {pathId, peerCert, myCert}: the sender's own certificate and the one its DTLS saw from us. The
+// length was checked by the session (session.js checkControl: frame/payload).
 export function decodePathBind(pt) {
-  if (pt.length < 1 || pt.length !== 1 + pt[0] + 64) throw new StateError("path_bind", "PATH_BIND length");
   const n = pt[0];
   return {
     pathId: new TextDecoder().decode(pt.subarray(1, 1 + n)),

@@ -119,8 +119,11 @@ class Path {
 }
 
 export class Session {
-  constructor({ sessionId, identity, transmit, now, onEvent, heartbeatInterval = 0.25, pathDeadAfter = 1.0 }) {
+  constructor({ sessionId, identity, transmit, now, onEvent, onPathBind = null, heartbeatInterval = 0.25, pathDeadAfter = 1.0 }) {
     this.sessionId = sessionId;
+    // (payload, pathId) => void for a received, well-formed PATH_BIND; without one the payload is checked
+    // against setFingerprints (tests). A throw rejects the frame with the error's kind/reason.
+    this.onPathBind = onPathBind;
     this.identity = identity;
     this.transmit = transmit;
     this.now = now;
@@ -317,8 +320,8 @@ export class Session {
 
   async _handshake(header, payload, pathId, bytes) {
     if (this.hs && this.hs.complete && header.type === FrameType.HS_COMMIT && !(this.hs.commit && bytesEqual(payload, this.hs.commit))) {
-      // The patient node restarted its side: a new session with a new handshake.
-      this.closed = true;
+      // Maybe the patient node restarted its side (a new session with a new handshake), maybe a forgery:
+      // the owner decides, this session stays as it is.
       this.onEvent({ type: "rehandshake", frame: bytes, path: pathId });
       return;
     }
@@ -500,6 +503,7 @@ export class Session {
   }
 
   _onPathBind(pt, pathId) {
+    if (this.onPathBind) return this.onPathBind(pt, pathId);
     const n = pt[0];
     const id = new TextDecoder().decode(pt.subarray(1, 1 + n));
     const fpLocal = pt.subarray(1 + n, 33 + n);
@@ -507,6 +511,11 @@ export class Session {
     const ok = bytesEqual(fpLocal, this.remoteFp) && bytesEqual(fpRemote, this.localFp);
     this.onEvent({ type: "path-bind", path: id, ok });
     if (!ok) throw new CryptoError("fingerprint", "PATH_BIND fingerprints differ from the SDP");
+  }
+
+  // Our PATH_BIND (payload from bind.js encodePathBind), sealed once and sent on each of pathIds.
+  sendPathBind(body, pathIds) {
+    return this._sendControl(FrameType.PATH_BIND, body, pathIds);
   }
 
   // Control frames (ACK, PING, PONG, CLOSE): one sealed frame, sent on one path or several.
