@@ -555,6 +555,112 @@ def vitals_vectors() -> list[dict[str, Any]]:
     return v
 
 
+def status(
+    stream: int = 0,
+    label: bytes = b"",
+    subject: bytes = b"",
+    hr: bytes = b"",
+    rid: int = 0,
+    cmd: int = 5,
+    version: int = 1,
+) -> bytes:
+    return (
+        bytes([0x05, version])
+        + struct.pack(">BIB", cmd, rid, stream)
+        + short(label)
+        + short(subject)
+        + short(hr)
+    )
+
+
+def patient_status_vectors() -> list[dict[str, Any]]:
+    """PATIENT_STATUS (CONTROL command 5, section 7.5): a section of its own until the page's
+    vitals decoder knows command 5."""
+    v: list[dict[str, Any]] = []
+
+    def ok(name: str, data: bytes, rid: int, stream: int, label: str, subj: str, hr: str) -> None:
+        msg = {"kind": "patient_status", "request_id": rid, "stream": stream, "label": label}
+        msg.update(subject=subj, hr_source=hr)
+        v.append({"name": name, "hex": data.hex(), "message": msg})
+
+    def bad(name: str, data: bytes, reason: str, why: str = "") -> None:
+        v.append({"name": name, "hex": data.hex(), "error": ["codec", reason], "why": why})
+
+    ok(
+        "patient_status (section 7.5 example)",
+        status(1, b"Bed 7", b"Patient/p-1", b"annotations", rid=2),
+        *(2, 1, "Bed 7", "Patient/p-1", "annotations"),
+    )
+    ok("patient_status empty", status(), 0, 0, "", "", "")
+    ok(
+        "patient_status UTF-8 label, URL subject",
+        status(0, "Ånna Ö — 床 7".encode(), b"https://fhir.example/Patient/9", b"ecg-detector", 7),
+        *(7, 0, "Ånna Ö — 床 7", "https://fhir.example/Patient/9", "ecg-detector"),
+    )
+    ok(
+        "patient_status longest fields",
+        status(0, "é".encode() * 127 + b"x", b"P" * 255, b"a" * 32, 0xFFFFFFFF),
+        *(0xFFFFFFFF, 0, "é" * 127 + "x", "P" * 255, "a" * 32),
+    )
+    ok(
+        "patient_status label keeps a leading BOM",
+        status(0, "\ufeffBed".encode()),
+        *(0, 0, "\ufeffBed", "", ""),
+    )
+    head = status()[:7]
+    bad("patient_status no stream byte", head, "truncated")
+    bad("patient_status no hr_source length", status()[:-1], "truncated")
+    bad("patient_status label cut short", head + b"\x00\x05A", "truncated")
+    bad("patient_status trailing byte", status() + b"\x00", "trailing")
+    bad("patient_status version 2", status(version=2), "version")
+    bad("patient_status stream 2", status(2), "stream")
+    bad("patient_status stream 255", status(255), "stream")
+    bad("patient_status label not UTF-8", status(0, b"\xc3\x28"), "label")
+    bad("patient_status label a UTF-8 surrogate", status(0, b"\xed\xa0\x80"), "label")
+    bad("patient_status label with BEL", status(0, b"Bed\x077"), "label")
+    bad("patient_status label with DEL", status(0, b"Bed\x7f7"), "label")
+    bad("patient_status label with C1 NEL", status(0, "Bed\u00857".encode()), "label")
+    bad("patient_status label with a newline", status(0, b"Bed\n7"), "label")
+    bad("patient_status subject with a space", status(0, b"", b"Patient/a b"), "subject")
+    bad("patient_status subject not ASCII", status(0, b"", b"Patient/\xff"), "subject")
+    bad("patient_status subject with a control char", status(0, b"", b"Patient/\x01"), "subject")
+    bad("patient_status hr_source upper case", status(0, b"", b"", b"ECG"), "hr-source")
+    bad("patient_status hr_source of 33 bytes", status(0, b"", b"", b"a" * 33), "hr-source")
+    bad("patient_status hr_source with a dot", status(0, b"", b"", b"ecg.v2"), "hr-source")
+    bad("patient_status hr_source not ASCII", status(0, b"", b"", b"\xc3\xa9"), "hr-source")
+    bad(
+        "patient_status bad stream, label cut short",
+        head + b"\x02\x05A",
+        "stream",
+        "stream is checked as soon as it is read",
+    )
+    bad(
+        "patient_status subject not ASCII, hr_source missing",
+        head + b"\x00\x00\x01\xff",
+        "subject",
+        "each string's encoding is checked as it is read",
+    )
+    bad(
+        "patient_status label with BEL and a trailing byte",
+        status(0, b"\x07") + b"\x00",
+        "trailing",
+        "trailing bytes before the content rules of the strings",
+    )
+    bad(
+        "patient_status bad label and bad subject",
+        status(0, b"\x07", b" "),
+        "label",
+        "label before subject before hr_source",
+    )
+    bad(
+        "patient_status bad subject and bad hr_source",
+        status(0, b"", b" ", b"X"),
+        "subject",
+        "label before subject before hr_source",
+    )
+    return v
+
+
 def main() -> None:
     doc = {
         "description": (
@@ -565,13 +671,16 @@ def main() -> None:
             "error. control: PING/PONG/CLOSE/PATH_BIND payloads (after decryption): ok, or "
             "error. vitals: application messages with the decoded message in a neutral form "
             "(fixed-point raw values; null = absent), or error = ['codec', reason]. 'why' "
-            "says what a vector pins down (often the order of checks)."
+            "says what a vector pins down (often the order of checks). patient_status: "
+            "PATIENT_STATUS (CONTROL command 5, section 7.5) in the same form as vitals; a "
+            "section of its own so that a decoder can adopt command 5 separately."
         ),
         "version": 1,
         "frames": frame_vectors(),
         "acks": ack_vectors(),
         "control": control_vectors(),
         "vitals": vitals_vectors(),
+        "patient_status": patient_status_vectors(),
     }
     OUT.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 

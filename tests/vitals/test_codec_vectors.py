@@ -34,3 +34,25 @@ def test_every_rejection_reason_has_a_vector() -> None:
         "rate", "seq", "scale", "unit", "count", "priority", "state", "category", "value",
         "condition", "who", "command", "rule", "limit", "text",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("v", VECTORS["patient_status"], ids=ids("patient_status"))
+def test_patient_status_vector(v: dict[str, Any]) -> None:
+    test_vitals_vector(v)
+
+
+def test_patient_status_vectors_cover_every_reason() -> None:
+    reasons = {v["error"][1] for v in VECTORS["patient_status"] if "error" in v}
+    # `kind` and `command` cannot be reached from a PATIENT_STATUS (they select it; `command`
+    # has its vitals vector) and `request-id` guards the constructor only
+    assert reasons == {
+        "truncated", "trailing", "version", "stream", "label", "subject", "hr-source",
+    }  # fmt: skip
+    kept = {v["message"]["stream"] for v in VECTORS["patient_status"] if "message" in v}
+    assert kept == {0, 1}
+
+
+def test_command_5_only_in_its_own_section() -> None:
+    """The page's vitals decoder is held to "vitals" and does not know command 5 yet."""
+    assert not [v["name"] for v in VECTORS["vitals"] if v["hex"].startswith("0501" + "05")]
+    assert all(v["hex"][4:6] == "05" for v in VECTORS["patient_status"] if "message" in v)
