@@ -144,7 +144,11 @@ async def repeat(a: argparse.Namespace) -> int:
     for k in range(a.repeat):
         print(f"run {k + 1}/{a.repeat}", flush=True)
         shot = a.screenshot if k == a.repeat - 1 else None
-        r = await bench(a.runs, a.seconds, a.media, shot, a.store_dir)
+        try:
+            r = await bench(a.runs, a.seconds, a.media, shot, a.store_dir)
+        except (TimeoutError, RuntimeError) as exc:  # no ECG drawn, the node died: counted
+            print(f"  measurement failed: {type(exc).__name__}: {exc}")
+            r = {"ttfs": [], "lat_ms": [], "page_ms": [], "path": None}
         code = judge(r, a.min_samples)
         codes.append(code)
         lat = r["lat_ms"]
