@@ -139,10 +139,11 @@ class MediaSource:
                 raise MediaSpecError(f"--media file: cannot open {spec.path}: {exc}") from exc
 
     def add_tracks(self, pc: RTCPeerConnection) -> None:
-        """Add send-only transceivers WITHOUT tracks: no media leaves before the direct path
-        is bound (docs/protocol.md); attach() puts the tracks in after the binding."""
+        """Add transceivers WITHOUT tracks: no media leaves before the direct path is bound
+        (docs/protocol.md); attach() puts the tracks in after the binding. They are sendrecv
+        so that the clinician can answer with its own camera and microphone."""
         for kind in self._kinds():
-            pc.addTransceiver(kind, direction="sendonly")
+            pc.addTransceiver(kind, direction="sendrecv")
 
     def _kinds(self) -> list[str]:
         if self.spec.kind == "none":
@@ -157,7 +158,7 @@ class MediaSource:
         attached = 0
         for transceiver in pc.getTransceivers():
             sender = transceiver.sender
-            if transceiver.direction != "sendonly" or sender.track is not None:
+            if transceiver.direction not in ("sendonly", "sendrecv") or sender.track is not None:
                 continue
             track = self._new_track(transceiver.kind)
             if track is not None:

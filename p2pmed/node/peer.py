@@ -23,6 +23,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.contrib.media import MediaBlackhole
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from p2pmed.core import events as ev
@@ -519,6 +520,10 @@ class PeerLink:
         self.pending = dp
         dp.open_channels()
         self.node.media_tracks(dp.pc)
+        # the clinician's camera and microphone: nothing is played before the bind, then
+        # drained (a headless patient node shows nothing; unread frames would pile up)
+        dp.media_sink = self.node.media_sink() or MediaBlackhole()
+        dp.pc.on("track", dp.held_tracks.append)
         self.session.expect_direct(own_certificate_fp(dp.pc))
         try:
             await dp.pc.setLocalDescription(await dp.pc.createOffer())
