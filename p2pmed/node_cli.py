@@ -56,9 +56,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--fhir-patient",
         metavar="REFERENCE",
-        help="patient: FHIR subject (id, Patient/<id> or URL; default: the endpoint id)",
+        help="FHIR subject: an id, Patient/<id> or an http(s) URL ending in Patient/<id> (at "
+        "most 255 bytes). Patient: announced to its clinicians (default: Patient/<endpoint "
+        "id>). Clinician: written into its --fhir-out, overriding what the patient announces",
     )
-    p.add_argument("--label", metavar="TEXT", help="patient: label shown to clinicians")
+    p.add_argument(
+        "--label",
+        metavar="TEXT",
+        help="patient: label shown to clinicians (printable, at most 64 characters and 255 "
+        "UTF-8 bytes)",
+    )
     p.add_argument(
         "--media",
         default="testpattern",

@@ -27,33 +27,49 @@ class SourceSpec:
 
 
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-_FHIR_URL = re.compile(r"https?://[^\s/]+(/[^\s]*)?/Patient/[A-Za-z0-9\-.]{1,64}")
-LABEL_MAX = 64
+_FHIR_URL = re.compile(r"https?://[^/]+(/.*)?/Patient/[A-Za-z0-9\-.]{1,64}")
+_WIRE_ASCII = re.compile(r"[\x21-\x7e]+")  # what PATIENT_STATUS carries as the subject
+LABEL_MAX = 64  # characters (what a clinician's screen has room for)
+WIRE_MAX = 255  # bytes: PATIENT_STATUS carries the label and the subject as str8
 
 
 def parse_fhir_patient(value: str) -> str:
-    """`--fhir-patient`: a FHIR id, Patient/<id> or an absolute .../Patient/<id> URL."""
+    """`--fhir-patient`: a FHIR id, Patient/<id> or an absolute .../Patient/<id> URL of at
+    most 255 bytes of printable ASCII, no spaces."""
     if _FHIR_ID.fullmatch(value):
         return "Patient/" + value
     if value.startswith("Patient/") and _FHIR_ID.fullmatch(value[len("Patient/") :]):
         return value
-    if len(value) <= 512 and _FHIR_URL.fullmatch(value):
+    if len(value) > WIRE_MAX and _WIRE_ASCII.fullmatch(value):
+        raise ConfigError(
+            f"--fhir-patient is {len(value)} bytes long: at most {WIRE_MAX} (the patient "
+            "announces it to clinicians in a 255-byte field)"
+        )
+    if _WIRE_ASCII.fullmatch(value) and _FHIR_URL.fullmatch(value):
         return value
     raise ConfigError(
         f"--fhir-patient must be a FHIR id, Patient/<id> or an http(s) URL ending in "
-        f"Patient/<id> (id: 1-64 of A-Z a-z 0-9 - .), got {value[:80]!r}"
+        f"Patient/<id> (id: 1-64 of A-Z a-z 0-9 - .; a URL: printable ASCII, no spaces, at "
+        f"most {WIRE_MAX} bytes), got {value[:80]!r}"
     )
 
 
 def parse_label(value: str) -> str:
-    """`--label`: the patient label clinicians see; printable, 1..64 characters."""
+    """`--label`: the patient label clinicians see: printable, 1..64 characters and at most
+    255 UTF-8 bytes."""
     text = value.strip()
     if not text:
         raise ConfigError("--label is empty")
+    if not text.isprintable():
+        raise ConfigError("--label has control or other unprintable characters")
     if len(text) > LABEL_MAX:
         raise ConfigError(f"--label is longer than {LABEL_MAX} characters")
-    if not text.isprintable():
-        raise ConfigError("--label has control characters")
+    size = len(text.encode("utf-8"))
+    if size > WIRE_MAX:
+        raise ConfigError(
+            f"--label is {size} bytes in UTF-8: at most {WIRE_MAX} (the patient sends it to "
+            "clinicians in a 255-byte field)"
+        )
     return text
 
 
@@ -154,7 +170,7 @@ class NodeConfig:
     # absolute URL ending in Patient/<id> (a bare id is normalised to "Patient/<id>").
     # None: use the patient's endpoint id.
     fhir_patient: str | None = None
-    label: str | None = None  # patient label shown to clinicians (printable, at most 64 chars)
+    label: str | None = None  # patient label shown to clinicians (parse_label says what fits)
     ca_file: str | None = None  # PEM CA bundle trusted for the signaling server's TLS
     require_known_peers: bool = False  # accept only identities enrolled with `p2pmed trust add`
 

@@ -7,6 +7,7 @@ import pytest
 from p2pmed.media import MediaSpecError, parse_media
 from p2pmed.node.config import ConfigError, NodeConfig, parse_source
 from p2pmed.signaling_client import JoinUrlError, parse_join_url
+from p2pmed.vitals.codec import PatientStatus, decode, encode
 
 
 def test_join_url_parts() -> None:
@@ -84,3 +85,41 @@ def test_fhir_patient_and_label() -> None:
     for bad in ("", "   ", "x" * 65, "bed\n4", "bed\x1b[31m"):
         with pytest.raises(ConfigError, match="--label"):
             NodeConfig.build(url, label=bad)
+
+
+def test_label_and_fhir_patient_fit_the_wire() -> None:
+    """PATIENT_STATUS carries both as str8: whatever the flags accept must encode, and what
+    would not fit is refused up front with the reason, not at the first status sent."""
+    url = "http://h/join#token=x"
+    four = "\U0001f3e5"  # 4 bytes in UTF-8
+    fits = [
+        "x" * 64,
+        "é" * 64,  # 128 bytes
+        four * 63,  # 252 bytes
+        "Bett 4 \u2013 Frau Müller, 3. OG",
+    ]
+    base = "https://fhir.example.org/"
+    ref255 = base + "r" * (255 - len(base) - len("/Patient/p1")) + "/Patient/p1"
+    assert len(ref255) == 255
+    for label in fits:
+        cfg = NodeConfig.build(url, label=label, fhir_patient=ref255)
+        assert cfg.label is not None and cfg.fhir_patient is not None
+        msg = PatientStatus(1, label=cfg.label, subject=cfg.fhir_patient)
+        assert decode(encode(msg)) == msg
+    with pytest.raises(ConfigError, match="256 bytes in UTF-8: at most 255"):
+        NodeConfig.build(url, label=four * 64)  # 64 characters, but 256 bytes
+    with pytest.raises(ConfigError, match="longer than 64 characters"):
+        NodeConfig.build(url, label="é" * 65)
+    for bad in ("bed\u200b4", "bed\u00a04", "bed\u20284", "\ud800"):  # unprintable
+        with pytest.raises(ConfigError, match="--label has control"):
+            NodeConfig.build(url, label=bad)
+    ref256 = base + "r" * (256 - len(base) - len("/Patient/p1")) + "/Patient/p1"
+    with pytest.raises(ConfigError, match="256 bytes long: at most 255"):
+        NodeConfig.build(url, fhir_patient=ref256)
+    for bad in (
+        "https://fhir.example.org/ré/Patient/1",
+        "https://h/a b/Patient/1",
+        "https:///Patient/1",
+    ):
+        with pytest.raises(ConfigError, match="printable ASCII, no spaces"):
+            NodeConfig.build(url, fhir_patient=bad)
