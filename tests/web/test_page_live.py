@@ -236,7 +236,7 @@ async def test_alarm_shown_by_priority_and_acknowledged_end_to_end(live: Live) -
     eid = await page.evaluate("sessionStorage.getItem('p2pmed-endpoint')")
     assert (ack.alarm_id, ack.who) == (41, eid)
     await expect(item).to_have_attribute("data-ack-delivered", "true", timeout=5_000)
-    await expect(item.locator(".ack-state")).to_have_text("✓ delivered to patient node")
+    await expect(item.locator(".ack-state")).to_have_text("✓ acknowledged by you — delivered to patient node")
 
 
 async def test_tampered_frame_is_rejected_counted_and_shown(live: Live) -> None:
@@ -303,7 +303,7 @@ async def test_alarm_stays_signalled_until_the_ack_is_confirmed(live: Live) -> N
     # back: the session delivers the ack, the node confirms, the alarm stops flashing
     p.paused = False
     await expect(item).to_have_attribute("data-ack", "delivered", timeout=10_000)
-    await expect(item.locator(".ack-state")).to_have_text("✓ delivered to patient node")
+    await expect(item.locator(".ack-state")).to_have_text("✓ acknowledged by you — delivered to patient node")
     await expect(item).to_have_class("alarm alarm-high acked")
     assert await item.evaluate("(el) => getComputedStyle(el).animationName") == "none"
 

@@ -567,7 +567,7 @@ class App {
         const it = this.ackSeqs.get(ev.seq);
         if (it) {
           for (const [seq, other] of this.ackSeqs) if (other === it) this.ackSeqs.delete(seq);
-          if (it.ack !== "delivered") { this.alarms.markAcked(it, true); announce(`Alarm acknowledgement delivered: ${it.alarm.condition}`); }
+          if (!it.mine) { this.alarms.markAcked(it, true); announce(`Alarm acknowledgement delivered: ${it.alarm.condition}`); }
         }
         return;
       }
@@ -698,6 +698,10 @@ class App {
     } else if (msg.kind === "alarm") {
       this.alarms.upsert(msg);
       if (this.tiles.last) this.alarms.updateNow(this.tiles.last);
+    } else if (msg.kind === "alarm_ack") {
+      // another clinician's acknowledgement, forwarded by the patient node (ours are confirmed by acks)
+      metrics.ackedElsewhere = (metrics.ackedElsewhere || 0) + 1;
+      if (msg.who !== this.eid) this.alarms.ackedBy(msg.alarm_id, msg.who, Number(msg.time_us));
     }
   }
 

@@ -110,6 +110,7 @@ export class AlarmList {
     this.onAck = onAck;
     this.items = new Map(); // key -> {li, alarm}
     this.storeKey = null;
+    this.earlyAcks = new Map(); // alarm id -> [who, time_us] of an ALARM_ACK that came before its alarm
   }
 
   // The list survives a reload of the tab: alarms already delivered are not sent again.
@@ -124,7 +125,9 @@ export class AlarmList {
       this.upsert(r.alarm, { quiet: true });
       const it = this.items.get(String(r.alarm.alarm_id));
       if (!it || !r.ack) continue;
-      if (r.ack === "delivered") { this.markAcked(it, true); continue; }
+      if (r.by && r.by !== "you") this.ackedBy(it.alarm.alarm_id, r.by, r.byAtUs, { quiet: true });
+      if (r.ack === "delivered" && r.mine !== false) { this.markAcked(it, true); continue; }
+      if (r.ack === "delivered") continue;
       if (r.ack === "sending") this.markSending(it);
       else this.markFailed(it, r.why || "not confirmed");
       if (r.ackSeq !== undefined) { it.ackSeq = r.ackSeq; onAckSeq(r.ackSeq, it); }
@@ -134,7 +137,7 @@ export class AlarmList {
   _save() {
     if (!this.storeKey) return;
     const rows = [...this.items.values()].filter((it) => !it.technical).map((it) => ({
-      alarm: it.alarm, ack: it.ack || null, why: it.why, ackSeq: it.ackSeq,
+      alarm: it.alarm, ack: it.ack || null, why: it.why, ackSeq: it.ackSeq, by: it.by, byAtUs: it.byAtUs, mine: !!it.mine,
     }));
     try {
       sessionStorage.setItem(this.storeKey, JSON.stringify(rows, (k, v) => (typeof v === "bigint" ? Number(v) : v)));
@@ -186,6 +189,8 @@ export class AlarmList {
     this._render(it);
     this._sort();
     this._save();
+    const early = this.earlyAcks.get(key);
+    if (early) { this.earlyAcks.delete(key); this.ackedBy(alarm.alarm_id, early[0], early[1], { quiet }); }
   }
 
   technical(key, active, text) {
@@ -218,9 +223,35 @@ export class AlarmList {
     this._ackState(it, "failed", "Acknowledge again", false, `✗ not delivered: ${why}`);
   }
 
+  // Our own acknowledgement, confirmed by the patient node.
   markAcked(it, delivered) {
     if (!delivered) return this.markSending(it);
-    this._ackState(it, "delivered", "Acknowledged", true, "✓ delivered to patient node");
+    it.mine = true;
+    if (!it.by) { it.by = "you"; it.byAtUs = null; }
+    this._ackState(it, "delivered", "Acknowledged", true, this._ackText(it));
+  }
+
+  // Another clinician acknowledged (the patient node forwards the first ALARM_ACK of an alarm to
+  // every other clinician): the alarm stops being signalled here too, and the list says who.
+  ackedBy(alarmId, who, timeUs, { quiet = false } = {}) {
+    const key = String(alarmId);
+    const it = this.items.get(key);
+    if (!it) {
+      if (this.earlyAcks.size < 1000) this.earlyAcks.set(key, [who, timeUs]);
+      return;
+    }
+    if (it.by && it.by !== "you") return;
+    if (!it.mine) { it.by = who; it.byAtUs = timeUs; }
+    else if (it.by === "you") return; // ours reached the patient node first
+    if (!quiet) announce(`Alarm ${it.alarm.condition} acknowledged by another clinician (${who})`);
+    this._ackState(it, "delivered", "Acknowledged", true, this._ackText(it));
+  }
+
+  _ackText(it) {
+    const at = (us) => (typeof us === "number" && us > 0 ? ` at ${new Date(us / 1000).toLocaleTimeString()}` : "");
+    if (it.by === "you" || !it.by) return "✓ acknowledged by you — delivered to patient node";
+    const first = `✓ acknowledged by another clinician (${it.by})${at(it.byAtUs)}`;
+    return it.mine ? `${first}; yours delivered too` : first;
   }
 
   _ackState(it, state, label, disabled, status) {
