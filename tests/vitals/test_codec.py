@@ -200,6 +200,8 @@ EXAMPLES: dict[str, codec.Message] = {
     "control-limit": Control(Command.SET_ALARM_LIMIT, 7, rule="hr-high", limit=130.0),
     "control-start": Control(Command.START_STREAM, 8, signal="PLETH"),
     "control-ping": Control(Command.PING_TEXT, 9, text="hi"),
+    "patient-status": PatientStatus(2, Stream.ENDED, "Bed 7", "Patient/p-1", "annotations"),
+    "patient-status-empty": PatientStatus(),
 }
 
 

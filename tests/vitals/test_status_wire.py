@@ -3,6 +3,9 @@ and the order of the checks (docs/protocol.md 7.5 and 7.7)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from p2pmed.core.errors import CodecError
@@ -94,3 +97,21 @@ def test_constructor_refuses_what_the_wire_cannot_carry() -> None:
         with pytest.raises(CodecError) as exc:
             PatientStatus(**kwargs)  # type: ignore[arg-type]
         assert exc.value.reason == reason, kwargs
+
+
+def test_doc_example_and_reasons() -> None:
+    """docs/protocol.md 7.5.1's worked example decodes field by field; 7.7 names the reasons."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    hexstr = re.search(r"<!-- example: patient-status -->\s*```hex\n(.*?)```", doc, re.S)
+    assert hexstr is not None
+    st = codec.decode(bytes.fromhex(hexstr.group(1)))
+    assert isinstance(st, PatientStatus)
+    assert (st.request_id, st.stream, st.label, st.subject, st.hr_source) == (
+        2, Stream.ENDED, "Bed 7", "Patient/p-1", "annotations"
+    )  # fmt: skip
+    reasons = doc.split("### 7.7 Rejection reasons", 1)[1].split("\n## ", 1)[0]
+    for reason in ("stream", "label", "subject", "hr-source", "trailing", "truncated"):
+        assert f"`{reason}`" in reasons
+    table = doc.split("## 7. Application messages", 1)[1].split("### 7.1", 1)[0]
+    assert re.search(r"\| 0x01 \| NUMERICS\s*\| HIGH\s*\|", table)
+    assert "class **HIGH**" in doc.split("#### 7.5.1 PATIENT_STATUS", 1)[1]
