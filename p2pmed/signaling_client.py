@@ -37,6 +37,7 @@ CERT_RETRY = 60.0  # an untrusted certificate after we had joined: retry this sl
 # refusal is final, so `p2pmed node` fails with the server's reason; after it, the others
 # (rate limit, capacity, "patient-present" while an old connection lingers) are retried.
 FATAL_CODES = frozenset({"wrong-session", "role-mismatch", "forbidden"})
+REVOKED_CLOSE = 4410  # the server closed us because our token was revoked
 
 
 class JoinUrlError(ValueError):
@@ -158,6 +159,7 @@ class SignalingClient:
         self._wake = asyncio.Event()
         self._joined = False
         self._closing = False
+        self.revoked = False  # the server revoked our token: never reconnect
         self.paused: set[str] = set()  # peers the server asked us to stop relaying to
         self.envelopes_rejected = 0
         self.rejected: dict[str, int] = {}  # server messages refused, by reason
@@ -323,6 +325,8 @@ class SignalingClient:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.debug("signaling connection lost: %s", exc)
         finally:
+            if ws.close_code == REVOKED_CLOSE and not self.revoked:  # the error was lost
+                self._revoked({"type": "error", "code": "token-revoked", "message": "close 4410"})
             was_joined = self._joined
             self._joined = False
             self._queue.clear()
@@ -392,6 +396,9 @@ class SignalingClient:
                     self.paused.add(peer)
                 else:
                     self.paused.discard(peer)
+            elif kind == "error" and self._joined and data.get("code") == "token-revoked":
+                self._revoked(data)
+                return "break"
             elif kind == "error" and not self._joined:
                 code = str(data.get("code", "error"))[:100]
                 token_error = code.startswith("token-")
@@ -412,6 +419,17 @@ class SignalingClient:
             log.warning("server message %r: handler failed", kind[:40], exc_info=exc)
             self._reject("handler", f"{kind[:40]}: {type(exc).__name__}")
         return None
+
+    def _revoked(self, data: dict[str, Any]) -> None:
+        """Our token was revoked while connected (error token-revoked, close 4410): final.
+        The node hears it as that error (also when a rejoin is refused for it)."""
+        self.revoked = True
+        self._closing = True
+        try:
+            self._on_message(data)
+        except Exception as exc:
+            log.warning("revocation handler failed", exc_info=exc)
+            self._reject("handler", f"token-revoked: {type(exc).__name__}")
 
     def _reject(self, reason: str, detail: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1

@@ -105,6 +105,12 @@ def _register_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     _opt(p, "--reconnect-grace", "seconds a dropped endpoint keeps its place", type=_positive_float)
     _opt(
         p,
+        "--revoke-timeout",
+        "seconds for peers to confirm a revoked endpoint's paths closed (else revoke-timeout)",
+        type=_positive_float,
+    )
+    _opt(
+        p,
         "--resume-ttl",
         "lifetime (s) of the resume tokens given to endpoints",
         type=_positive_float,
@@ -174,6 +180,7 @@ def _build_config(args: argparse.Namespace) -> Any:
         "allowed_origins",
         "idle_timeout",
         "reconnect_grace",
+        "revoke_timeout",
         "resume_ttl",
         "turn_urls",
         "turn_ttl",

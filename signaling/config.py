@@ -65,6 +65,9 @@ class Config:
     allowed_origins: list[str] = field(default_factory=list)
     idle_timeout: float = 900.0  # HIPAA automatic logoff (seconds without a message)
     reconnect_grace: float = 30.0  # a dropped endpoint keeps its place this long
+    # peers confirm (revocation-done) that a revoked endpoint's paths are closed within this,
+    # else the audit log gets revoke-timeout
+    revoke_timeout: float = 10.0
     shutdown_reconnect_ms: int = 1000  # "after_ms" sent to clients on shutdown is this...
     shutdown_reconnect_spread_ms: int = (
         4000  # ...plus a random 0..spread, so they come back spread out
@@ -154,6 +157,7 @@ class Config:
             "web_dir": str(web) if web else None,
             "idle_timeout": self.idle_timeout,
             "reconnect_grace": self.reconnect_grace,
+            "revoke_timeout": self.revoke_timeout,
             "resume_ttl": self.resume_ttl,
             "limits": asdict(self.limits),
         }

@@ -39,6 +39,7 @@ class HubBase:
         self.audit = audit
         self.metrics = metrics
         self.sessions: dict[str, Session] = {}
+        self.revoking: dict[tuple[str, str], Any] = {}  # (session, endpoint): revoking.Revoking
         self.jti_owner: dict[str, tuple[str, str]] = {}  # jtis of endpoints present now
         self.join_limiter = PerKeyLimiter(self.limits.join_rate, self.limits.join_burst)
         self.relay_frames = 0

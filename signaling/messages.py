@@ -10,17 +10,26 @@ from aiohttp import web
 
 from signaling import closecodes as cc
 from signaling.endpoint import Endpoint, shut
+from signaling.revoking import Revocations
 from signaling.schema import SchemaError, validate
-from signaling.sessions import Sessions
 
 ALLOWED = {
-    "patient": {"offer", "answer", "candidate", "leave", "audit", "ping"},
-    "clinician": {"admit", "offer", "answer", "candidate", "leave", "audit", "ping"},
-    "observer": {"answer", "candidate", "leave", "audit", "ping"},
+    "patient": {"offer", "answer", "candidate", "leave", "audit", "ping", "revocation-done"},
+    "clinician": {
+        "admit",
+        "offer",
+        "answer",
+        "candidate",
+        "leave",
+        "audit",
+        "ping",
+        "revocation-done",
+    },
+    "observer": {"answer", "candidate", "leave", "audit", "ping", "revocation-done"},
 }
 
 
-class Messages(Sessions):
+class Messages(Revocations):
     async def _text(
         self, ws: web.WebSocketResponse, ep: Endpoint, raw: str, errors: list[int]
     ) -> bool:
@@ -66,6 +75,13 @@ class Messages(Sessions):
             return False
         if kind == "admit":
             await self._admit(ws, ep, data["endpoint_id"], errors)
+            return False
+        if kind == "revocation-done":
+            if not self.revocation_done(ep, data["endpoint_id"]):
+                await self._error(
+                    ws, "not-revoked", f"no revocation of {data['endpoint_id']!r} awaits you"
+                )
+                self._bad(errors, "not-revoked")
             return False
         # offer / answer / candidate
         dst = ep.session.endpoints.get(data["to"])

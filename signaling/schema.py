@@ -52,6 +52,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         ["to", "candidate"],
     ),
     "leave": _msg("leave", {}, []),
+    # the sender's E2E session with that (revoked) endpoint is closed on every path
+    "revocation-done": _msg("revocation-done", {"endpoint_id": ENDPOINT_ID}, ["endpoint_id"]),
     "ping": _msg("ping", {"id": {"type": ["string", "integer"], "maxLength": 64}}, []),
     "audit": _msg(
         "audit",

@@ -7,7 +7,7 @@ import time
 from aiohttp import web
 
 from signaling import closecodes as cc
-from signaling.sessions import Sessions
+from signaling.revoking import Revocations
 
 # Removing an endpoint costs tens of microseconds (audit entry, log line, peer notices); after
 # a mass disconnect thousands expire together, and one pass over all of them stalled joins and
@@ -15,7 +15,7 @@ from signaling.sessions import Sessions
 SWEEP_BUDGET = 50
 
 
-class Sweeper(Sessions):
+class Sweeper(Revocations):
     def sweep(
         self, budget: int = SWEEP_BUDGET
     ) -> tuple[list[tuple[web.WebSocketResponse, int, str, str]], bool]:
@@ -28,10 +28,12 @@ class Sweeper(Sessions):
         # revocations written since the last sweep (by `p2pmed token revoke`, any process)
         fresh, self.revoked_rowid = self.revocations.revoked_since(self.revoked_rowid)
         revoked = {j for j in fresh if j in self.jti_owner}
+        self.check_revocations(now)
         eps = [e for s in self.sessions.values() for e in s.endpoints.values()]
         for e in eps:
             if e.jti in revoked:
                 self.audit.append("revoked", session=e.session.id, endpoint_id=e.id, jti=e.jti)
+                self.start_revocation(e)
                 if e.ws is not None:
                     closes.append((e.ws, cc.REVOKED, "token-revoked", "token was revoked"))
                 e.ws = None

@@ -19,7 +19,7 @@ from p2pmed.core.frame import MessageClass
 from p2pmed.core.identity import Identity
 from p2pmed.core.session import Session, SessionConfig
 from p2pmed.media import MediaSink, MediaSource
-from p2pmed.node import private, resume
+from p2pmed.node import private, resume, revocation
 from p2pmed.node.config import NodeConfig
 from p2pmed.node.output import Events
 from p2pmed.node.peer import PeerLink
@@ -46,6 +46,7 @@ PEERS_OF = {
 EXIT_FAILED = 1  # transient: the server could not be reached, ...
 EXIT_TLS = 3  # the server's TLS certificate is not trusted
 EXIT_REFUSED = 4  # the server refused the join token for good
+EXIT_REVOKED = revocation.EXIT_REVOKED  # 5: the token was revoked during the consultation
 
 
 class NodeError(RuntimeError):
@@ -82,6 +83,8 @@ class Node:
         self.session_id = ""
         self.ice_servers: list[dict[str, Any]] = []
         self.rejected: dict[str, int] = {}
+        self.exit_code = 0  # EXIT_REVOKED once our token was revoked (run() raises Revoked)
+        self.revoked_peers: set[str] = set()  # until the server announces a new join
         self.media: MediaSource | None = None
         self.sink: MediaSink | None = None
         self.store: Any = None
@@ -274,8 +277,11 @@ class Node:
             link.kick()
 
     async def run(self) -> None:
-        """Run until stop() (or Ctrl-C)."""
+        """Run until stop() (or Ctrl-C). After a revocation raises revocation.Revoked, a
+        SystemExit with EXIT_REVOKED (the caller's `finally: await node.close()` still runs)."""
         await self._stopped.wait()
+        if self.exit_code == EXIT_REVOKED:
+            raise revocation.Revoked()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -370,6 +376,9 @@ class Node:
         """`rejoined`: the server just said peer-joined/peer-reconnected, so the peer is on a
         fresh connection and an offer still waiting for its answer went nowhere."""
         if role not in PEERS_OF.get(self.role, ()) or not ENDPOINT_ID.match(peer_id):
+            return
+        if peer_id in self.revoked_peers:  # only a new join (peer-joined) lifts it
+            self.rejected["signal/revoked-peer"] = self.rejected.get("signal/revoked-peer", 0) + 1
             return
         link = self.peers.get(peer_id)
         if link is None or link.closed:  # new peer, or its session ended: a fresh session
@@ -471,6 +480,8 @@ class Node:
         elif kind == "peer-waiting":
             self.app.on_peer_waiting(peer_id, str(msg.get("role", "")))
         elif kind in ("peer-joined", "peer-reconnected"):
+            if kind == "peer-joined":  # a new join: it holds a valid token again
+                self.revoked_peers.discard(peer_id)
             role = str(msg.get("role") or self._role_of(peer_id))
             self._peer_present(peer_id, role, rejoined=True)
         elif kind == "peer-left":
@@ -480,6 +491,9 @@ class Node:
             if link is not None:
                 link.present = False
                 link.remove_relay()
+        elif kind == "peer-revoked":
+            if ENDPOINT_ID.match(peer_id) and peer_id != self.endpoint_id:
+                revocation.peer_revoked(self, peer_id)
         elif kind == "offer":
             link = self.peers.get(peer_id)
             if link is not None and self.role != "patient" and isinstance(msg.get("sdp"), str):
@@ -492,6 +506,8 @@ class Node:
             link = self.peers.get(peer_id)
             if link is not None:
                 self._spawn(self._add_candidate(link, msg.get("candidate")))
+        elif kind == "error" and msg.get("code") == "token-revoked":
+            revocation.self_revoked(self, str(msg.get("message")))
         elif kind == "error":
             code = str(msg.get("code"))[:64]
             to = msg.get("to") if isinstance(msg.get("to"), str) else None
@@ -530,6 +546,9 @@ class Node:
                 self._early.append(("relay", (peer_id, frame)))
             return
         link = self.peers.get(peer_id)
+        if link is None and peer_id in self.revoked_peers:
+            self.rejected["relay/revoked-peer"] = self.rejected.get("relay/revoked-peer", 0) + 1
+            return
         if link is None:
             self.rejected["relay/unknown-peer"] = self.rejected.get("relay/unknown-peer", 0) + 1
             return

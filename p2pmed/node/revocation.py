@@ -1,0 +1,87 @@
+"""Revocation on the node: a revoked peer's session ends on every path; a revoked node exits.
+
+The server closes a revoked endpoint's WebSocket, but a direct WebRTC path between peers
+never passes the server. So (docs/protocol.md 8.3.6):
+- every remaining peer gets `peer-revoked`: it closes the E2E session with that endpoint
+  (CLOSE on every path), tears the peer connection down, forgets the link, answers
+  `revocation-done`, and takes nothing more from that endpoint until the server announces
+  it as a new join (`peer-joined`: it joined again with a valid token);
+- the revoked node itself (error `token-revoked`, close 4410, or a rejoin refused for it)
+  tells its user, closes its sessions and exits with EXIT_REVOKED instead of retrying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from p2pmed.node.node import Node
+    from p2pmed.node.peer import PeerLink
+
+EXIT_REVOKED = 5  # `p2pmed node`: our token was revoked during the consultation
+CLOSE_WAIT = 1.0  # seconds to let the CLOSE exchange finish before the paths are torn down
+
+
+class Revoked(SystemExit):
+    """Raised by Node.run() after a revocation, so `p2pmed node` exits with EXIT_REVOKED."""
+
+    def __init__(self) -> None:
+        super().__init__(EXIT_REVOKED)
+
+
+def self_revoked(node: Node, message: str) -> None:
+    if node.exit_code == EXIT_REVOKED:
+        return
+    node.exit_code = EXIT_REVOKED
+    text = (
+        "access revoked by the signaling server: this consultation has ended "
+        f"(exit code {EXIT_REVOKED}); ask for a new join URL to continue"
+    )
+    node.events.emit("revoked", message=text, detail=message[:300], exit_code=EXIT_REVOKED)
+    if not node.config.json_out:
+        print(f"p2pmed node: {text}", file=sys.stderr, flush=True)
+    node.stop()  # Node.close() sends CLOSE on every path of every session
+
+
+def peer_revoked(node: Node, peer_id: str) -> None:
+    node.revoked_peers.add(peer_id)
+    link = node.peers.pop(peer_id, None)  # from now on nothing is queued for it
+    node.events.emit("peer", peer=peer_id, state="revoked")
+    node._spawn(_end(node, peer_id, link))
+
+
+async def _end(node: Node, peer_id: str, link: PeerLink | None) -> None:
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    if link is not None and not link.closed:
+        with contextlib.suppress(Exception):
+            link.session.close(time.time(), 0, "revoked")
+            _persist(node, link)
+            link.kick()
+        while (
+            not link.closed
+            and link.session.state.name != "CLOSED"
+            and loop.time() - t0 < CLOSE_WAIT
+        ):
+            await asyncio.sleep(0.02)
+        _persist(node, link)
+        await link.close()  # the direct and any pending peer connection
+    node.events.emit("revocation-done", peer=peer_id, closed_ms=round((loop.time() - t0) * 1000, 1))
+    if not node.signaling.send_json({"type": "revocation-done", "endpoint_id": peer_id}):
+        node.events.emit(
+            "error",
+            code="revocation-done",
+            message=f"signaling down: could not confirm that {peer_id}'s paths are closed",
+        )
+
+
+def _persist(node: Node, link: PeerLink) -> None:
+    """The link is no longer in node.peers, so node.persist() skips it: the store must still
+    record its session as closed (a restart must not resume it)."""
+    if node.store is not None:
+        with contextlib.suppress(Exception):
+            node.store.peer(link.peer_id).apply(link.session.take_changes())

@@ -1,0 +1,98 @@
+"""Ending a revoked endpoint's consultation on every path, and auditing when it really ended.
+
+Closing the revoked endpoint's WebSocket ends only what passes through the server. Its
+direct (WebRTC) paths with its peers do not: so the server tells each peer that could have
+an E2E session with it (`peer-revoked`), each peer closes that session on every path and
+answers `revocation-done`, and the audit log records `revoke-complete` with the time from
+the revocation to the last confirmation, or `revoke-timeout` naming the peers that never
+confirmed (a late confirmation still completes it, marked late).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from signaling.endpoint import Endpoint
+from signaling.sessions import Sessions
+
+# which roles can hold an E2E session with which (the patient offers to everyone else)
+LINKED = {
+    "patient": ("clinician", "observer"),
+    "clinician": ("patient",),
+    "observer": ("patient",),
+}
+FORGET_AFTER = 600.0  # a timed-out revocation still takes late confirmations this long
+
+
+@dataclass
+class Revoking:
+    session: str
+    endpoint_id: str
+    jti: str
+    started: float  # monotonic
+    waiting: set[str]
+    confirmed: list[str] = field(default_factory=list)
+    timed_out: bool = False
+
+
+class Revocations(Sessions):
+    def start_revocation(self, ep: Endpoint) -> None:
+        """Before ep is removed: tell its peers, so `peer-revoked` precedes `peer-left`."""
+        waiting: set[str] = set()
+        for o in ep.session.others(ep):
+            if o.ws is None or not o.admitted:
+                continue  # a peer away now rejoins to a session without ep (see the docs)
+            self.post(o, {"type": "peer-revoked", "endpoint_id": ep.id})
+            if ep.admitted and o.role in LINKED[ep.role]:
+                waiting.add(o.id)
+        r = Revoking(ep.session.id, ep.id, ep.jti, time.monotonic(), waiting)
+        if waiting:
+            self.revoking[(r.session, r.endpoint_id)] = r
+        else:
+            self._complete(r)
+
+    def revocation_done(self, ep: Endpoint, revoked_id: str) -> bool:
+        """ep's `revocation-done`: False when no revocation of revoked_id waits for it."""
+        r = self.revoking.get((ep.session.id, revoked_id))
+        if r is None or ep.id not in r.waiting:
+            return False
+        r.waiting.discard(ep.id)
+        r.confirmed.append(ep.id)
+        if not r.waiting:
+            del self.revoking[(r.session, r.endpoint_id)]
+            self._complete(r)
+        return True
+
+    def check_revocations(self, now: float) -> None:
+        """From the sweep: a timeout entry for peers that did not confirm in time."""
+        for key, r in list(self.revoking.items()):
+            age = now - r.started
+            if r.timed_out:
+                if age > FORGET_AFTER:
+                    del self.revoking[key]
+                continue
+            if age > self.config.revoke_timeout:
+                r.timed_out = True
+                self.metrics.errors.labels("revoke-timeout").inc()
+                self.audit.append(
+                    "revoke-timeout",
+                    session=r.session,
+                    endpoint_id=r.endpoint_id,
+                    jti=r.jti,
+                    after_ms=round(age * 1000),
+                    unconfirmed=sorted(r.waiting),
+                    confirmed=r.confirmed,
+                )
+
+    def _complete(self, r: Revoking) -> None:
+        elapsed = time.monotonic() - r.started
+        self.audit.append(
+            "revoke-complete",
+            session=r.session,
+            endpoint_id=r.endpoint_id,
+            jti=r.jti,
+            elapsed_ms=round(elapsed * 1000),
+            peers=r.confirmed,
+            late=r.timed_out,
+        )

@@ -1,0 +1,167 @@
+"""Revoking a token mid-consultation ends it on every path (issue #16.1): real processes
+(signaling server, patient node, clinician node, all with stdin /dev/null), revoked with
+`p2pmed token revoke`, with (a) the direct path up, (b) the relay only, (c) the direct path
+through a real coturn. The clinician stops receiving within seconds and exits with
+EXIT_REVOKED; the patient closes the session and confirms; the audit log has `revoked` and
+`revoke-complete`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2pmed.node.revocation import EXIT_REVOKED
+from signaling.testing import server_process
+from tests.node.conftest import ROOT, NodeProc, start_proc
+from tests.node.test_turn import free_udp_port
+
+BOUND_S = 10.0  # generous: measured about 1-2 s here (the sweep runs once a second)
+
+
+async def _cli(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "p2pmed",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=str(ROOT),
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def _mint(url: str, data: Path, role: str) -> dict[str, Any]:
+    out = await _cli(
+        "token", "--server", url, "--data-dir", str(data), "--session", "s1", "--role", role,
+        "--ttl", "600", "--json",
+    )  # fmt: skip
+    return dict(json.loads(out))
+
+
+def _audit(data: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (data / "audit.jsonl").read_text().splitlines()]
+
+
+async def _consultation(
+    tmp_path: Path, path: str, node_args: tuple[str, ...], server_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> None:  # fmt: skip
+    data = tmp_path / "data"
+    async with server_process(data, *server_args, env=env) as srv:
+        ptok = await _mint(srv.url, data, "patient")
+        ctok = await _mint(srv.url, data, "clinician")
+        patient = await start_proc(
+            ptok["url"], "patient", "--data-dir", str(tmp_path / "p"), *node_args
+        )
+        clinician = await start_proc(
+            ctok["url"], "clinician", "--data-dir", str(tmp_path / "c"), *node_args
+        )
+        procs: list[NodeProc] = [patient, clinician]
+        try:
+            cid = (await clinician.w.wait_for("joined"))["endpoint_id"]
+            # (c): the only ICE server is the coturn, and --ice-relay-only uses nothing else
+            assert clinician.w.of("joined")[0]["ice_servers"] == (1 if env else 0)
+            await clinician.w.wait_for("path", active=path)
+            n = len(clinician.w.of("message"))
+            await clinician.w.wait_count("message", n + 20, path=path)  # streaming on `path`
+            t_revoke = time.time()
+            await _cli("token", "revoke", ctok["jti"], "--data-dir", str(data))
+            code = await asyncio.wait_for(clinician.proc.wait(), 30)
+            await clinician.stop()  # collects its output
+            done = await patient.w.wait_for("revocation-done", peer=cid, timeout=30)
+            assert code == EXIT_REVOKED, clinician.stderr.decode()[-2000:]
+            assert clinician.w.of("revoked"), "the clinician did not tell its user"
+            last_in = max(e["ts"] for e in clinician.w.of("message"))
+            last_sent = max(e["ts"] for e in patient.w.of("sent", peer=cid))
+            print(
+                f"\n[{path}] after revoke: clinician's last message {last_in - t_revoke:+.2f} s,"
+                f" patient's last send to it {last_sent - t_revoke:+.2f} s, patient closed the"
+                f" session in {done['closed_ms']} ms, clinician exited"
+                f" {time.time() - t_revoke:.2f} s after revoke (upper bound)"
+            )
+            assert last_in - t_revoke < BOUND_S
+            assert last_sent - t_revoke < BOUND_S
+            # the patient goes on (it is not revoked) and keeps nothing for the clinician
+            status_n = len(patient.w.of("sent"))
+            await asyncio.sleep(1.5)
+            assert all(e["peer"] != cid for e in patient.w.of("sent")[status_n:])
+            entries = _audit(data)
+            for _ in range(50):  # revoke-complete follows the patient's confirmation
+                if any(e["event"] == "revoke-complete" for e in entries):
+                    break
+                await asyncio.sleep(0.1)
+                entries = _audit(data)
+            revoked = [e for e in entries if e["event"] == "revoked" and e["endpoint_id"] == cid]
+            complete = [
+                e for e in entries if e["event"] == "revoke-complete" and e["endpoint_id"] == cid
+            ]
+            assert revoked and complete, [e["event"] for e in entries]
+            assert complete[0]["peers"] == [patient.w.of("joined")[0]["endpoint_id"]]
+            assert complete[0]["late"] is False
+            print(f"[{path}] audit revoke-complete elapsed_ms={complete[0]['elapsed_ms']}")
+            assert complete[0]["elapsed_ms"] < BOUND_S * 1000
+            assert not [e for e in entries if e["event"] == "revoke-timeout"]
+        finally:
+            for p in procs:
+                await p.stop()
+
+
+async def test_revoke_with_direct_path(tmp_path: Path) -> None:
+    await _consultation(tmp_path, "direct", ())
+
+
+async def test_revoke_with_relay_only(tmp_path: Path) -> None:
+    # --ice-relay-only and no TURN server: WebRTC cannot form, the WebSocket relay carries all
+    await _consultation(tmp_path, "relay", ("--ice-relay-only",))
+
+
+@pytest.fixture
+async def coturn(tmp_path: Path) -> Any:
+    assert shutil.which("turnserver"), "coturn (turnserver) is required"
+    secret = secrets.token_urlsafe(24)
+    port = free_udp_port()
+    # allow-loopback-peers is for this loopback test only; production configs never have it
+    proc = await asyncio.create_subprocess_exec(
+        "turnserver", "-n", "--listening-ip=127.0.0.1", f"--listening-port={port}",
+        "--relay-ip=127.0.0.1", "--min-port=49601", "--max-port=49700", "--use-auth-secret",
+        f"--static-auth-secret={secret}", "--realm=p2pmed.test", "--allow-loopback-peers",
+        "--no-tls", "--no-dtls", "--no-cli", "--fingerprint", "--log-file=stdout",
+        "--pidfile", str(tmp_path / "turn.pid"),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            while b"Total General servers" not in (line := await proc.stdout.readline()):
+                assert line, "turnserver exited"
+        drain = asyncio.ensure_future(proc.stdout.read())  # keep coturn's log pipe flowing
+        yield secret, f"turn:127.0.0.1:{port}?transport=udp"
+    finally:
+        proc.terminate()
+        await proc.wait()
+        if "drain" in locals():
+            await drain
+
+
+async def test_revoke_with_direct_path_through_coturn(tmp_path: Path, coturn: Any) -> None:
+    secret, url = coturn
+    await _consultation(
+        tmp_path,
+        "direct",
+        ("--ice-relay-only",),
+        ("--turn-urls", url),
+        env={"P2PMED_TURN_SECRET": secret},
+    )
