@@ -209,6 +209,11 @@ class PeerLink:
                 self.direct.send(frame)
         while (event := candidate.next_event()) is not None:
             if isinstance(event, ev.HandshakeCompleted):
+                # the trust store first: another key is refused (alarm) and the live
+                # session stays, instead of being replaced and then closed by the gate
+                if not self.node.accept_candidate(self, candidate):
+                    self.candidate = None
+                    return
                 self._reset_session(candidate)
                 self._handle_event(event)
                 return
