@@ -1,8 +1,13 @@
 """Terminal UI for the clinician: numerics, a compact ECG trace, alarms, paths, SAS.
 
 It redraws one block of lines with ANSI escapes a few times a second and reads single keys
-from stdin when stdin is a TTY:  a = acknowledge alarms,  y = admit a waiting patient,
-s = status line to the log,  q = quit.
+from stdin when stdin is a TTY:  a = acknowledge alarms (vital and identity),  v = the SAS
+shown matches the one the patient reads out (recorded in the trust store, as the --json
+{"cmd": "verify"} command does),  y = admit a waiting patient,  q = quit.
+
+A refused identity (`technical-alarm` identity-changed, unknown-identity, trust-store) is
+shown at the top in reverse video with the bell until acknowledged: it may be a man in the
+middle, and vitals from that patient stop.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ if TYPE_CHECKING:
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 WIDTH = 64
+IDENTITY_ALARMS = ("identity-changed", "unknown-identity", "trust-store")
+LOUD = "!!!"  # lines starting with this are drawn in reverse video
 
 
 def sparkline(values: list[float], width: int = WIDTH) -> str:
@@ -44,9 +51,27 @@ class TerminalUI:
         self._saved: Any = None
         self._bell = False
         self.tty = sys.stdin.isatty() and sys.stdout.isatty()
+        # refused identities not yet acknowledged, by (code, fingerprint): the event
+        self.identity_alarms: dict[tuple[str, str], dict[str, Any]] = {}
+        self.verified: set[str] = set()  # fingerprints whose SAS the user marked verified
+        self.notice = ""  # the outcome of the last key that has one
+        self._shown_sas: dict[str, str] = {}  # peer -> SAS on screen (what `v` confirms)
+        self._looked_up: set[str] = set()  # fingerprints looked up in the trust store
+        app.node.events.listeners.append(self.on_event)
 
     def bell(self) -> None:
         self._bell = True
+
+    def on_event(self, e: dict[str, Any]) -> None:
+        name = e.get("event")
+        if name == "technical-alarm" and e.get("code") in IDENTITY_ALARMS:
+            self.identity_alarms[(str(e["code"]), str(e.get("fingerprint", "")))] = e
+            self.bell()
+        elif name == "trust" and e.get("action") == "verified":
+            self.verified.add(str(e.get("fingerprint")))
+            self.notice = f"SAS verified with {e.get('peer')}: recorded in the trust store"
+        elif name == "error" and str(e.get("message", "")).startswith("verify"):
+            self.notice = f"not verified: {e.get('message')}"
 
     def render(self) -> list[str]:
         app, node = self.app, self.app.node
@@ -56,6 +81,8 @@ class TerminalUI:
             return n.value(p) if n else None
 
         out = [f"p2pmed clinician  {node.endpoint_id}  session {node.session_id}"]
+        for e in self.identity_alarms.values():
+            out.extend(_identity_lines(e))
         from p2pmed.node.clinician import label_of
         from p2pmed.vitals.status import Stream
 
@@ -75,8 +102,10 @@ class TerminalUI:
                     )
             out.append(
                 f"patient {link.peer_id}  active={st['active'] or 'NONE'}  "
-                f"SAS {link.sas or '(handshaking)'}  " + "  ".join(parts)
+                f"SAS {link.sas or '(handshaking)'}{self._sas_mark(link)}  " + "  ".join(parts)
             )
+            if link.sas:
+                self._shown_sas[link.peer_id] = link.sas
         if not node.peers:
             out.append("waiting for the patient ...")
         for peer in app.waiting:
@@ -102,8 +131,30 @@ class TerminalUI:
                 out.append(f"ALARM {a.priority.name:<6} {a.condition:<14} {a.state.name:<9} {mark}")
         else:
             out.append("no active alarms")
-        out.append("keys: a ack  y admit  q quit")
+        if self.notice:
+            out.append(self.notice)
+        out.append("keys: a ack  v SAS matches  y admit  q quit")
         return out
+
+    def _sas_mark(self, link: Any) -> str:
+        if not link.sas or not link.established:
+            return ""
+        fp = link.session.peer_fingerprint
+        if fp not in self._looked_up:  # verified in an earlier run of this consultation?
+            self._looked_up.add(fp)
+            trust = self.app.node.trust
+            with contextlib.suppress(ValueError):  # an unusable store: the node says so
+                if trust is not None and any(
+                    e.fingerprint == fp
+                    and e.role == link.peer_role
+                    and e.session in (None, self.app.node.session_id)
+                    and e.verified is not None
+                    for e in trust.entries()
+                ):
+                    self.verified.add(fp)
+        if fp in self.verified:
+            return " (verified)"
+        return " (read it to the patient; v if it matches)"
 
     def draw(self) -> None:
         lines = self.render()
@@ -111,7 +162,10 @@ class TerminalUI:
         if self.lines:
             buf.append(f"\x1b[{self.lines}F")
         for line in lines:
-            buf.append("\x1b[2K" + line[:160] + "\n")
+            text = line[:160]
+            if line.startswith(LOUD):
+                text = "\x1b[1;7m" + text + "\x1b[0m"
+            buf.append("\x1b[2K" + text + "\n")
         if self._bell:
             buf.append("\a")
             self._bell = False
@@ -122,11 +176,29 @@ class TerminalUI:
     def key(self, ch: str) -> None:
         if ch == "a":
             self.app.acknowledge()
+            self.identity_alarms.clear()
+        elif ch == "v":
+            self.verify()
         elif ch == "y":
             for peer in list(self.app.waiting):
                 self.app.admit(peer)
         elif ch in ("q", "\x03"):
             self.app.node.stop()
+
+    def verify(self) -> None:
+        """The SAS on screen matches what the patient reads out: the node records it (or
+        says why not: no patient, several, or the SAS changed since it was drawn)."""
+        self.notice = ""
+        links = [
+            link
+            for link in self.app.node.peers.values()
+            if link.established and not link.closed and link.peer_id in self._shown_sas
+        ]
+        if len(links) == 1:
+            peer = links[0].peer_id
+            self.app.node.command({"cmd": "verify", "peer": peer, "sas": self._shown_sas[peer]})
+        else:  # the node's own message: no established peer, or several
+            self.app.node.command({"cmd": "verify"})
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -154,3 +226,22 @@ class TerminalUI:
                 asyncio.get_running_loop().remove_reader(fd)
             termios.tcsetattr(fd, termios.TCSADRAIN, self._saved)
             self._saved = None
+
+
+def _identity_lines(e: dict[str, Any]) -> list[str]:
+    role, fp = e.get("role", "peer"), e.get("fingerprint", "?")
+    code = e.get("code")
+    head = f"{LOUD} {e.get('priority', 'HIGH')} TECHNICAL ALARM {code}: "
+    if code == "identity-changed":
+        pinned = ", ".join(e.get("expected") or []) or "?"
+        return [
+            head + f"the {role} presents {fp}, not the pinned {pinned}: refused",
+            f"{LOUD} possibly a man in the middle: call the patient's site; enrol the new key "
+            "(p2pmed trust add) only after checking it.  a: acknowledge",
+        ]
+    if code == "unknown-identity":
+        return [
+            head + f"{role} {fp} is not enrolled (--require-known-peers): refused",
+            f"{LOUD} enrol it with p2pmed trust add only after checking who it is.  a: acknowledge",
+        ]
+    return [head + str(e.get("message", "")), f"{LOUD} a: acknowledge"]
