@@ -86,7 +86,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--require-known-peers",
         action="store_true",
-        help="accept only peer identities enrolled with `p2pmed trust add` (needs --data-dir)",
+        help="accept only peer identities enrolled with `p2pmed trust add` (needs --data-dir). "
+        "Without it a node trusts on first use: a patient node accepts and pins every new "
+        "clinician or observer key (event identity-pinned), a clinician node pins the "
+        "patient's first key and refuses another (identity-changed)",
     )
     p.add_argument(
         "--ice-relay-only",

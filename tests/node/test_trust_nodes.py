@@ -166,3 +166,40 @@ async def test_candidate_with_another_key_does_not_replace_the_session(server, t
     finally:
         await patient.stop()
         await clinician.stop()
+
+
+async def test_patient_process_reports_new_clinicians(server, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """What an operator or auditor sees: identity-pinned lines in --json, a warning on stderr
+    for a further clinician, and `p2pmed trust list` with when each was first and last seen."""
+    from p2pmed.cli import main
+    from tests.node.conftest import start_proc
+
+    p_dir = tmp_path / "p"
+    patient = await start_proc(
+        server.join_url(server.mint("s5", "patient")), "patient", "--data-dir", str(p_dir)
+    )
+    clinicians = []
+    try:
+        for name in ("c1", "c2"):
+            c = await start_inproc(
+                server.join_url(server.mint("s5", "clinician")), name, data_dir=str(tmp_path / name)
+            )
+            clinicians.append(c)
+            await c.w.wait_count("message", 3)
+            await patient.w.wait_for("identity-pinned", fingerprint=c.node.identity.fingerprint())
+    finally:
+        for c in clinicians:
+            await c.stop()
+        assert await patient.stop() == 0
+    first, second = patient.w.of("identity-pinned")
+    assert (first["role"], first["new"], first["identities"]) == ("clinician", False, 1)
+    assert (second["role"], second["new"], second["identities"]) == ("clinician", True, 2)
+    assert not patient.w.of("technical-alarm")
+    assert b"a further clinician identity " + second["fingerprint"].encode() in patient.stderr
+    capsys.readouterr()
+    assert main(["trust", "list", "--data-dir", str(p_dir)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 2
+    for row, pin in zip(rows, (first, second), strict=True):
+        assert row.startswith(pin["fingerprint"]) and "first-use (consultation s5)" in row
+        assert "first seen 20" in row and "last seen 20" in row and "SAS not verified" in row
