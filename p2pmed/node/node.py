@@ -461,6 +461,8 @@ class Node:
         if not self._ready:
             return
         self.events.emit("signaling", state="up" if up else "down")
+        if self.exit_code == EXIT_REVOKED:
+            return  # stopping: the relay going away is no alarm (all-paths-down) now
         self.app.on_signaling(up)
         if not up:  # presence is learnt again from the next "joined" / "peer-joined"
             for link in self.peers.values():

@@ -82,6 +82,7 @@ async def _consultation(
             await clinician.stop()  # collects its output
             done = await patient.w.wait_for("revocation-done", peer=cid, timeout=30)
             assert code == EXIT_REVOKED, clinician.stderr.decode()[-2000:]
+            assert b"Traceback" not in clinician.stderr, clinician.stderr.decode()[-2000:]
             assert clinician.w.of("revoked"), "the clinician did not tell its user"
             last_in = max(e["ts"] for e in clinician.w.of("message"))
             last_sent = max(e["ts"] for e in patient.w.of("sent", peer=cid))
