@@ -84,7 +84,7 @@ class TerminalUI:
         for e in self.identity_alarms.values():
             out.extend(_identity_lines(e))
         from p2pmed.node.clinician import label_of
-        from p2pmed.vitals.status import Stream
+        from p2pmed.vitals.codec import Stream
 
         for link in node.peers.values():
             pst = app.status.get(link.peer_id)

@@ -36,10 +36,10 @@ async def test_patient_label_and_subject_reach_the_clinician(server) -> None:  #
     assert all("label" not in e for e in sent)  # the label stays out of "sent"/"message" lines
 
 
-async def test_a_label_too_long_for_the_wire_stops_the_patient_at_start(server) -> None:  # type: ignore[no-untyped-def]
-    from p2pmed.node import NodeError
+async def test_a_label_too_long_for_the_wire_is_refused_at_the_flag(server) -> None:  # type: ignore[no-untyped-def]
+    from p2pmed.node.config import ConfigError
 
-    with pytest.raises(NodeError, match="--label"):
+    with pytest.raises(ConfigError, match="--label"):
         await start_inproc(
             server.join_url(server.mint("l2", "patient")), "patient", label="\U0001f600" * 64
         )  # 64 characters, 256 UTF-8 bytes: one more than PATIENT_STATUS carries
