@@ -166,3 +166,44 @@ async def test_revoke_with_direct_path_through_coturn(tmp_path: Path, coturn: An
         ("--turn-urls", url),
         env={"P2PMED_TURN_SECRET": secret},
     )
+
+
+async def test_revoke_the_patient_with_direct_path(tmp_path: Path) -> None:
+    """The other way round: the revoked patient exits 5, the clinician closes its session
+    and confirms, and receives nothing more."""
+    data = tmp_path / "data"
+    async with server_process(data) as srv:
+        ptok = await _mint(srv.url, data, "patient")
+        ctok = await _mint(srv.url, data, "clinician")
+        patient = await start_proc(ptok["url"], "patient", "--data-dir", str(tmp_path / "p"))
+        clinician = await start_proc(ctok["url"], "clinician", "--data-dir", str(tmp_path / "c"))
+        try:
+            pid = (await patient.w.wait_for("joined"))["endpoint_id"]
+            await clinician.w.wait_for("path", active="direct")
+            await clinician.w.wait_count("message", 20, path="direct")
+            t_revoke = time.time()
+            await _cli("token", "revoke", ptok["jti"], "--data-dir", str(data))
+            code = await asyncio.wait_for(patient.proc.wait(), 30)
+            await patient.stop()
+            done = await clinician.w.wait_for("revocation-done", peer=pid, timeout=30)
+            assert code == EXIT_REVOKED, patient.stderr.decode()[-2000:]
+            assert patient.w.of("revoked")
+            n = len(clinician.w.of("message"))
+            last_in = max(e["ts"] for e in clinician.w.of("message"))
+            print(
+                f"\n[patient revoked] clinician's last message {last_in - t_revoke:+.2f} s after"
+                f" revoke; clinician closed the session in {done['closed_ms']} ms"
+            )
+            assert last_in - t_revoke < BOUND_S
+            assert clinician.proc.returncode is None  # the clinician is not revoked
+            for _ in range(50):
+                complete = [e for e in _audit(data) if e["event"] == "revoke-complete"]
+                if complete:
+                    break
+                await asyncio.sleep(0.1)
+            assert complete[0]["endpoint_id"] == pid
+            assert complete[0]["peers"] == [clinician.w.of("joined")[0]["endpoint_id"]]
+            assert len(clinician.w.of("message")) == n
+        finally:
+            await clinician.stop()
+            await patient.stop()
