@@ -84,6 +84,7 @@ class App {
     this.token = token;
     this.eid = endpointId();
     this.patientId = null;
+    this.relayTo = null; // our patient while the server has it present and admitted with us
     this.sessionId = null;
     this.session = null;
     this.pc = null;
@@ -160,6 +161,10 @@ class App {
 
   // ---- signaling ----
   onSignalState(up, joined) {
+    // A (re)join, e.g. to a restarted server: relay only once the server lists the patient as admitted,
+    // or every heartbeat is refused (unknown-peer / not-admitted) until the server closes us.
+    this.relayTo = null;
+    this.readmitSent = null;
     if (up && joined) {
       metrics.signalingJoins++;
       window.p2pmed.state = "joined";
@@ -189,20 +194,45 @@ class App {
 
   onSignal(m) {
     switch (m.type) {
-      case "peer-waiting": if (m.role === "patient") this.addWaiting(m.endpoint_id); break;
+      case "peer-waiting":
+        if (m.role !== "patient") break;
+        if (m.endpoint_id === this.relayTo) this.relayTo = null;
+        this.addWaiting(m.endpoint_id);
+        break;
       case "peer-joined": if (m.role === "patient") this.setPatient(m.endpoint_id); break;
       case "peer-left": if (m.endpoint_id === this.patientId) this.patientLeft(); break;
       case "offer": this.onOffer(m).catch((e) => console.error("offer failed", e)); break;
       case "candidate":
         if (this.pc && m.from === this.patientId && m.candidate) this.pc.addIceCandidate(m.candidate).catch(() => {});
         break;
-      case "error": console.warn("signaling error", m.code, m.message); break;
+      case "error":
+        if ((m.code === "unknown-peer" || m.code === "not-admitted") && m.to === this.relayTo) {
+          this.relayTo = null; // until the server says it is back and admitted
+          metrics.relayRefused = (metrics.relayRefused || 0) + 1;
+        }
+        console.warn("signaling error", m.code, m.message);
+        break;
       default: break;
     }
   }
 
   addWaiting(id) {
-    if (this.patientId === id) return;
+    if (this.patientId === id) {
+      // Our patient waits again: the server restarted and forgot who was admitted. Same endpoint
+      // (its token is bound to it) and its session is checked end to end, so it is admitted again
+      // without a click and the running session continues.
+      if (!this.ended && this.trust !== "refused" && window.p2pmed.state !== "error") {
+        if (this.readmitSent === id) return; // listed in joined and announced by peer-waiting
+        this.readmitSent = id;
+        metrics.readmitted = (metrics.readmitted || 0) + 1;
+        this.sig.sendJson({ type: "admit", endpoint_id: id });
+        announce("The patient's device reconnected after a server restart and was admitted again");
+        return;
+      }
+      // the session had ended: it waits to be admitted like a new patient
+      this.closePc();
+      this.patientId = null;
+    }
     const list = $("waiting-list");
     if (list.querySelector(`[data-endpoint="${CSS.escape(id)}"]`)) return;
     const li = document.createElement("li");
@@ -245,6 +275,7 @@ class App {
 
   setPatient(id) {
     $("waiting-list").querySelector(`[data-endpoint="${CSS.escape(id)}"]`)?.remove();
+    this.relayTo = id;
     if (this.patientId !== id) {
       this.patientId = id;
       this.newSession();
@@ -263,6 +294,7 @@ class App {
     this.endSession("the patient left");
     this.closePc();
     this.patientId = null;
+    this.relayTo = null;
   }
 
   // The patient ended the session: shown as ended (not as a lost link), the last data greyed.
@@ -338,7 +370,7 @@ class App {
   }
 
   transmit(path, frame) {
-    if (path === "relay") { if (this.patientId) this.sig.sendRelay(this.patientId, frame); return; }
+    if (path === "relay") { if (this.patientId && this.relayTo === this.patientId) this.sig.sendRelay(this.patientId, frame); return; }
     // our PATH_BIND may also go on the control channel of a direct path not bound yet
     const bindOnly = path === "direct-bind" && this.channels.length;
     if (!bindOnly && (path !== "direct" || !this.directOpen)) return;

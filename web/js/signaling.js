@@ -51,6 +51,7 @@ export class SignalingClient {
     this.paused = new Set();
     this.envelopesRejected = 0;
     this.failures = 0;
+    this.errorCloses = []; // when the server closed us for too many bad messages (last 2 min)
   }
 
   start() { this._connect(); }
@@ -61,6 +62,7 @@ export class SignalingClient {
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     let reconnectAfter = null;
+    let refused = null; // the server is closing us for our own messages: retrying repeats it
     const token = this.resumeToken || this.token;
     ws.onopen = () => {
       const join = { type: "join", token, endpoint_id: this.endpointId };
@@ -96,6 +98,8 @@ export class SignalingClient {
         reconnectAfter = Math.max(0, Math.min(30000, Number(msg.after_ms) || 500));
       } else if (msg.type === "backpressure") {
         if (msg.paused) this.paused.add(String(msg.to)); else this.paused.delete(String(msg.to));
+      } else if (msg.type === "error" && msg.code === "too-many-errors") {
+        refused = String(msg.message || "");
       } else if (msg.type === "error" && !this.joined) {
         const code = String(msg.code || "error");
         const tokenError = code.startsWith("token-");
@@ -117,6 +121,16 @@ export class SignalingClient {
       this.ws = null;
       if (was) this.onState(false, null);
       if (this.closing) return;
+      if (refused !== null) {
+        const t = performance.now();
+        this.errorCloses = this.errorCloses.filter((x) => t - x < 120000);
+        this.errorCloses.push(t);
+        if (this.errorCloses.length >= 3) {
+          this.closing = true;
+          this.onFatal("too-many-errors", refused);
+          return;
+        }
+      }
       if (!this.everJoined && ++this.failures >= 6) {
         this.closing = true;
         this.onFatal("unreachable", "The signaling server cannot be reached.");

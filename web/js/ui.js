@@ -19,6 +19,7 @@ export function showView(name) {
 }
 
 const ERROR_HINTS = {
+  "too-many-errors": "Reload the page to join again. If it happens again, call the patient's site by phone and tell the service operator (the server log names the refused messages).",
   "token-expired": "This join link has expired. Ask the patient's care team for a new link.",
   "token-missing": "The address has no join token. Open the full link you were given (it ends in #token=…).",
   "token-malformed": "The join link is damaged or incomplete. Copy the whole link again.",
@@ -38,6 +39,7 @@ const ERROR_HINTS = {
 
 // What happened, in words; the server's own text is kept below as detail.
 const ERROR_MESSAGES = {
+  "too-many-errors": "The server closed this page's connection three times in two minutes for messages it refused, so the page stopped reconnecting. The session is not live here.",
   "token-in-use": "This join link is already open in another tab or window, so it cannot be used here too.",
 };
 
