@@ -241,9 +241,10 @@ def _timings(
 
 
 def expected_from_source(
-    session_id: str, start: float, rate: float, horizon: float, keys: set[tuple[Any, ...]]
+    patient_id: str, start: float, rate: float, horizon: float, keys: set[tuple[Any, ...]]
 ) -> dict[tuple[Any, ...], tuple[int, int]]:
-    """Regenerate the patient's deterministic synthetic stream until every key is covered."""
+    """Regenerate the patient's deterministic synthetic stream until every key is covered.
+    patient_id: the patient node's endpoint id (patient_id_of), which its NUMERICS carry."""
     from p2pmed.node.patient import summary
     from p2pmed.vitals import codec
     from p2pmed.vitals.sources import SyntheticSource
@@ -256,7 +257,7 @@ def expected_from_source(
             horizon_src = max(horizon_src, k[2] / (500 if k[1] == "II" else 125) + 5.0)
         else:
             horizon_src = max(horizon_src, k[1] / 1e6 - start + 5.0)
-    src = SyntheticSource(session_id, start_time=start, episodes=fs.fault_episodes(rate, horizon))
+    src = SyntheticSource(patient_id, start_time=start, episodes=fs.fault_episodes(rate, horizon))
     # a corrupted key may point far beyond the stream: never regenerate past what can exist
     horizon_src = min(horizon_src, (time.time() - start) * rate + 10.0)
     for due, msg in src:
@@ -268,6 +269,11 @@ def expected_from_source(
             out[key] = (len(data), zlib.crc32(data))
             want.discard(key)
     return out
+
+
+def patient_id_of(data_dir: Path) -> str:
+    """The patient node's endpoint id, kept in its data dir: the id its NUMERICS carry."""
+    return (data_dir / "endpoint_id").read_text().strip()
 
 
 def source_start(data_dir: Path, session_id: str) -> float | None:

@@ -45,6 +45,7 @@ from fault_metrics import (  # noqa: E402
     compute_row,
     content_key,
     expected_from_source,
+    patient_id_of,
     source_start,
 )
 
@@ -398,7 +399,9 @@ class Run:
         start = source_start(pat.data_dir, self.session) if pat else None
         keys = {k for e in c_ev if e["event"] == "message" and (k := content_key(e))}
         if start is not None:
-            expected = expected_from_source(self.session, start, self.rate, self.horizon, keys)
+            expected = expected_from_source(
+                patient_id_of(pat.data_dir), start, self.rate, self.horizon, keys
+            )
         row = compute_row(self.sc.title, p_ev, c_ev, cutoff=cutoff, marks=self.marks,
                           expected=expected)  # fmt: skip
         row.load = round(os.getloadavg()[0], 2)
@@ -482,7 +485,8 @@ def recompute(scenario_dir: Path) -> Row:
     expected = None
     if start is not None:
         keys = {k for e in c_ev if e["event"] == "message" and (k := content_key(e))}
-        expected = expected_from_source(rec["session"], start, rec["rate"], rec["horizon"], keys)
+        pid = patient_id_of(scenario_dir / "p")
+        expected = expected_from_source(pid, start, rec["rate"], rec["horizon"], keys)
     marks = [tuple(m) for m in rec["marks"]]
     row = compute_row(
         rec["title"], p_ev, c_ev, cutoff=rec["cutoff"], marks=marks, expected=expected
