@@ -813,7 +813,7 @@ class App {
     this.tiles.render(t, live || (alive && age < 3));
     for (const [trace, id] of [[this.ecg, "ecg-status"], [this.pleth, "pleth-status"]]) {
       const el = $(id);
-      const bad = !trace.buf || !live || trace.starved;
+      const bad = !trace.buf || !live || trace.signalLost(t);
       const since = `last data ${ageText}`;
       const txt = !trace.buf ? "no signal" : ended ? `FROZEN — session ended, ${since}` : this.streamEnded ? `FROZEN — stream ended, ${since}` : !alive ? `NOT LIVE — connection lost, ${since}` : bad ? `NO SIGNAL — ${since}` : `${trace.rate} Hz`;
       if (el.textContent !== txt) el.textContent = txt;

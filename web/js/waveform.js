@@ -1,6 +1,10 @@
 // Bedside-monitor sweep: the trace is drawn left to right at the real sample rate and overwrites the
 // previous sweep, with a blank gap just ahead of the write point. Playback runs `delay` seconds behind
 // the newest sample to absorb jitter; when data stops, the sweep stops (nothing looks live that isn't).
+// Whether the signal is lost comes from the data's own sample times, not from the jitter buffer running
+// dry once: see signalLost.
+const OFFSET_WINDOW = 10; // seconds of delivery offsets kept (adapts to a sender's clock step)
+
 export class SweepTrace {
   constructor(canvas, { color, seconds = 6, delay = 0.2, gapPx = 14, mode = "ecg", onFirstDraw = null }) {
     this.canvas = canvas;
@@ -24,6 +28,9 @@ export class SweepTrace {
     this.min = -1;
     this.max = 1;
     this.gaps = 0;
+    this.lostAfter = 1.0; // seconds the newest sample may be overdue before "no signal"
+    this.dataEnd = null; // sender's time (s) just after the newest sample
+    this.offsets = []; // [arrival, arrival - dataEnd] of the last OFFSET_WINDOW s
     this.clear();
   }
 
@@ -33,6 +40,8 @@ export class SweepTrace {
   }
 
   reset() {
+    this.dataEnd = null;
+    this.offsets = [];
     this.playhead = null;
     this.drawn = null;
     this.buf = null;
@@ -40,6 +49,10 @@ export class SweepTrace {
   }
 
   push(msg, now) {
+    const end = Number(msg.t0_us) / 1e6 + msg.samples.length / msg.sample_rate;
+    if (this.dataEnd === null || end > this.dataEnd) this.dataEnd = end;
+    this.offsets.push([now, now - end]);
+    while (now - this.offsets[0][0] > OFFSET_WINDOW) this.offsets.shift();
     if (!this.buf || msg.sample_rate !== this.rate) {
       this.rate = msg.sample_rate;
       this.cap = Math.ceil(this.rate * 30);
@@ -82,7 +95,16 @@ export class SweepTrace {
     if (upto > this.drawn) this._draw(this.drawn, upto);
   }
 
-  get starved() { return this.playhead === null || this.playhead >= this.hi - 1; }
+  // The sender's clock now is estimated as ours minus the smallest delivery offset seen lately (the
+  // least delayed message; no shared clock needed). The signal is lost when the newest sample is
+  // overdue on that clock by more than lostAfter: a message held up by a busy machine or network is
+  // not a lost signal, a source that stopped is (within lostAfter).
+  signalLost(now) {
+    if (this.dataEnd === null) return true;
+    let min = Infinity;
+    for (const [, off] of this.offsets) if (off < min) min = off;
+    return now - min - this.dataEnd > this.lostAfter;
+  }
 
   _scale(v) {
     const h = this.canvas.height;
