@@ -41,9 +41,10 @@ class Revocations(Sessions):
         """Before ep is removed: tell its peers, so `peer-revoked` precedes `peer-left`."""
         waiting: set[str] = set()
         for o in ep.session.others(ep):
-            if o.ws is None or not o.admitted:
-                continue  # a peer away now rejoins to a session without ep (see the docs)
-            self.post(o, {"type": "peer-revoked", "endpoint_id": ep.id})
+            if not o.admitted:
+                continue
+            if o.ws is not None:  # a peer away now is told when it is back (rejoined)
+                self.post(o, {"type": "peer-revoked", "endpoint_id": ep.id})
             if ep.admitted and o.role in LINKED[ep.role]:
                 waiting.add(o.id)
         r = Revoking(ep.session.id, ep.id, ep.jti, time.monotonic(), waiting)
@@ -51,6 +52,13 @@ class Revocations(Sessions):
             self.revoking[(r.session, r.endpoint_id)] = r
         else:
             self._complete(r)
+
+    def rejoined(self, ep: Endpoint) -> None:
+        """A peer that was away when an endpoint was revoked still holds its direct paths:
+        tell it on its new connection (after its fresh `joined`)."""
+        for r in self.revoking.values():
+            if r.session == ep.session.id and ep.id in r.waiting:
+                self.post(ep, {"type": "peer-revoked", "endpoint_id": r.endpoint_id})
 
     def revocation_done(self, ep: Endpoint, revoked_id: str) -> bool:
         """ep's `revocation-done`: False when no revocation of revoked_id waits for it."""

@@ -204,8 +204,12 @@ class Sessions(Relay):
         for o in others:
             if ep.admitted or o.role == "clinician":
                 self.post(o, {"type": "peer-reconnected", "endpoint_id": ep.id})
+        self.rejoined(ep)
         self.metrics.join_latency.observe(time.perf_counter() - t0)
         return ep
+
+    def rejoined(self, ep: Endpoint) -> None:
+        """ep is back on a new connection (revoking.py tells it what it missed)."""
 
     def _disconnected(self, ep: Endpoint) -> None:
         ep.ws = None

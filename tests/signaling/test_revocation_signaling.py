@@ -93,3 +93,24 @@ async def test_revoked_patient_waiting_alone_completes_at_once(
         await settle(lambda: events(srv, "revoke-complete"))
         (done,) = events(srv, "revoke-complete")
         assert done["peers"] == [] and done["endpoint_id"] == "pat"
+
+
+async def test_peer_away_at_revocation_is_told_when_back(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """A patient whose signaling was down at the revocation may still hold a direct path to
+    the revoked clinician: it gets peer-revoked on its new connection, after its joined."""
+    async with running_server(tmp_path) as srv:
+        h = Harness(srv, http)
+        pat, doc, _ = await _consult(h, srv)
+        await pat.ws.close()
+        await settle(lambda: srv.hub.sessions["s1"].endpoints["pat"].ws is None)
+        srv.revoke("j0")
+        code, _ = await doc.closed()
+        assert code == 4410
+        pat2, joined = await h.join("s1", "patient", "pat")
+        assert "doc0" not in [p["endpoint_id"] for p in joined["peers"]]
+        assert (await pat2.recv_type("peer-revoked"))["endpoint_id"] == "doc0"
+        await pat2.send(type="revocation-done", endpoint_id="doc0")
+        await settle(lambda: events(srv, "revoke-complete"))
+        assert events(srv, "revoke-complete")[0]["peers"] == ["pat"]
