@@ -303,8 +303,8 @@ class PeerLink:
             self._spawn(self.close())
 
     def _report(self, items: list[dict[str, object]]) -> None:
-        if self.closed:
-            return  # shutting down: paths going away is expected, not an alarm
+        if self.closed or self.node.exit_code:
+            return  # shutting down (or revoked: exiting): paths going away is not an alarm
         for item in items:
             fields = {k: v for k, v in item.items() if k != "event"}
             self.node.events.emit(str(item["event"]), peer=self.peer_id, **fields)
