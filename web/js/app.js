@@ -5,10 +5,10 @@ import { Session, nowUs } from "./session.js";
 import { SignalingClient } from "./signaling.js";
 import { decode as decodeVitals, encodeAlarmAck, isEcg } from "./vitals.js";
 import { SweepTrace } from "./waveform.js";
-import { $, announce, showView, showError, Tiles, AlarmList, TILES_ALL } from "./ui.js";
+import { $, announce, showView, showError, showFingerprint, Tiles, AlarmList, TILES_ALL } from "./ui.js";
 import { FrameType, CryptoError, MessageClass } from "./frame.js";
 import { checkSdp, SdpError } from "./sdp.js";
-import { checkPin, getPin, markVerified, rememberLabel } from "./pins.js";
+import { checkPin, getPin, markMismatch, markVerified, rememberLabel } from "./pins.js";
 import { decodeStatus, isStatus, Stream } from "./status.js";
 import { AlarmSound } from "./audio.js";
 import { Binder, decodePathBind, dtlsFingerprints, dtlsTransport, encodePathBind } from "./bind.js";
@@ -126,7 +126,7 @@ class App {
   }
 
   async start() {
-    $("my-fp").textContent = await this.identity.fingerprint();
+    showFingerprint($("my-fp"), await this.identity.fingerprint());
     $("btn-camera").addEventListener("click", () => this.toggleCamera());
     $("btn-unmute").addEventListener("click", () => {
       const v = $("remote-video");
@@ -134,6 +134,7 @@ class App {
       $("btn-unmute").textContent = v.muted ? "Unmute patient audio" : "Mute patient audio";
     });
     $("btn-verify").addEventListener("click", () => this.markVerified());
+    $("btn-mismatch").addEventListener("click", () => this.codesMismatch());
     // Browsers allow sound only after a gesture: the first click or key press anywhere unlocks it.
     const unlock = () => this.sound.unlock();
     document.addEventListener("pointerdown", unlock, true);
@@ -629,7 +630,7 @@ class App {
   async onSecured(ev) {
     const s = this.session;
     $("sas").textContent = ev.sas;
-    $("peer-fp").textContent = ev.peerFingerprint;
+    showFingerprint($("peer-fp"), ev.peerFingerprint);
     let pin;
     try {
       pin = await checkPin(this.sessionId, "patient", ev.peerFingerprint);
@@ -639,22 +640,22 @@ class App {
     }
     if (s !== this.session) return;
     if (pin.status === "changed") return this.identityChanged(s, pin.pin.fingerprint, ev.peerFingerprint);
+    if (pin.pin && pin.pin.mismatchAt) return this.sasRefused(s, ev.peerFingerprint, pin.pin.mismatchAt);
     this.trust = "ok";
     const held = this.heldMessages;
     this.heldMessages = [];
     for (const m of held) this.onMessage(m);
     this.sendBind();
-    const btn = $("btn-verify");
     if (pin.pin && pin.pin.verified) {
       $("verify-state").textContent = "Verified earlier (same patient node key)";
       $("verify-state").className = "verify-state ok";
-      btn.disabled = true;
+      this.verifyButtons(false);
     } else {
       $("verify-state").textContent = pin.status === "unstored"
         ? "Not verified (this browser cannot store keys): compare the code by voice"
         : "Not verified: compare the code by voice";
       $("verify-state").className = "verify-state";
-      btn.disabled = false;
+      this.verifyButtons(true);
     }
     window.p2pmed.state = "secured";
     window.p2pmed.sas = ev.sas;
@@ -671,7 +672,7 @@ class App {
     window.p2pmed.state = "error";
     window.p2pmed.pin = "changed";
     $("sas").textContent = "--- ---";
-    $("btn-verify").disabled = true;
+    this.verifyButtons(false, { hide: false });
     $("verify-state").textContent = `REFUSED: the patient node's key changed. Pinned ${pinned}, now ${seen}.`;
     $("verify-state").className = "verify-state bad";
     this.alarms.technical("identity-changed", true, `patient identity changed for this session (pinned ${pinned}, presented ${seen}): connection refused. Someone may be impersonating the patient's device; call the patient's site.`);
@@ -680,15 +681,54 @@ class App {
     showView("main");
   }
 
+  // Both answers to the code comparison: enabled while it is open; once answered they are gone
+  // (a verified key stays verified across reloads; a mismatch ends the session).
+  verifyButtons(open, { hide = !open } = {}) {
+    for (const id of ["btn-verify", "btn-mismatch"]) {
+      $(id).disabled = !open;
+      $(id).hidden = hide;
+    }
+  }
+
   async markVerified() {
-    const btn = $("btn-verify");
     const fp = $("peer-fp").textContent;
-    btn.disabled = true;
+    this.verifyButtons(false, { hide: false });
     let ok = false;
     try { ok = await markVerified(this.sessionId, "patient", fp); } catch (e) { console.warn("cannot record verification", e); }
     $("verify-state").textContent = ok ? "Verified by you" : "Could not record the verification";
     $("verify-state").className = ok ? "verify-state ok" : "verify-state bad";
-    btn.disabled = ok;
+    this.verifyButtons(!ok);
+    $("verify-state").setAttribute("tabindex", "-1");
+    $("verify-state").focus();
+  }
+
+  // The codes differ: someone may sit between the page and the patient node. End the session,
+  // raise a HIGH technical alarm and record the key as failed, so it is refused from now on.
+  async codesMismatch() {
+    const s = this.session;
+    const fp = $("peer-fp").textContent;
+    this.verifyButtons(false, { hide: false });
+    let recorded = false;
+    try { recorded = await markMismatch(this.sessionId, "patient", fp); } catch (e) { console.warn("cannot record the mismatch", e); }
+    metrics.sasMismatch = (metrics.sasMismatch || 0) + 1;
+    this.sasRefused(s, fp, recorded ? Date.now() : null);
+  }
+
+  sasRefused(s, fp, at) {
+    this.trust = "refused";
+    this.heldMessages = [];
+    if (s && !s.closed) s.close(1, "sas-mismatch: the clinician's verification code differs from the patient's");
+    this.closePc();
+    window.p2pmed.state = "error";
+    window.p2pmed.pin = "mismatch";
+    this.verifyButtons(false, { hide: false });
+    const when = at ? ` (recorded ${new Date(at).toLocaleString()})` : " (could not be recorded in this browser)";
+    $("verify-state").textContent = `Codes did NOT match${when}: session ended; this patient node key (${fp}) is refused for this session.`;
+    $("verify-state").className = "verify-state bad";
+    this.alarms.technical("sas-mismatch", true, "verification codes did not match: someone may be intercepting the connection. Session ended. Call the patient's site by phone and have their device checked before reconnecting.");
+    $("conn").className = "conn conn-lost";
+    $("conn-state").textContent = "Session closed: verification codes did not match";
+    showView("main");
     $("verify-state").setAttribute("tabindex", "-1");
     $("verify-state").focus();
   }
@@ -818,7 +858,7 @@ class App {
       const txt = !trace.buf ? "no signal" : ended ? `FROZEN — session ended, ${since}` : this.streamEnded ? `FROZEN — stream ended, ${since}` : !alive ? `NOT LIVE — connection lost, ${since}` : bad ? `NO SIGNAL — ${since}` : `${trace.rate} Hz`;
       if (el.textContent !== txt) el.textContent = txt;
       el.classList.toggle("bad", bad && !!trace.buf);
-      el.parentElement.classList.toggle("frozen", !!trace.buf && (ended || this.streamEnded || !alive || bad));
+      el.closest(".wave").classList.toggle("frozen", !!trace.buf && (ended || this.streamEnded || !alive || bad));
     }
     this.renderVideo(t, ended || this.streamEnded || !alive);
   }

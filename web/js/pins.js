@@ -61,6 +61,24 @@ export async function markVerified(sessionId, role, fingerprint) {
   return ok;
 }
 
+// The clinician said the codes do not match: the pinned key is recorded as failed (not verified),
+// and a session with it is refused from then on. A pin of another key is left as it is.
+export async function markMismatch(sessionId, role, fingerprint) {
+  const key = keyOf(sessionId, role);
+  let ok = false;
+  await withStore("readwrite", (s) => {
+    const req = s.get(key);
+    req.onsuccess = () => {
+      const pin = req.result || { fingerprint, pinnedAt: Date.now() };
+      if (pin.fingerprint !== fingerprint) return;
+      s.put({ ...pin, verified: false, verifiedAt: null, mismatchAt: Date.now() }, key);
+      ok = true;
+    };
+    return req;
+  });
+  return ok;
+}
+
 // The label the patient node gave itself, kept with its pin for the waiting room of a later visit.
 export async function rememberLabel(sessionId, role, fingerprint, label) {
   const key = keyOf(sessionId, role);

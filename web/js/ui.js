@@ -43,6 +43,20 @@ const ERROR_MESSAGES = {
   "token-in-use": "This join link is already open in another tab or window, so it cannot be used here too.",
 };
 
+// A key fingerprint ("p2pmed:958e 5bfc ..."), one unbreakable span per group: it wraps only between
+// groups, and its text stays the same string.
+export function showFingerprint(el, fp) {
+  const parts = [];
+  String(fp).split(" ").forEach((g, i) => {
+    if (i) parts.push(" ");
+    const s = document.createElement("span");
+    s.className = "grp";
+    s.textContent = g;
+    parts.push(s);
+  });
+  el.replaceChildren(...parts);
+}
+
 export function showError(code, message) {
   $("error-code").textContent = code;
   const plain = ERROR_MESSAGES[code];

@@ -31,7 +31,26 @@ export class SweepTrace {
     this.lostAfter = 1.0; // seconds the newest sample may be overdue before "no signal"
     this.dataEnd = null; // sender's time (s) just after the newest sample
     this.offsets = []; // [arrival, arrival - dataEnd] of the last OFFSET_WINDOW s
+    this.px = 1; // drawing-buffer pixels per CSS pixel
     this.clear();
+    // The drawing buffer follows the canvas's CSS size (no stretched trace on a narrow screen).
+    if (typeof ResizeObserver === "function") new ResizeObserver(() => this.fit()).observe(canvas);
+    this.fit();
+  }
+
+  fit() {
+    const px = window.devicePixelRatio || 1;
+    const w = Math.round(this.canvas.clientWidth * px);
+    const h = Math.round(this.canvas.clientHeight * px);
+    if (!w || !h || (w === this.canvas.width && h === this.canvas.height)) return;
+    this.canvas.width = w;
+    this.canvas.height = h;
+    this.px = px;
+    this.clear();
+    if (this.buf && this.playhead !== null) {
+      const to = Math.floor(this.playhead); // redraw the last sweep at the new size
+      this._draw(to - Math.ceil(this.rate * this.seconds), to);
+    }
   }
 
   clear() {
@@ -121,7 +140,7 @@ export class SweepTrace {
     const xOf = (seq) => ((seq % per) / per) * w;
     if (this.mode !== "ecg") this._updateRange(from, to);
     ctx.strokeStyle = this.color;
-    ctx.lineWidth = 2;
+    ctx.lineWidth = 2 * this.px;
     ctx.lineJoin = "round";
     const start = Math.max(from, to - per + 1, this.lo);
     let prevX = null;
@@ -131,8 +150,9 @@ export class SweepTrace {
       // blank the gap ahead of the write point
       ctx.fillStyle = "#000";
       const gx = x + 1;
-      ctx.fillRect(gx, 0, this.gapPx, h);
-      if (gx + this.gapPx > w) ctx.fillRect(0, 0, gx + this.gapPx - w, h);
+      const gap = this.gapPx * this.px;
+      ctx.fillRect(gx, 0, gap, h);
+      if (gx + gap > w) ctx.fillRect(0, 0, gx + gap - w, h);
       const v = s >= this.lo && s < this.hi ? this.buf[s % this.cap] : NaN;
       const pv = s - 1 >= this.lo ? this.buf[(s - 1) % this.cap] : NaN;
       if (Number.isNaN(v)) { prevX = null; continue; }
