@@ -3,13 +3,12 @@
 import { Identity } from "./identity.js";
 import { Session, nowUs } from "./session.js";
 import { SignalingClient } from "./signaling.js";
-import { decode as decodeVitals, encodeAlarmAck, isEcg } from "./vitals.js";
+import { decode as decodeVitals, encodeAlarmAck, isEcg, Stream } from "./vitals.js";
 import { SweepTrace } from "./waveform.js";
 import { $, announce, showView, showError, showFingerprint, Tiles, AlarmList, TILES_ALL } from "./ui.js";
 import { FrameType, CryptoError, MessageClass } from "./frame.js";
 import { checkSdp, SdpError } from "./sdp.js";
 import { checkPin, getPin, markMismatch, markVerified, rememberLabel } from "./pins.js";
-import { decodeStatus, isStatus, Stream } from "./status.js";
 import { AlarmSound } from "./audio.js";
 import { Binder, decodePathBind, dtlsFingerprints, dtlsTransport, encodePathBind } from "./bind.js";
 
@@ -742,12 +741,12 @@ class App {
     d.paths[ev.path] = (d.paths[ev.path] || 0) + 1;
     let msg;
     try {
-      if (isStatus(ev.data)) return this.onPatientStatus(decodeStatus(ev.data));
       msg = decodeVitals(ev.data);
     } catch (e) {
       metrics.codecRejected++;
       return;
     }
+    if (msg.kind === "patient_status") return this.onPatientStatus(msg); // not vitals
     this.lastVitals = t;
     this.everLive = true;
     if (metrics.latenciesUs.length < 100000) {
@@ -906,8 +905,9 @@ class App {
 
   // PATIENT_STATUS: label, and whether the patient's stream is still running (a later one wins).
   onPatientStatus(st) {
-    if (this.statusCounter !== null && st.counter < this.statusCounter) return;
-    this.statusCounter = st.counter;
+    const counter = st.request_id ?? st.counter; // `counter`: kept by an older page in this tab
+    if (this.statusCounter !== null && counter < this.statusCounter) return;
+    this.statusCounter = counter;
     this.patientLabel = st.label || null;
     this.renderLabel();
     const ended = st.stream === Stream.ENDED;

@@ -92,7 +92,8 @@ function checkText([text, size], reason, min, max) {
 // Same order of checks as p2pmed/vitals/codec.py: every field of the message is read first
 // (truncated, and the per-field checks the reader does), then the fields are validated in
 // declaration order, then trailing bytes. tests/vectors/wire_v1.json pins the order.
-// Returns {kind: "numerics"|"waveform"|"alarm"|"alarm_ack"|"control", ...} or throws CodecError.
+// Returns {kind: "numerics"|"waveform"|"alarm"|"alarm_ack"|"control"|"patient_status", ...} or throws
+// CodecError.
 export function decode(bytes) {
   check(bytes.length <= MAX_MESSAGE, "oversized", `${bytes.length} bytes`);
   check(bytes.length >= 2, "truncated", "shorter than kind + version");
@@ -173,10 +174,38 @@ export function decode(bytes) {
     } else if (command === 4) {
       const text = checkText(r.utf8("text"), "text", 0, 255);
       msg = { kind: "control", command, request_id, text };
+    } else if (command === PATIENT_STATUS) {
+      msg = patientStatus(r, request_id);
     } else throw new CodecError("command", `unknown command ${command}`);
   }
   r.end();
   return msg;
+}
+
+// PATIENT_STATUS (CONTROL command 5, codec.PatientStatus): the patient's label, FHIR subject, HR source
+// and whether its stream still runs. Python's order: stream, then each text as it is read (encoding;
+// subject and hr_source ASCII), trailing bytes, then label control characters, subject, hr_source.
+export const PATIENT_STATUS = 5;
+export const Stream = Object.freeze({ STREAMING: 0, ENDED: 1 });
+const SUBJECT_RE = /^[\x21-\x7e]{0,255}$/;
+const HR_SOURCE_RE = /^[a-z0-9-]{0,32}$/;
+
+function patientStatus(r, request_id) {
+  const stream = r.u8();
+  check(stream === Stream.STREAMING || stream === Stream.ENDED, "stream", String(stream));
+  const [label] = r.utf8("label");
+  const ascii = (reason) => {
+    const raw = r.take(r.u8());
+    check(raw.every((c) => c < 0x80), reason, "not ASCII");
+    return String.fromCharCode(...raw);
+  };
+  const subject = ascii("subject");
+  const hr_source = ascii("hr-source");
+  r.end();
+  check(!CONTROL_RE.test(label), "label", "control character");
+  check(SUBJECT_RE.test(subject), "subject", subject);
+  check(HR_SOURCE_RE.test(hr_source), "hr-source", hr_source);
+  return { kind: "patient_status", request_id, stream, label, subject, hr_source };
 }
 
 export function encodeAlarmAck(alarmId, timeUs, who) {
