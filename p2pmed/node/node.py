@@ -375,10 +375,10 @@ class Node:
     def _peer_present(self, peer_id: str, role: str, *, rejoined: bool = False) -> None:
         """`rejoined`: the server just said peer-joined/peer-reconnected, so the peer is on a
         fresh connection and an offer still waiting for its answer went nowhere."""
-        if role not in PEERS_OF.get(self.role, ()) or not ENDPOINT_ID.match(peer_id):
-            return
         if peer_id in self.revoked_peers:  # only a new join (peer-joined) lifts it
             self.rejected["signal/revoked-peer"] = self.rejected.get("signal/revoked-peer", 0) + 1
+            return
+        if role not in PEERS_OF.get(self.role, ()) or not ENDPOINT_ID.match(peer_id):
             return
         link = self.peers.get(peer_id)
         if link is None or link.closed:  # new peer, or its session ended: a fresh session
