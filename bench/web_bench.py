@@ -80,8 +80,7 @@ async def bench(
                         executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
                     )
                     # One context for every join: the page keeps its identity key (IndexedDB),
-                    # which the patient pinned for this consultation on the first join; a new
-                    # context would be a new key and the patient refuses it (identity-changed).
+                    # as a returning clinician would; a new context would be a new clinician.
                     ctx = await browser.new_context(viewport={"width": 1400, "height": 900})
                     for i in range(runs):
                         page = await ctx.new_page()
