@@ -45,6 +45,8 @@ async def test_demo_stopped_shows_session_ended_not_live(browser: Browser) -> No
                 assert line, "demo exited before printing the join URL"
                 if "/join#token=" in line and not line.startswith("{"):
                     url = line
+            # keep reading its --json events: a full stdout pipe must not be what stops it exiting
+            drain = asyncio.create_task(proc.stdout.read())
             ctx = await browser.new_context()
             page = await ctx.new_page()
             await page.goto(url)
@@ -53,6 +55,8 @@ async def test_demo_stopped_shows_session_ended_not_live(browser: Browser) -> No
             video = page.locator("#remote-video")
             await expect(video).to_have_js_property("readyState", 4, timeout=10_000)
             await expect(page.locator("#video-status")).to_be_hidden()
+            # numerics come at 1 Hz: the first must be here before they can go stale
+            await expect(page.locator("#tile-hr")).to_have_attribute("data-state", "live")
             await page.evaluate(WATCH_HEADER)
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 15)
@@ -85,6 +89,7 @@ async def test_demo_stopped_shows_session_ended_not_live(browser: Browser) -> No
             first_end = next(i for i, t in enumerate(texts) if t.startswith("Session ended"))
             assert all(t.startswith("Session ended") for t in texts[first_end:]), headers
             await ctx.close()
+            await drain
         finally:
             if proc.returncode is None:
                 proc.kill()
