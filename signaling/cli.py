@@ -89,6 +89,13 @@ def _register_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     _opt(p, "--host", "address to listen on", default="127.0.0.1")
     _opt(p, "--port", "TCP port", type=_port, default=8443)
     _opt(p, "--data-dir", "keys, revocations and audit log", type=Path, required=True)
+    _opt(
+        p,
+        "--metrics-port",
+        "serve /metrics (and /healthz) on this port, plain HTTP (default: no /metrics at all)",
+        type=_port,
+    )
+    _opt(p, "--metrics-host", "address of the metrics listener", default="127.0.0.1")
     _opt(p, "--tls-cert", "TLS certificate chain (PEM)", type=_file)
     _opt(p, "--tls-key", "TLS private key (PEM)", type=_file)
     _opt(p, "--web-dir", "directory of the browser page", type=Path)
@@ -197,6 +204,8 @@ def _build_config(args: argparse.Namespace) -> Any:
         data_dir=args.data_dir,
         host=args.host,
         port=args.port,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
         limits=limits,
         turn_secret=secret or None,
         **kw,
@@ -241,13 +250,22 @@ def _run_server(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    msock = None
+    if config.metrics_port is not None:
+        try:
+            msock = bind(config.metrics_host, config.metrics_port)
+        except (PortInUse, OSError) as e:
+            sock.close()
+            lock.release()
+            print(f"p2pmed signaling: error: metrics listener: {e}", file=sys.stderr)
+            return 2
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(config, sock, ctx, lock))
+    asyncio.run(serve(config, sock, ctx, lock, msock))
     return 0
 
 

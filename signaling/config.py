@@ -56,6 +56,10 @@ class Config:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 8443
+    # /metrics (and /healthz) on a listener of its own, so a firewall can restrict it; None:
+    # no metrics listener (the public port never serves /metrics)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     web_dir: Path = WEB_DIR
@@ -149,6 +153,9 @@ class Config:
             "host": self.host,
             "port": self.port,
             "tls": self.tls_cert is not None,
+            "metrics": None
+            if self.metrics_port is None
+            else f"{self.metrics_host}:{self.metrics_port}",
             "origins": sorted(self.origins()),
             "turn": "on" if self.turn_on else "off",
             "turn_urls": self.turn_urls,

@@ -109,18 +109,17 @@ async def join_page(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
-    hub = request.app[HUB]
+    return await healthz_of(request.app)
+
+
+async def healthz_of(app: web.Application) -> web.StreamResponse:
+    hub = app[HUB]
     status = "shutting-down" if hub.closing else "ok"
     s = hub.snapshot()
     return web.json_response(
         {"status": status, "sessions": s["sessions"], "endpoints": sum(s["endpoints"].values())},
         status=503 if hub.closing else 200,
     )
-
-
-async def metrics_handler(request: web.Request) -> web.StreamResponse:
-    body = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def turn_credentials(request: web.Request) -> web.StreamResponse:
@@ -316,11 +315,46 @@ def create_app(config: Config, lock: DataDirLock | None = None) -> web.Applicati
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/join", join_page)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/turn-credentials", turn_credentials)
     if config.web_dir.is_dir():
         app.router.add_static("/static/", config.web_dir, show_index=False, follow_symlinks=False)
     return app
+
+
+def create_metrics_app(main: web.Application) -> web.Application:
+    """The metrics listener's application: /metrics and /healthz of `main`, nothing else."""
+    app = web.Application(middlewares=[errors, security_headers], client_max_size=1024)
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        body = generate_latest(main[METRICS].registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def health(request: web.Request) -> web.StreamResponse:
+        return await healthz_of(main)
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", health)
+    return app
+
+
+async def start_metrics_site(
+    main: web.Application, config: Config, sock: socket.socket
+) -> web.AppRunner:
+    """Serve /metrics of `main` on `sock` (plain HTTP: keep it on loopback or a monitoring
+    network the firewall restricts). Start it after `main`'s runner: it reads main's hub."""
+    runner = web.AppRunner(
+        create_metrics_app(main),
+        access_log=None,
+        shutdown_timeout=1.0,
+        keepalive_timeout=config.limits.handshake_timeout,
+    )
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
 
 
 async def start_site(
@@ -345,17 +379,27 @@ async def start_site(
 
 
 async def serve(
-    config: Config, sock: socket.socket, ctx: ssl.SSLContext | None, lock: DataDirLock
+    config: Config,
+    sock: socket.socket,
+    ctx: ssl.SSLContext | None,
+    lock: DataDirLock,
+    metrics_sock: socket.socket | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (the `signaling` command)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = await start_site(create_app(config, lock), config, sock, ctx)
+    app = create_app(config, lock)
+    runner = await start_site(app, config, sock, ctx)
+    mrunner = None
     try:
+        if metrics_sock is not None:
+            mrunner = await start_metrics_site(app, config, metrics_sock)
         await stop.wait()
     finally:
+        if mrunner is not None:
+            await mrunner.cleanup()
         await runner.cleanup()
 
 

@@ -30,7 +30,15 @@ from signaling.config import Config
 from signaling.hub import Hub
 from signaling.listen import bind
 from signaling.metrics import Metrics
-from signaling.server import CONFIG, HUB, METRICS, create_app, ssl_context, start_site
+from signaling.server import (
+    CONFIG,
+    HUB,
+    METRICS,
+    create_app,
+    ssl_context,
+    start_metrics_site,
+    start_site,
+)
 from signaling.tokens import REVOCATIONS, RevocationStore, mint, token_key
 
 
@@ -40,6 +48,7 @@ class RunningServer:
     ws_url: str  # {url}/ws with ws:// or wss://
     app: web.Application
     config: Config
+    metrics_url: str | None = None  # http://127.0.0.1:PORT when metrics_port was given
 
     @property
     def hub(self) -> Hub:
@@ -87,17 +96,29 @@ async def running_server(
     bound = sock.getsockname()[1]
     cfg.port = bound
     app = create_app(cfg)
+    msock = None if cfg.metrics_port is None else bind(cfg.metrics_host, cfg.metrics_port)
+    metrics_url = None
+    if msock is not None:
+        cfg.metrics_port = msock.getsockname()[1]
+        metrics_url = f"http://{cfg.metrics_host}:{cfg.metrics_port}"
     try:
         runner = await start_site(app, cfg, sock, ctx)
     except BaseException:
         sock.close()
+        if msock is not None:
+            msock.close()
         raise
+    mrunner = None
     try:
+        if msock is not None:
+            mrunner = await start_metrics_site(app, cfg, msock)
         scheme = "https" if ctx else "http"
         url = f"{scheme}://{host}:{bound}"
         ws_url = f"{'wss' if ctx else 'ws'}://{host}:{bound}/ws"
-        yield RunningServer(url, ws_url, app, cfg)
+        yield RunningServer(url, ws_url, app, cfg, metrics_url)
     finally:
+        if mrunner is not None:
+            await mrunner.cleanup()
         await runner.cleanup()
 
 

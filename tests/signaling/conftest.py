@@ -99,7 +99,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    async with running_server(tmp_path / "data") as s:
+    async with running_server(tmp_path / "data", metrics_port=0) as s:
         yield s
 
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from signaling.audit import AuditError, AuditLog, verify_log
 from signaling.audithead import read_head
-from signaling.testing import server_process, start_process
+from signaling.testing import free_port, server_process, start_process
 from tests.signaling.conftest import Client, settle
 from tests.signaling.test_bindings import _mint
 from tests.signaling.test_cli import cli
@@ -93,13 +93,15 @@ async def test_server_refuses_truncated_log_and_verify_fails(tmp_path: Path) -> 
     async with aiohttp.ClientSession() as http:
         async with server_process(data) as srv:  # a first run: its stop is signed
             assert await srv.stop() == 0
-        async with server_process(data, env={"P2PMED_LOG_LEVEL": "warning"}) as srv:
+        mport = free_port()
+        env = {"P2PMED_LOG_LEVEL": "warning", "P2PMED_METRICS_PORT": str(mport)}
+        async with server_process(data, env=env) as srv:
             c = Client(await http.ws_connect(srv.ws_url))
             await c.send(type="join", token=_mint(data, "s1", "clinician"), endpoint_id="d")
             await c.recv_type("joined")
 
             async def head_seq() -> float:
-                async with http.get(srv.url + "/metrics") as r:
+                async with http.get(f"http://127.0.0.1:{mport}/metrics") as r:
                     for line in (await r.text()).splitlines():
                         if line.startswith("p2pmed_audit_head_seq "):
                             return float(line.split()[1])

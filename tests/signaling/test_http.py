@@ -27,7 +27,8 @@ async def test_healthz_and_metrics(h: Harness) -> None:
     async with h.http.get(h.srv.url + "/healthz") as r:
         assert r.status == 200
         assert await r.json() == {"status": "ok", "sessions": 1, "endpoints": 2}
-    async with h.http.get(h.srv.url + "/metrics") as r:
+    assert h.srv.metrics_url is not None
+    async with h.http.get(h.srv.metrics_url + "/metrics") as r:
         text = await r.text()
         assert r.status == 200 and r.content_type == "text/plain"
     for name in (
