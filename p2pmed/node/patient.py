@@ -20,6 +20,7 @@ from p2pmed.vitals.alarms import AlarmEngine
 from p2pmed.vitals.codec import (
     Alarm,
     AlarmAck,
+    AlarmState,
     Message,
     Numerics,
     Param,
@@ -102,6 +103,7 @@ class PatientApp:
             ) from exc
         self.alarm_sent: dict[int, float] = {}
         self.acked_alarms: set[int] = set()
+        self.first_acks: dict[int, AlarmAck] = {}  # open alarm id -> its first ALARM_ACK
         self.pending_audit: list[dict[str, Any]] = []
         self.position = 0
         self.sent = 0
@@ -237,6 +239,8 @@ class PatientApp:
 
     def send_alarm(self, alarm: Alarm) -> None:
         self.alarm_sent.setdefault(alarm.alarm_id, time.time())
+        if alarm.state is AlarmState.CLEARED:
+            self.first_acks.pop(alarm.alarm_id, None)
         if self.node.store is not None:
             self.node.store.set_meta("next_alarm_id", alarm.alarm_id + 1)
         self.node.events.emit(
@@ -269,6 +273,9 @@ class PatientApp:
         now = time.time()
         for alarm in self.engine.active(now):  # a clinician who (re)joins sees open alarms
             self.broadcast(MessageClass.CRITICAL, alarm, only=link)
+            ack = self.first_acks.get(alarm.alarm_id)
+            if ack is not None and ack.who != link.peer_id:  # ... and who acknowledged them
+                self.broadcast(MessageClass.CRITICAL, ack, only=link)
         self._flush_audit()
 
     def on_message(self, link: PeerLink, event: ev.MessageReceived) -> None:
@@ -309,6 +316,7 @@ class PatientApp:
             latency_ms=None if sent is None else round((now - sent) * 1000, 1),
         )
         if first:
+            self.first_acks[ack.alarm_id] = ack
             self.pending_audit.append(
                 {"type": "audit", "event": "alarm-ack", "alarm_id": str(ack.alarm_id)}
             )

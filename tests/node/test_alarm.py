@@ -46,3 +46,28 @@ async def test_alarm_ack_round_trip_and_audit(server, tmp_path) -> None:  # type
     finally:
         await clinician.stop()
         await patient.stop()
+
+
+async def test_a_clinician_joining_later_sees_who_acknowledged(server) -> None:  # type: ignore[no-untyped-def]
+    patient = await start_inproc(
+        server.join_url(server.mint("s2", "patient")), "patient", scenario="alarm"
+    )
+    first = await start_proc(
+        server.join_url(server.mint("s2", "clinician")), "clinician", commands=True
+    )
+    late = None
+    try:
+        alarm = await first.w.wait_for("alarm")
+        first.command({"cmd": "ack", "alarm_id": alarm["alarm_id"]})
+        await patient.w.wait_for("alarm-ack", alarm_id=alarm["alarm_id"])
+        first_id = (await first.w.wait_for("joined"))["endpoint_id"]
+        late = await start_proc(server.join_url(server.mint("s2", "clinician")), "clinician")
+        # the open alarm reaches the late clinician together with who handled it
+        await late.w.wait_for("alarm", alarm_id=alarm["alarm_id"])
+        elsewhere = await late.w.wait_for("alarm-acked-elsewhere", alarm_id=alarm["alarm_id"])
+        assert elsewhere["by"] == first_id
+    finally:
+        if late is not None:
+            await late.stop()
+        await first.stop()
+        await patient.stop()
