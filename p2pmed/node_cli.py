@@ -305,6 +305,17 @@ def _demo(args: argparse.Namespace) -> int:
     return _run(_demo_main(args))
 
 
+def _print_patient_sas(event: dict[str, Any]) -> None:
+    """The demo's patient has no screen: print its SAS so the clinician can compare codes."""
+    if event.get("event") == "handshake":
+        print(
+            f"  patient SAS with {event.get('peer')}: {event.get('sas')}"
+            " (the clinician's screen must show the same code)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 async def _demo_main(args: argparse.Namespace) -> int:
     from p2pmed.node import Node, NodeConfig, NodeError
     from p2pmed.node.output import Events
@@ -336,6 +347,8 @@ async def _demo_main(args: argparse.Namespace) -> int:
                 scenario=args.scenario,
             )
             patient = Node(pconf, Events(json_out=args.json))
+            if not args.json:  # with --json the `handshake` event carries the SAS
+                patient.events.listeners.append(_print_patient_sas)
             nodes.append(patient)
             await patient.start()
             print("p2pmed demo", file=sys.stderr)

@@ -56,3 +56,25 @@ async def test_demo_runs_patient_and_clinician_until_ctrl_c(tmp_path) -> None:  
     err = (await proc.stderr.read()).decode()
     assert proc.returncode == 0, err
     assert "p2pmed demo" in err and "Ctrl-C" in err
+
+
+async def test_demo_prints_the_patient_sas_for_the_clinician_to_compare(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p2pmed", "demo", "--clinician", "--media", "none",
+        "--data-dir", str(tmp_path),
+        cwd=str(ROOT), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(90):
+            while True:
+                line = (await proc.stderr.readline()).decode()
+                assert line, "demo exited early"
+                if "patient SAS with" in line:
+                    break
+        sas = line.split(": ", 1)[1].split(" (")[0]
+        assert len(sas) == 7 and sas[3] == " " and sas.replace(" ", "").isdigit()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 30)
