@@ -110,7 +110,10 @@ class RelayPatient:
                         continue
                     if self.mutate is not None and data[1] == frame.FrameType.DATA:
                         data, self.mutate = self.mutate(data), None
-                    await self._ws.send_bytes(encode_envelope(self.peer, data))
+                    try:
+                        await self._ws.send_bytes(encode_envelope(self.peer, data))
+                    except ConnectionError:  # the server closed us (left, revoked)
+                        return
                 while (e := s.next_event()) is not None:
                     self.events.append(e)
             await asyncio.sleep(0.005)

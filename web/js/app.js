@@ -100,6 +100,7 @@ class App {
     this.statusCounter = null;
     this.ended = null;
     this.everLive = false;
+    this.revoked = new Set(); // endpoints whose token was revoked, until they join anew
     this.ackSeqs = new Map(); // CRITICAL seq -> alarm list item
     this.tiles = new Tiles();
     this.sound = new AlarmSound();
@@ -118,7 +119,10 @@ class App {
       resumeToken: storedResume(resumeKey, token, this.eid),
       onResumeToken: (t) => { try { sessionStorage.setItem(resumeKey, t); } catch { /* storage full: memory only */ } },
       onMessage: (m) => this.onSignal(m),
-      onRelay: (peer, frame) => { if (peer === this.patientId) this.feed(frame, "relay"); },
+      onRelay: (peer, frame) => {
+        if (this.revoked.has(peer)) metrics.revokedRelay = (metrics.revokedRelay || 0) + 1;
+        else if (peer === this.patientId) this.feed(frame, "relay");
+      },
       onState: (up, joined) => this.onSignalState(up, joined),
       onFatal: (code, message) => { window.p2pmed.state = "error"; showError(code, message); },
     });
@@ -196,10 +200,15 @@ class App {
     switch (m.type) {
       case "peer-waiting":
         if (m.role !== "patient") break;
+        this.revoked.delete(m.endpoint_id); // a waiting patient joined anew with a valid token
         if (m.endpoint_id === this.relayTo) this.relayTo = null;
         this.addWaiting(m.endpoint_id);
         break;
-      case "peer-joined": if (m.role === "patient") this.setPatient(m.endpoint_id); break;
+      case "peer-joined":
+        this.revoked.delete(m.endpoint_id); // joined anew with a valid token
+        if (m.role === "patient") this.setPatient(m.endpoint_id);
+        break;
+      case "peer-revoked": this.peerRevoked(m.endpoint_id); break;
       case "peer-left": if (m.endpoint_id === this.patientId) this.patientLeft(); break;
       case "offer": this.onOffer(m).catch((e) => console.error("offer failed", e)); break;
       case "candidate":
@@ -290,6 +299,22 @@ class App {
 
   // Left for good (a `leave`, or not back within the server's reconnect grace): if it joins again
   // it waits to be admitted like a new patient.
+  // The patient's token was revoked (protocol.md 8.3.6): end the session on every path, refuse
+  // the endpoint until it joins anew, and confirm so the server can audit when access ended.
+  peerRevoked(id) {
+    if (typeof id !== "string") return;
+    this.revoked.add(id);
+    if (id === this.patientId) {
+      const s = this.session;
+      if (s && !s.closed) s.close(0, "revoked");
+      this.endSession("the patient's access was revoked");
+      this.closePc();
+      this.patientId = null;
+      this.relayTo = null;
+    }
+    this.sig.sendJson({ type: "revocation-done", endpoint_id: id });
+  }
+
   patientLeft() {
     this.endSession("the patient left");
     this.closePc();
