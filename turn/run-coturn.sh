@@ -2,7 +2,9 @@
 # Start coturn with turn/turnserver.conf, filling in the shared secret from the
 # environment. Usage: P2PMED_TURN_SECRET=... turn/run-coturn.sh [extra turnserver args]
 # Env: P2PMED_TURN_CONF (default: turnserver.conf next to this script),
-#      P2PMED_TURN_RUNDIR (default: /run/p2pmed-turn; holds the filled-in config, mode 0600).
+#      P2PMED_TURN_RUNDIR (default: /run/p2pmed-turn; holds the filled-in config, mode 0600),
+#      P2PMED_TURN_LAB=1 (allow a config with allow-loopback-peers: turnserver-lab.conf, one
+#      host only, UNSAFE FOR PRODUCTION).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 conf="${P2PMED_TURN_CONF:-$here/turnserver.conf}"
@@ -26,8 +28,11 @@ if [ ! -f "$conf" ]; then
     exit 2
 fi
 if grep -Eq '^[[:space:]]*allow-loopback-peers' "$conf"; then
-    echo "run-coturn: refusing $conf: allow-loopback-peers is for tests only" >&2
-    exit 2
+    if [ "${P2PMED_TURN_LAB:-}" != 1 ]; then
+        echo "run-coturn: refusing $conf: allow-loopback-peers is for tests only" >&2
+        exit 2
+    fi
+    echo "run-coturn: WARNING: lab mode ($conf allows loopback peers): UNSAFE FOR PRODUCTION" >&2
 fi
 command -v turnserver >/dev/null || { echo "run-coturn: turnserver (coturn) not installed" >&2; exit 2; }
 
