@@ -39,6 +39,8 @@ class Site:
     def rewrite(self, text: str) -> str:
         table = {
             "/opt/p2pmed/.venv/bin/p2pmed": f"{sys.executable} -m p2pmed",
+            "/opt/p2pmed/": f"{ROOT}/",
+            "/var/backups/": f"{self.root}/var/backups/",
             "/etc/p2pmed": f"{self.root}/etc/p2pmed",
             "/var/lib/": f"{self.root}/var/lib/",
             "/run/": f"{self.root}/run/",
@@ -59,10 +61,10 @@ class Site:
         return env
 
 
-async def run_block(site: Site, body: str, cwd: Path = ROOT) -> str:
+async def run_block(site: Site, body: str, cwd: Path = ROOT, rewrite: bool = True) -> str:
     """Run a shell block to completion (bash -e); return its stdout, fail with its stderr."""
     proc = await asyncio.create_subprocess_exec(
-        "bash", "-euo", "pipefail", "-c", site.rewrite(body),
+        "bash", "-euo", "pipefail", "-c", site.rewrite(body) if rewrite else body,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, cwd=str(cwd), env=site.env(),
     )  # fmt: skip
