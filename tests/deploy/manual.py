@@ -120,8 +120,16 @@ def unit_command(site: Site, unit: dict[str, list[str]]) -> tuple[list[str], dic
     """The unit's ExecStart and environment (Environment=, then EnvironmentFile=), rewritten."""
     (exec_start,) = unit["ExecStart"]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    # LoadCredential=NAME:PATH: systemd copies PATH (readable by root only) into a private
+    # directory of the service, named by %d; do the same
+    creds = site.root / "run" / "credentials"
+    for value in unit.get("LoadCredential", []):
+        name, _, src = value.partition(":")
+        creds.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (creds / name).write_bytes(Path(site.rewrite(src)).read_bytes())
+        (creds / name).chmod(0o400)
     for value in unit.get("Environment", []):
-        for item in shlex.split(site.rewrite(value)):
+        for item in shlex.split(site.rewrite(value).replace("%d", str(creds))):
             key, _, val = item.partition("=")
             env[key] = val
     for name in unit.get("EnvironmentFile", []):
@@ -132,4 +140,4 @@ def unit_command(site: Site, unit: dict[str, list[str]]) -> tuple[list[str], dic
             if line.strip() and not line.startswith("#"):
                 key, _, val = line.partition("=")
                 env[key] = val
-    return shlex.split(site.rewrite(exec_start)), env
+    return shlex.split(site.rewrite(exec_start).replace("%d", str(creds))), env

@@ -23,12 +23,12 @@ async def test_turn_unit_starts_coturn_with_tls_from_credentials(tmp_path: Path)
     etc = site.root / "etc" / "p2pmed"
     etc.mkdir(parents=True)
     (etc / "turn.env").write_text("P2PMED_TURN_SECRET=" + "s3cr3t" * 6 + "\n")
-    creds = tmp_path / "credentials"  # what systemd's LoadCredential= makes, %d in the unit
-    creds.mkdir()
-    ca, chain, key = make_private_ca(creds)
-    chain.rename(creds / "fullchain.pem")
-    key.rename(creds / "privkey.pem")
-    text = (ROOT / "turn" / "p2pmed-turn.service").read_text().replace("%d", str(creds))
+    tls = etc / "tls"  # root's 0600 key: unit_command hands it over as LoadCredential= does
+    tls.mkdir()
+    ca, chain, key = make_private_ca(tls)
+    chain.rename(tls / "fullchain.pem")
+    key.rename(tls / "privkey.pem")
+    text = (ROOT / "turn" / "p2pmed-turn.service").read_text()
     unit = parse_unit(text.replace("/opt/p2pmed/", f"{ROOT}/"))
     assert unit["User"] == ["turnserver"] and unit["RestartPreventExitStatus"] == ["2"]
     argv, env = unit_command(site, unit)
