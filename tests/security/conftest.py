@@ -1,5 +1,7 @@
-"""Fixtures of tests/node (a real signaling server on loopback) for the security tests."""
+"""Fixtures of tests/node (a real signaling server on loopback) and tests/signaling (a server
+with a client harness) for the security tests."""
 
 from tests.node.conftest import server
+from tests.signaling.conftest import h, http, srv
 
-__all__ = ["server"]
+__all__ = ["h", "http", "server", "srv"]

@@ -83,8 +83,8 @@ async def test_server_at_its_fd_limit_still_serves(tmp_path: Path) -> None:
     # The report: 1,124 half-open connections against a server at ulimit -n 1024 made new
     # clients wait. Scaled down: 400 half-open against ulimit -n 256, real process.
     from signaling.testing import free_port, server_process
+    from tests.security.test_sec_token_reuse import _mint
     from tests.signaling.conftest import Client
-    from tests.signaling.test_bindings import _mint
 
     data = tmp_path / "data"
     mport = free_port()

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from signaling.audit import AuditError, AuditLog, verify_log
 from signaling.audithead import read_head
 from signaling.testing import free_port, server_process, start_process
+from tests.security.test_sec_token_reuse import _mint
 from tests.signaling.conftest import Client, settle
-from tests.signaling.test_bindings import _mint
 from tests.signaling.test_cli import cli
 
 KEY = Ed25519PrivateKey.generate()
