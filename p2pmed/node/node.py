@@ -453,7 +453,10 @@ class Node:
             self.events.emit(
                 "fingerprint-mismatch",
                 peer=link.peer_id,
-                message="DTLS fingerprint in the SDP does not match the peer's signed handshake",
+                message=(
+                    "the peer's PATH_BIND names other certificates than the ones our DTLS"
+                    " verified: direct path refused, session closed"
+                ),
             )
             if link.direct is not None:  # refuse the direct path it came with
                 link.drop_direct("fingerprint mismatch")
