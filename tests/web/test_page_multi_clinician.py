@@ -38,6 +38,9 @@ async def test_page_and_terminal_clinicians_share_alarms_and_acks(browser: Brows
                 errors: list[str] = []
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 await page.goto(url("clinician"))  # the patient is already admitted (by c1)
+                # the page picks its endpoint id once its identity key is loaded (IndexedDB),
+                # which can be after the load event that goto waits for
+                await page.wait_for_function("sessionStorage.getItem('p2pmed-endpoint')")
                 eid = await page.evaluate("sessionStorage.getItem('p2pmed-endpoint')")
                 await patient.wait_for(
                     lambda e: e.get("event") == "handshake" and e.get("peer") == eid, timeout=30
