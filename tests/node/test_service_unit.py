@@ -14,26 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy import manual
 from tests.node.conftest import ROOT, start_inproc
 
 UNITS = ROOT / "deploy" / "systemd"
 
 
 def parse_unit(path: Path) -> dict[str, list[str]]:
-    """[Service] keys -> values in order (systemd allows a key several times)."""
-    section = ""
-    out: dict[str, list[str]] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, _, value = line.partition("=")
-        if section == "Service":
-            out.setdefault(key.strip(), []).append(value.strip())
-    return out
+    return manual.parse_unit(path.read_text())
 
 
 def unit_environment(unit: dict[str, list[str]], env_file: Path) -> dict[str, str]:
