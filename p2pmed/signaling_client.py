@@ -312,13 +312,13 @@ class SignalingClient:
                         log.warning("relay frame handler failed", exc_info=exc)
                         self._reject("handler", f"relay frame: {type(exc).__name__}")
                 elif msg.type == aiohttp.WSMsgType.ERROR:
-                    exc = msg.data if isinstance(msg.data, BaseException) else ws.exception()
-                    if isinstance(exc, aiohttp.WebSocketError) and (
-                        exc.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+                    ws_error = msg.data if isinstance(msg.data, BaseException) else ws.exception()
+                    if isinstance(ws_error, aiohttp.WebSocketError) and (
+                        ws_error.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
                     ):
                         self._reject("size", f"message larger than {MAX_MESSAGE_BYTES} bytes")
                     else:
-                        self._reject("protocol", f"WebSocket error: {exc!r}")
+                        self._reject("protocol", f"WebSocket error: {ws_error!r}")
                     break
                 elif msg.type == aiohttp.WSMsgType.CLOSE:
                     break
