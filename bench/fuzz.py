@@ -92,7 +92,7 @@ class Harness:
 
     def sealed(self, ftype: FrameType, payload: bytes, **kw: int) -> bytes:
         """A validly encrypted frame from a with arbitrary header fields and plaintext."""
-        send = self.a._send
+        send = self.a._prot.send
         assert send is not None
         pn = self.a._take_pn()
         rng = self.rng
@@ -143,7 +143,7 @@ class Harness:
         if kind == 5:
             return self.sealed(FrameType.PATH_BIND, rng.randbytes(rng.choice([0, 1, 65, 71, 200])))
         if kind == 6:
-            seq = self.b._rx[2].next_seq + rng.choice([0, 1, 4095, 4096, 10**9])
+            seq = self.b._streams.rx[2].next_seq + rng.choice([0, 1, 4095, 4096, 10**9])
             return self.sealed(FrameType.DATA, rng.randbytes(50), cls=2, seq=seq, flags=3)
         return self.sealed(FrameType.DATA, rng.randbytes(100), flags=rng.choice([1, 0, 2]))
 

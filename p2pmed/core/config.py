@@ -7,10 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from p2pmed.core.frame import DEFAULT_CHUNK, MAX_CHUNK
+from p2pmed.core.frame import NUM_CLASSES as NUM_CLASSES
 from p2pmed.core.identity import Identity
-
-NUM_CLASSES = 5
-FIRST_PN = 4  # pn 0..3 belong to the plaintext handshake frames
 
 
 class SessionState(enum.Enum):

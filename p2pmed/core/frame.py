@@ -55,6 +55,9 @@ class MessageClass(enum.IntEnum):
     BACKGROUND = 4
 
 
+NUM_CLASSES = len(MessageClass)
+
+
 class Flags(enum.IntFlag):
     NONE = 0
     FIRST = 0x01  # first chunk of a message

@@ -153,6 +153,11 @@ class Handshake:
     def state(self) -> str:
         return self._state.value
 
+    def expected(self) -> FrameType | None:
+        """The handshake frame type this side waits for, if any."""
+        step = _EXPECTED.get(self._state)
+        return None if step is None else step[0]
+
     def set_fingerprints(self, local_fp: bytes, remote_fp: bytes) -> None:
         """Set the DTLS fingerprints; allowed only before this side has used them."""
         if self._state not in (_State.START, _State.WAIT_REPLY, _State.WAIT_COMMIT):

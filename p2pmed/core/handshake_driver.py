@@ -1,37 +1,53 @@
-"""Drives the plaintext handshake of a Session: frames out, resends, frames in, keys set."""
+"""Drives the plaintext handshake: the frame to (re)send, resends, and frames in.
+
+Owns the handshake state machine, the frame it resends until answered and the frames it
+accepted. Returns a HandshakeStep; the session sets keys, state and events from it.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from p2pmed.core import frame as _frame
-from p2pmed.core.config import SessionState
-from p2pmed.core.crypto import RecvKeys, SendKeys
-from p2pmed.core.errors import CryptoError, FrameError, StateError
-from p2pmed.core.events import HandshakeCompleted
+from p2pmed.core.config import SessionConfig, SessionState
+from p2pmed.core.errors import CryptoError, FrameError, ProtocolError, StateError
 from p2pmed.core.frame import Flags, FrameType, Header, MessageClass
-from p2pmed.core.handshake import HANDSHAKE_PN, NO_FINGERPRINT, Handshake
-from p2pmed.core.persist import Established, KeysChanged, MessageQueued
-
-if TYPE_CHECKING:
-    from p2pmed.core.session import Session
+from p2pmed.core.handshake import HANDSHAKE_PN, NO_FINGERPRINT, Handshake, HandshakeResult
 
 MAX_INTERVAL = 4.0
 
 
-class HandshakeDriver:
-    __slots__ = ("_s", "deadline", "hs", "interval", "out", "seen", "seen_on", "send_now")
+@dataclass(frozen=True, slots=True)
+class HandshakeStep:
+    """What one handshake frame did."""
 
-    def __init__(self, session: Session) -> None:
-        self._s = session
+    duplicate: bool = False  # a frame accepted before, again
+    error: ProtocolError | None = None  # reject the frame with this
+    refused: bool = False  # the handshake failed for good: close
+    result: HandshakeResult | None = None  # the handshake completed
+
+
+_NOTHING = HandshakeStep()
+_DUPLICATE = HandshakeStep(duplicate=True)
+
+
+class HandshakeDriver:
+    __slots__ = ("config", "deadline", "hs", "interval", "out", "seen", "seen_on", "send_now")
+
+    def __init__(self, config: SessionConfig) -> None:
+        self.config = config
         self.hs: Handshake | None = None
         self.out: bytes | None = None  # the frame to (re)send until the peer answers
         self.send_now = False
         self.deadline: float | None = None
-        self.interval = session.config.handshake_rto
+        self.interval = config.handshake_rto
         self.seen: dict[int, bytes] = {}
         self.seen_on: dict[int, set[str]] = {}  # paths each accepted frame came in on
+
+    @property
+    def started(self) -> bool:
+        return self.hs is not None
 
     def start(self, now: float) -> None:
         step = self._new().start()
@@ -42,46 +58,57 @@ class HandshakeDriver:
         self.out = None
         self.deadline = None
 
-    def emit(self, now: float, live: list[str], out: list[tuple[str, bytes]]) -> None:
-        if not self.send_now or self.out is None:
-            return
-        targets = live or list(self._s._heartbeat.paths)
-        if targets:
-            self.send_now = False
-            self.deadline = now + self.interval
-            for pid in targets:
-                out.append((pid, self.out))
+    def path_added(self) -> None:
+        if self.out is not None:
+            self.send_now = True
+
+    def emit(self, now: float, targets: list[str]) -> bytes | None:
+        """The handshake frame to send on `targets` now, if one is due."""
+        if not self.send_now or self.out is None or not targets:
+            return None
+        self.send_now = False
+        self.deadline = now + self.interval
+        return self.out
 
     def timer(self) -> float | None:
         return self.deadline if self.out is not None else None
 
-    def on_timer(self, now: float) -> None:
+    def on_timer(self, now: float) -> bool:
+        """True if the handshake frame is due again (a resend)."""
         if self.out is not None and self.deadline is not None and now >= self.deadline:
             self.send_now = True
             self.deadline = None
             self.interval = min(self.interval * 2, MAX_INTERVAL)
-            self._s.stats["handshake_retransmits"] += 1
+            return True
+        return False
 
     def on_frame(
-        self, header: Header, payload: bytes, data: bytes, path_id: str, now: float
-    ) -> None:
-        s = self._s
+        self,
+        header: Header,
+        payload: bytes,
+        data: bytes,
+        path_id: str,
+        now: float,
+        state: SessionState,
+    ) -> HandshakeStep:
+        """A handshake frame, in session state `state`. Raises a ProtocolError for a frame
+        that does not fit."""
         ftype = header.type
         seen = self.seen.get(ftype)
-        if seen is not None and s.state is not SessionState.CLOSED:
+        if seen is not None and state is not SessionState.CLOSED:
             if seen != data:
                 raise StateError("handshake", f"a different {ftype.name} after one was accepted")
-            s.stats["duplicate_handshake"] += 1
             paths = self.seen_on.setdefault(ftype, set())
             if path_id not in paths:
                 paths.add(path_id)  # the copy the peer sent on another path
-                return
-            if s.state is not SessionState.HANDSHAKING:
+                return _DUPLICATE
+            if state is not SessionState.HANDSHAKING:
                 # unauthenticated and of no use now: counted as rejected, never acted on
-                raise CryptoError("handshake_replay", f"{ftype.name} again after establishment")
-            return  # a resend while handshaking; our own resend timer answers resends
-        if s.state is not SessionState.HANDSHAKING:
-            raise StateError("state", f"{ftype.name} in state {s.state.value}")
+                error = CryptoError("handshake_replay", f"{ftype.name} again after establishment")
+                return HandshakeStep(duplicate=True, error=error)
+            return _DUPLICATE  # a resend while handshaking; our own resend timer answers resends
+        if state is not SessionState.HANDSHAKING:
+            raise StateError("state", f"{ftype.name} in state {state.value}")
         if ftype != self._expected():
             raise StateError("handshake", f"unexpected {ftype.name}")
         if header.pn != HANDSHAKE_PN[ftype]:
@@ -90,20 +117,17 @@ class HandshakeDriver:
         try:
             step = hs.receive(ftype, payload)
         except CryptoError as e:
-            s._reject(e.reason, "crypto", path_id)
-            if hs.failed:
-                s._closed(1, f"handshake refused: {e.reason}")
-            return
+            return HandshakeStep(error=e, refused=hs.failed)
         self.seen[ftype] = data
         self.seen_on[ftype] = {path_id}
         if step is not None:
             self._set_out(step[0], step[1], now)
         if hs.complete:
-            self._established(hs, now)
+            return HandshakeStep(result=hs.result)
+        return _NOTHING
 
     def _new(self) -> Handshake:
-        s = self._s
-        cfg = s.config
+        cfg = self.config
         self.hs = Handshake(
             cfg.identity,
             initiator=cfg.initiator,
@@ -118,7 +142,7 @@ class HandshakeDriver:
         return self.hs
 
     def _set_out(self, ftype: FrameType, payload: bytes, now: float) -> None:
-        cfg = self._s.config
+        cfg = self.config
         ts = int((now + cfg.timestamp_offset) * 1e6)
         header = Header(
             ftype, Flags.NONE, MessageClass.CRITICAL, 0, HANDSHAKE_PN[ftype], 0, 0, ts, len(payload)
@@ -128,36 +152,6 @@ class HandshakeDriver:
         self.interval = cfg.handshake_rto
 
     def _expected(self) -> FrameType | None:
-        hs = self.hs
-        if self._s.config.initiator:
-            if hs is None:
-                return None
-            return {"wait_reply": FrameType.HS_REPLY, "wait_confirm": FrameType.HS_CONFIRM}.get(
-                hs.state
-            )
-        if hs is None or hs.state == "wait_commit":
-            return FrameType.HS_COMMIT
-        return FrameType.HS_REVEAL if hs.state == "wait_reveal" else None
-
-    def _established(self, hs: Handshake, now: float) -> None:
-        s = self._s
-        r = hs.result
-        assert r is not None
-        s._send = SendKeys(r.send_chain, now=now)
-        s._recv = RecvKeys(r.recv_chain)
-        s._receiver.recv_epoch_saved = s._recv.epoch
-        s.state = SessionState.ESTABLISHED
-        s.sas, s.peer_fingerprint, s.peer_public = r.sas, r.peer_fingerprint, r.peer_public
-        s._events.append(HandshakeCompleted(r.sas, r.peer_fingerprint))
-        if s._persist:
-            cfg = s.config
-            ch = s._changes
-            ch.append(
-                Established(cfg.session_id, cfg.initiator, r.sas, r.peer_fingerprint, r.peer_public)
-            )
-            ch.append(KeysChanged(s._send.export_state(), s._recv.export_state()))
-            for q in s._sched.queues:
-                ch.extend(MessageQueued(m.msg_id, m.cls, m.data, m.ts_us) for m in q)
-        s._queue_bind()  # a direct path connected before the handshake completed
-        if s.config.initiator:
-            s._confirm(now)  # pings go out at once and confirm the keys to the responder
+        if self.hs is None:
+            return None if self.config.initiator else FrameType.HS_COMMIT
+        return self.hs.expected()

@@ -1,19 +1,16 @@
-"""Paths of a Session and their heartbeat: PING/PONG per path, liveness, time-based rekeying."""
+"""Paths of a session and their heartbeat: PING/PONG per path, liveness, RTT and loss.
+
+Owns the paths, the preferred path, the PINGs in flight and the PINGs to send. Returns
+what changed (paths up or down, a PONG's RTT); the session turns that into events.
+"""
 
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from p2pmed.core.config import OPEN_STATES, SessionState
 from p2pmed.core.errors import FrameError
-from p2pmed.core.events import PathDown, PathQuality, PathUp
-from p2pmed.core.frame import FrameType
 from p2pmed.core.paths import Path, PathStatus, live_order
-from p2pmed.core.persist import KeysChanged
-
-if TYPE_CHECKING:
-    from p2pmed.core.session import Session
 
 PING = struct.Struct(">Q")
 # A timer that runs this much later than the heartbeat interval allows means this endpoint was
@@ -21,62 +18,75 @@ PING = struct.Struct(">Q")
 STALL_SLACK = 0.1
 
 
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """A PONG that answered one of our PINGs."""
+
+    path_id: str
+    ping_id: int
+    came_alive: bool  # the path had been declared dead
+    rtt: float | None  # the path's smoothed RTT; None: the path was removed meanwhile
+    loss: float
+
+
 class Heartbeat:
     __slots__ = (
-        "_s",
+        "dead_after",
         "direct_seen",
+        "interval",
         "last_tick",
         "next_due",
         "next_ping_id",
+        "outgoing",
         "paths",
         "pings",
         "preferred",
-        "rekey_epoch",
     )
 
-    def __init__(self, session: Session) -> None:
-        self._s = session
+    def __init__(self, *, interval: float, dead_after: float) -> None:
+        self.interval = interval
+        self.dead_after = dead_after
         self.paths: dict[str, Path] = {}
         self.preferred: str | None = None
         self.direct_seen = False
-        self.pings: dict[int, tuple[str, float, int]] = {}  # id -> (path, sent at, send epoch)
+        self.pings: dict[int, tuple[str, float]] = {}  # id -> (path, sent at)
         self.next_ping_id = 1
+        self.outgoing: list[tuple[str, bytes]] = []  # (path, PING payload) not yet sent
         self.next_due: float | None = None
-        self.rekey_epoch = 0
         self.last_tick: float | None = None  # when on_timer last ran; None: never
 
-    def add(self, path_id: str, now: float, preferred: bool) -> None:
-        s = self._s
+    def add(self, path_id: str, now: float, preferred: bool) -> bool:
+        """Add or revive a path; True if it came up."""
         path = self.paths.get(path_id)
+        up = False
         if path is None:
-            path = Path(path_id, True, now)
-            self.paths[path_id] = path
-            s._events.append(PathUp(path_id))
+            self.paths[path_id] = Path(path_id, True, now)
+            up = True
         else:
             path.last_pong = now
             if not path.alive:
                 path.alive = True
-                s._events.append(PathUp(path_id))
+                up = True
         if preferred or self.preferred is None:
             self.preferred = path_id
-        if path_id.startswith("direct"):
-            if self.direct_seen and s.state in OPEN_STATES:
-                self.ratchet(now)
-            self.direct_seen = True
-        if s._handshake.out is not None:
-            s._handshake.send_now = True
-        if s._confirmed and s.state in OPEN_STATES:
-            self.queue_ping(path_id, now)
+        return up
 
-    def remove(self, path_id: str) -> None:
+    def direct_again(self, path_id: str) -> bool:
+        """True if `path_id` is a direct path and one was added before (a new DTLS
+        association: the session ratchets its keys)."""
+        if not path_id.startswith("direct"):
+            return False
+        again, self.direct_seen = self.direct_seen, True
+        return again
+
+    def remove(self, path_id: str) -> bool:
+        """Forget a path; True if it was alive (it goes down)."""
         path = self.paths.pop(path_id, None)
         if path is None:
-            return
+            return False
         if self.preferred == path_id:
             self.preferred = None
-        if path.alive:
-            self._s._events.append(PathDown(path_id))
-        self._s._recovery.reroute()
+        return path.alive
 
     def status(self, path_id: str) -> PathStatus:
         p = self.paths.get(path_id)
@@ -84,6 +94,9 @@ class Heartbeat:
 
     def live(self) -> list[str]:
         return live_order(self.paths, self.preferred)
+
+    def live_set(self) -> set[str]:
+        return {pid for pid, p in self.paths.items() if p.alive}
 
     def is_alive(self, path_id: str) -> bool:
         p = self.paths.get(path_id)
@@ -96,97 +109,82 @@ class Heartbeat:
     def add_deadlines(self, times: list[float]) -> None:
         if self.next_due is not None:
             times.append(self.next_due)
-        dead = self._s.config.path_dead_after
+        dead = self.dead_after
         times.extend(p.last_pong + p.dead_after(dead) for p in self.paths.values() if p.alive)
 
-    def on_timer(self, now: float) -> None:
-        self._credit_stall(now)
-        if self.next_due is not None and now >= self.next_due:
-            self.beat(now)
-        dead = self._s.config.path_dead_after
-        for p in list(self.paths.values()):
-            if p.alive and now >= p.last_pong + p.dead_after(dead):
-                p.alive = False
-                self._s._events.append(PathDown(p.path_id))
-                self._s._recovery.reroute()
-
-    def _credit_stall(self, now: float) -> None:
-        """The timer always runs within heartbeat_interval of its previous run (the next beat
-        is due by then). A longer gap is time this endpoint did not run, while PONGs may wait
-        unread in its socket buffers: a path is silent only for the time we were listening,
-        so a path dies only once its dead timer has really expired."""
+    def credit_stall(self, now: float) -> bool:
+        """The timer always runs within the heartbeat interval of its previous run (the next
+        beat is due by then). A longer gap is time this endpoint did not run, while PONGs may
+        wait unread in its socket buffers: a path is silent only for the time we were
+        listening, so a path dies only once its dead timer has really expired. True if this
+        call found such a stall."""
         last, self.last_tick = self.last_tick, now
         if last is None:
-            return
-        stalled = now - last - self._s.config.heartbeat_interval
+            return False
+        stalled = now - last - self.interval
         if stalled <= STALL_SLACK:
-            return
-        self._s.stats["stalls"] = self._s.stats.get("stalls", 0) + 1
+            return False
         for p in self.paths.values():
             p.last_pong = min(now, p.last_pong + stalled)
-        for pid, (path_id, sent_at, epoch) in list(self.pings.items()):
-            self.pings[pid] = (path_id, min(now, sent_at + stalled), epoch)
+        for pid, (path_id, sent_at) in list(self.pings.items()):
+            self.pings[pid] = (path_id, min(now, sent_at + stalled))
+        return True
 
-    def queue_ping(self, path_id: str, now: float) -> None:
-        s = self._s
-        pid = self.next_ping_id
-        self.next_ping_id = pid + 1
-        assert s._send is not None
-        self.pings[pid] = (path_id, now, s._send.epoch)
-        s._ctrl.append((path_id, FrameType.PING, PING.pack(pid)))
+    def beat_due(self, now: float) -> bool:
+        return self.next_due is not None and now >= self.next_due
+
+    def expire(self, now: float) -> list[str]:
+        """Paths silent for too long: marked dead and returned."""
+        dead = self.dead_after
+        down: list[str] = []
+        for p in self.paths.values():
+            if p.alive and now >= p.last_pong + p.dead_after(dead):
+                p.alive = False
+                down.append(p.path_id)
+        return down
 
     def beat(self, now: float) -> None:
-        s = self._s
-        cfg = s.config
-        self.next_due = now + cfg.heartbeat_interval
+        """Start a heartbeat round: PINGs unanswered for too long count as lost. The caller
+        then pings every path (ping_all) if the session is open."""
+        self.next_due = now + self.interval
         pings = self.pings
-        for pid, (path_id, sent_at, _) in list(pings.items()):
+        for pid, (path_id, sent_at) in list(pings.items()):
             p = self.paths.get(path_id)
             if p is None:
                 del pings[pid]
-            elif now - sent_at >= p.dead_after(cfg.path_dead_after):
+            elif now - sent_at >= p.dead_after(self.dead_after):
                 del pings[pid]  # a PONG after this is late: counted as lost
                 p.history.append(False)
-        assert s._send is not None
-        if s.state in OPEN_STATES and s._send.needs_ratchet(
-            now, max_frames=cfg.rekey_frames, max_age=cfg.rekey_interval
-        ):
-            self.ratchet(now)
-        if s.state in OPEN_STATES:
-            for path_id in self.paths:
-                self.queue_ping(path_id, now)
-        elif s.state is SessionState.CLOSING:  # CLOSE is unreliable: repeat until answered
-            s._queue_close(*s._close_info)
 
-    def ratchet(self, now: float) -> None:
-        s = self._s
-        assert s._send is not None
-        s._send.ratchet(now)
-        s.stats["ratchets"] += 1
-        self.rekey_epoch = s._send.epoch
-        s.state = SessionState.REKEYING
-        if s._persist:
-            s._changes.append(KeysChanged(s._send.export_state(), None))
+    def ping_all(self, now: float) -> None:
         for path_id in self.paths:
             self.queue_ping(path_id, now)
 
-    def on_pong(self, payload: bytes, path_id: str, now: float) -> None:
+    def queue_ping(self, path_id: str, now: float) -> int:
+        """Queue a PING on `path_id` (sent by the next datagrams_to_send); returns its id."""
+        pid = self.next_ping_id
+        self.next_ping_id = pid + 1
+        self.pings[pid] = (path_id, now)
+        self.outgoing.append((path_id, PING.pack(pid)))
+        return pid
+
+    def take_outgoing(self) -> list[tuple[str, bytes]]:
+        out, self.outgoing = self.outgoing, []
+        return out
+
+    def on_pong(self, payload: bytes, path_id: str, now: float) -> Pong | None:
+        """A PONG; None if late (already counted as lost), unknown or for a removed path."""
         if len(payload) != 8:
             raise FrameError("payload", "PONG payload is 8 bytes")
         (ping_id,) = PING.unpack(payload)
         info = self.pings.get(ping_id)
         if info is None or info[0] != path_id:
-            return  # late (already counted as lost) or unknown
+            return None
         del self.pings[ping_id]
-        s = self._s
-        s.stats["pongs_received"] += 1
-        _, sent_at, epoch = info
         p = self.paths.get(path_id)
-        if p is not None:
-            p.on_pong(now - sent_at, now)
-            if not p.alive:
-                p.alive = True
-                s._events.append(PathUp(path_id))
-            s._events.append(PathQuality(path_id, p.srtt or 0.0, p.loss()))
-        if s.state is SessionState.REKEYING and epoch >= self.rekey_epoch:
-            s.state = SessionState.ESTABLISHED
+        if p is None:
+            return Pong(path_id, ping_id, False, None, 0.0)
+        p.on_pong(now - info[1], now)
+        came_alive = not p.alive
+        p.alive = True
+        return Pong(path_id, ping_id, came_alive, p.srtt or 0.0, p.loss())

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from p2pmed.core.frame import MessageClass
-
-NUM_CLASSES = 5
+from p2pmed.core.frame import NUM_CLASSES as NUM_CLASSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +150,6 @@ class SessionSnapshot:
 
 def message_index(msg_id: int) -> int:
     return msg_id >> 3
-
-
-def message_class(msg_id: int) -> MessageClass:
-    return MessageClass(msg_id & 7)
 
 
 def apply_change(s: SessionSnapshot, ch: Change) -> None:

@@ -1,38 +1,43 @@
-"""Loss recovery of a Session: incoming ACKs, RTT samples, the RTO timer and failover resends."""
+"""Loss recovery: RTT samples from ACKs, the RTO timer and failover resends.
+
+Owns the RTT estimator, the RTO deadline and the send times of recent pns. Given the
+streams (and the live paths) per call; returns what was acked or lost, queueing lost
+frames for resending on the streams.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from p2pmed.core.reliability import AckEntry, RttEstimator, SentFrame
+from p2pmed.core.streams import Streams
 
-from p2pmed.core.events import MessageAcked
-from p2pmed.core.frame import MessageClass
-from p2pmed.core.persist import FramesAcked
-from p2pmed.core.reliability import RttEstimator, decode_ack
-
-if TYPE_CHECKING:
-    from p2pmed.core.session import Session
-
-_CLASSES = list(MessageClass)
 MAX_SEND_TIMES = 4096
+
+Acked = list[tuple[int, list[SentFrame]]]  # (class, frames cumulatively acked), oldest first
 
 
 class Recovery:
-    __slots__ = ("_s", "largest_acked_pn", "retx", "rto_deadline", "rtt", "sent_pn", "stats", "tx")
+    __slots__ = ("largest_acked_pn", "rto_deadline", "rtt", "sent_pn")
 
-    def __init__(self, session: Session) -> None:
-        cfg = session.config
-        self._s = session
-        self.tx = session._tx
-        self.retx = session._retx
-        self.stats = session.stats
-        self.rtt = RttEstimator(initial=cfg.initial_rto, min_rto=cfg.min_rto, max_rto=cfg.max_rto)
+    def __init__(self, *, initial_rto: float, min_rto: float, max_rto: float) -> None:
+        self.rtt = RttEstimator(initial=initial_rto, min_rto=min_rto, max_rto=max_rto)
         self.rto_deadline: float | None = None
         self.sent_pn: dict[int, float] = {}  # send times for RTT samples
         self.largest_acked_pn = -1
 
-    def on_ack(self, payload: bytes, now: float) -> None:
-        largest_pn, delay_us, entries = decode_ack(payload)
-        self.stats["acks_received"] += 1
+    def on_sent(self, pn: int, now: float) -> None:
+        self.sent_pn[pn] = now
+        if self.rto_deadline is None:
+            self.rto_deadline = now + self.rtt.timeout()
+
+    def on_ack(
+        self,
+        streams: Streams,
+        largest_pn: int,
+        delay_us: int,
+        entries: list[AckEntry],
+        now: float,
+    ) -> tuple[Acked, int]:
+        """A decoded ACK. Returns (acked, number of frames deemed lost and queued)."""
         fresh = largest_pn >= self.largest_acked_pn
         if largest_pn > self.largest_acked_pn:
             sent = self.sent_pn
@@ -49,41 +54,33 @@ class Recovery:
                 if first > largest_pn:
                     break
                 del sent[first]
-        progress = False
+        acked: Acked = []
+        lost = 0
         for c, cumulative, ranges in entries:
-            if self.on_cumulative(c, cumulative):
-                progress = True
+            done = streams.tx[c].on_cumulative(cumulative)
+            if done:
+                acked.append((c, done))
             if fresh:
-                for f in self.tx[c].on_ranges(ranges):
-                    f.queued = True
-                    self.retx[c].append(f)
-                    self.stats["fast_retransmits"] += 1
-        if progress:
+                for f in streams.tx[c].on_ranges(ranges):
+                    streams.resend(f)
+                    lost += 1
+        if acked:
             self.rtt.backoff = 1
-        self.arm_rto()
+        self.arm_rto(streams)
+        return acked, lost
 
-    def on_cumulative(self, c: int, cumulative: int) -> bool:
-        done = self.tx[c].on_cumulative(cumulative)
-        if not done:
-            return False
-        cls = _CLASSES[c]
-        events = self._s._events
-        n = 0
-        for f in done:
-            for mid in f.msg_ids:
-                events.append(MessageAcked(mid, cls))
-                n += 1
-        self.stats["messages_acked"] += n
-        if self._s._persist:
-            self._s._changes.append(FramesAcked(c, done[-1].seq + 1))
-        return True
+    def on_cumulative(self, streams: Streams, c: int, cumulative: int) -> list[SentFrame]:
+        """The cumulative ack a DATA header carries; returns the frames it acked."""
+        done = streams.tx[c].on_cumulative(cumulative)
+        self.arm_rto(streams)
+        return done
 
-    def on_timer(self, now: float) -> None:
+    def on_timer(self, streams: Streams, now: float) -> bool:
+        """True if the RTO fired (frames older than the timeout are queued for resending)."""
         if self.rto_deadline is None or now < self.rto_deadline:
-            return
+            return False
         timeout = self.rtt.timeout()
-        self.stats["rto_timeouts"] += 1
-        for c, tx in enumerate(self.tx):
+        for tx in streams.tx:
             for f in tx.unacked.values():
                 sent_at = f.sent_at
                 if (
@@ -92,20 +89,21 @@ class Recovery:
                     and sent_at is not None
                     and sent_at + timeout <= now
                 ):
-                    f.queued = True
-                    self.retx[c].append(f)
+                    streams.resend(f)
         self.rtt.on_timeout()
         sent = self.sent_pn  # bounded while no ACK comes back
         while len(sent) > MAX_SEND_TIMES:
             del sent[next(iter(sent))]
-        self.rto_deadline = now + self.rtt.timeout() if any(tx.unacked for tx in self.tx) else None
+        busy = any(tx.unacked for tx in streams.tx)
+        self.rto_deadline = now + self.rtt.timeout() if busy else None
+        return True
 
-    def arm_rto(self) -> None:
+    def arm_rto(self, streams: Streams) -> None:
         # The oldest send among frames neither sacked nor queued: the first such frame in
         # flight (kept in send order), or a frame the peer sacked and then stopped reporting
         # (it restarted): out of flight, yet only the RTO resends it.
         oldest: float | None = None
-        for tx in self.tx:
+        for tx in streams.tx:
             for f in tx.flight.values():
                 if not f.queued:
                     if f.sent_at is not None and (oldest is None or f.sent_at < oldest):
@@ -117,17 +115,15 @@ class Recovery:
                     oldest = sent_at
         self.rto_deadline = None if oldest is None else oldest + self.rtt.timeout()
 
-    def reroute(self) -> None:
-        """Resend at once every unacked frame that was only on paths now dead or gone."""
-        s = self._s
-        alive = {pid for pid, p in s._heartbeat.paths.items() if p.alive}
-        for c, tx in enumerate(self.tx):
+    def reroute(self, streams: Streams, live: set[str]) -> int:
+        """Queue at once every unacked frame that was only on paths not in `live`; returns
+        how many."""
+        n = 0
+        for tx in streams.tx:
             for f in tx.unacked.values():
                 if f.queued or f.sacked or not f.sends:
                     continue
-                if not any(pid in alive for pid in f.paths):
-                    f.queued = True
-                    self.retx[c].append(f)
-                    self.stats["failover_resends"] += 1
-        if s._ack.largest_pn >= 0:
-            s._ack.immediate = True
+                if not any(pid in live for pid in f.paths):
+                    streams.resend(f)
+                    n += 1
+        return n

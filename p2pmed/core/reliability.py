@@ -12,13 +12,12 @@ import struct
 from dataclasses import dataclass
 
 from p2pmed.core.errors import FrameError
-from p2pmed.core.frame import Flags
+from p2pmed.core.frame import NUM_CLASSES, Flags
 
 ACK_HEAD = struct.Struct(">QIB")  # largest_pn, ack_delay_us, n
 ACK_CLASS = struct.Struct(">BQB")  # class, cumulative, n_ranges
 ACK_RANGE = struct.Struct(">QQ")  # [start, end)
 MAX_RANGES = 32
-NUM_CLASSES = 5
 LEN_PREFIX = struct.Struct(">I")
 _FIRST = int(Flags.FIRST)
 _LAST = int(Flags.LAST)

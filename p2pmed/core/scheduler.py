@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from p2pmed.core.frame import DEFAULT_CHUNK, MAX_CHUNK, Flags
+from p2pmed.core.frame import DEFAULT_CHUNK, MAX_CHUNK, NUM_CLASSES, Flags
 
-NUM_CLASSES = 5
 _FIRST = int(Flags.FIRST)
 _LAST = int(Flags.LAST)
 _FIRST_LAST = _FIRST | _LAST
@@ -51,8 +50,12 @@ class Scheduler:
         self.queues[msg.cls].append(msg)
         self.queued_bytes += len(msg.data) - msg.offset
 
-    def pending(self, cls: int) -> bool:
+    def has(self, cls: int) -> bool:
         return bool(self.queues[cls])
+
+    def messages(self) -> list[OutMessage]:
+        """Every queued message, class by class, in queue order."""
+        return [m for q in self.queues for m in q]
 
     def __len__(self) -> int:
         return sum(len(q) for q in self.queues)

@@ -101,7 +101,7 @@ def _session_transfer(size: int) -> list[int]:
     the frames examined beyond two per frame whose state that ACK changed."""
     net, a, _b = make_pair(7)
     establish(net)
-    tx = a._tx[int(MessageClass.LOW)]
+    tx = a._streams.tx[int(MessageClass.LOW)]
     tables = _counted(tx)
     costs: list[int] = []
     receive = a.receive

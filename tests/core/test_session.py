@@ -301,14 +301,14 @@ def test_rekey_on_direct_reconnect() -> None:
     establish(net)
     sent: Sent = {}
     send_all(net, "a", workload(30, 50, big=False), sent)
-    epoch = a._send.epoch  # type: ignore[union-attr]
+    epoch = a._prot.send.epoch  # type: ignore[union-attr]
     net.call("a", lambda s: s.add_path("direct", net.now))  # a new direct connection
     assert a.state is SessionState.REKEYING
-    assert a._send.epoch == epoch + 1  # type: ignore[union-attr]
+    assert a._prot.send.epoch == epoch + 1  # type: ignore[union-attr]
     send_all(net, "a", workload(31, 50, big=False), sent)
     net.run(lambda: all_idle(a) and a.state is SessionState.ESTABLISHED)
     check_delivery(sent, net.ends["b"].events, net.ends["a"].events)
-    assert b._recv.epoch == epoch + 1  # type: ignore[union-attr]
+    assert b._prot.recv.epoch == epoch + 1  # type: ignore[union-attr]
     assert a.stats["ratchets"] == 1
 
 

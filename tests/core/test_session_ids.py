@@ -71,12 +71,12 @@ class Pair:
         """
         a = self.a
         c = int(CLS)
-        seq = a._tx[c].next_seq
-        a._tx[c].next_seq = seq + 1
-        a._next_index[c] += claimed_messages
-        assert a._send is not None
+        seq = a._streams.tx[c].next_seq
+        a._streams.tx[c].next_seq = seq + 1
+        a._streams.next_index[c] += claimed_messages
+        assert a._prot.send is not None
         header = Header(FrameType.DATA, flags, CLS, 0, a._take_pn(), seq, 0, 0, 0)
-        return a._send.seal(header, payload)
+        return a._prot.send.seal(header, payload)
 
     def of(self, name: str, kind: type[E]) -> list[E]:
         return [e for e in self.events[name] if isinstance(e, kind)]

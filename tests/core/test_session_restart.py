@@ -107,7 +107,7 @@ def test_restart_while_a_large_message_is_half_reassembled() -> None:
     send_all(net, "a", [(MessageClass.LOW, big), (MessageClass.LOW, b"after")], sent)
     net.run_for(0.07)
     b = net.ends["b"].session
-    assert b._rx[MessageClass.LOW].partial is not None  # mid-reassembly
+    assert b._streams.rx[MessageClass.LOW].partial is not None  # mid-reassembly
     b = restart(net, "b", sb)
     net.run_for(0.03)
     a = restart(net, "a", sa)

@@ -65,11 +65,9 @@ def pair() -> Any:
 def _inject(pair: Any, ftype: int, payload: bytes) -> list[FrameRejected]:
     """Seal `payload` as a control frame of `ftype` with a's keys and feed it to b."""
     net, a, b = pair
-    assert a._send is not None
-    wire = a._send.seal(
-        Header(
-            FrameType(ftype), Flags.NONE, MessageClass.CRITICAL, 0, a._sender.take_pn(), 0, 0, 0, 0
-        ),
+    assert a._prot.send is not None
+    wire = a._prot.send.seal(
+        Header(FrameType(ftype), Flags.NONE, MessageClass.CRITICAL, 0, a._take_pn(), 0, 0, 0, 0),
         payload,
     )
     while b.next_event() is not None:
