@@ -40,29 +40,29 @@ class FramePlan:
 
 
 class Scheduler:
-    __slots__ = ("queued_bytes", "queues")
+    __slots__ = ("_queues", "queued_bytes")
 
     def __init__(self) -> None:
-        self.queues: list[deque[OutMessage]] = [deque() for _ in range(NUM_CLASSES)]
+        self._queues: list[deque[OutMessage]] = [deque() for _ in range(NUM_CLASSES)]
         self.queued_bytes = 0
 
     def push(self, msg: OutMessage) -> None:
-        self.queues[msg.cls].append(msg)
+        self._queues[msg.cls].append(msg)
         self.queued_bytes += len(msg.data) - msg.offset
 
     def has(self, cls: int) -> bool:
-        return bool(self.queues[cls])
+        return bool(self._queues[cls])
 
     def messages(self) -> list[OutMessage]:
         """Every queued message, class by class, in queue order."""
-        return [m for q in self.queues for m in q]
+        return [m for q in self._queues for m in q]
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self.queues)
+        return sum(len(q) for q in self._queues)
 
     def build(self, cls: int, budget: int = DEFAULT_CHUNK) -> FramePlan | None:
         """Next payload of `cls` holding at most `budget` plaintext bytes, or None."""
-        q = self.queues[cls]
+        q = self._queues[cls]
         if not q:
             return None
         budget = min(budget, MAX_CHUNK)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections import deque
+from collections.abc import Mapping
 
 from p2pmed.core import frame as _frame
 from p2pmed.core.binding import DirectBinding, Verdict
@@ -92,7 +93,7 @@ class Session:
         self.config = config
         self.state = SessionState.HANDSHAKING
         self._stats = SessionStats()
-        self.stats = StatsView(self._stats)
+        self._stats_view = StatsView(self._stats)
         self.sas = ""
         self.peer_fingerprint = ""
         self.peer_public = b""
@@ -122,6 +123,16 @@ class Session:
             self._restore(restored, now)
 
     # -- public API ----------------------------------------------------------------------
+
+    @property
+    def counters(self) -> SessionStats:
+        """The typed counters (read them; the session alone counts)."""
+        return self._stats
+
+    @property
+    def stats(self) -> Mapping[str, int]:
+        """The counters as a read-only mapping by name, plus "rejected_<kind>_<reason>"."""
+        return self._stats_view
 
     def expect_direct(self, local: bytes) -> None:
         """A direct path is being negotiated with our DTLS certificate `local` (SHA-256 of its
