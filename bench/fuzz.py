@@ -8,14 +8,16 @@ handshake frames, and plain random bytes.
 
 A crash is any exception escaping Session.receive, any exception other than
 FrameError from frame.decode, or a frame the session had to count as
-"internal" (its last-resort guard). Exit status 1 on any crash, 2 if the time
-bound ran out before --count inputs.
+"internal" (its last-resort guard; the first five such tracebacks, which the
+session logs, are printed). Exit status 1 on any crash, 2 if the time bound ran
+out before --count inputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import logging
 import random
 import sys
 import time
@@ -200,6 +202,11 @@ def main() -> int:
     ap.add_argument("--max-seconds", type=float, default=900.0)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
+    core_log = logging.getLogger("p2pmed.core")
+    first_bugs = logging.StreamHandler(sys.stderr)
+    first_bugs.addFilter(lambda _record: internal < 5)  # internal bugs logged so far
+    core_log.addHandler(first_bugs)
+    core_log.propagate = False
     rng = random.Random(args.seed)
     h = Harness(rng)
     crashes = 0

@@ -173,6 +173,7 @@ class Session:
         self._handshake.path_added()
         if self._confirmed and self.state in OPEN_STATES:
             hb.queue_ping(path_id, now)
+            self._take_pings()
 
     def remove_path(self, path_id: str, now: float) -> None:
         if path_id not in self._heartbeat.paths:
@@ -336,7 +337,9 @@ class Session:
                 out.extend((pid, hs_frame) for pid in targets)
         if not self._prot.ready or not self._confirmed:
             return self._count(out)
-        if self._ctrl or hb.outgoing:
+        if hb.outgoing:
+            self._take_pings()
+        if self._ctrl:
             self._send_ctrl(now, live, out)
         if self.state is SessionState.CLOSED:
             return self._count(out)
@@ -432,7 +435,6 @@ class Session:
     def _send_ctrl(self, now: float, live: list[str], out: list[tuple[str, bytes]]) -> None:
         paths = self._heartbeat.paths
         ctrl, self._ctrl = self._ctrl, []
-        ctrl.extend((pid, FrameType.PING, p) for pid, p in self._heartbeat.take_outgoing())
         for path_id, ftype, payload in ctrl:
             if path_id is None:
                 targets = live or list(paths)
@@ -658,6 +660,10 @@ class Session:
         if bind is not None:
             self._ctrl.append((None, FrameType.PATH_BIND, bind))
 
+    def _take_pings(self) -> None:
+        """The PINGs the heartbeat queued join the control frames, in the order queued."""
+        self._ctrl.extend((pid, FrameType.PING, p) for pid, p in self._heartbeat.take_outgoing())
+
     def _queue_close(self, code: int, reason: str) -> None:
         payload = _CLOSE.pack(code) + reason.encode("utf-8")[:1024]
         self._ctrl.append((None, FrameType.CLOSE, payload))
@@ -677,6 +683,7 @@ class Session:
             self._ratchet(now)
         if self.state in OPEN_STATES:
             self._heartbeat.ping_all(now)
+            self._take_pings()
         elif self.state is SessionState.CLOSING:  # CLOSE is unreliable: repeat until answered
             self._queue_close(*self._close_info)
 
@@ -689,6 +696,7 @@ class Session:
         if self._persist:
             self._changes.append(KeysChanged(prot.send_state(), None))
         self._heartbeat.ping_all(now)
+        self._take_pings()
 
     def _reroute(self) -> None:
         """Resend at once every unacked frame that was only on paths now dead or gone."""
