@@ -36,8 +36,8 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from p2pmed.core.frame import NUM_CLASSES
 from p2pmed.core.persist import (
-    NUM_CLASSES,
     Change,
     Closed,
     Delivered,
