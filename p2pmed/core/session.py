@@ -527,9 +527,7 @@ class Session:
         if step.duplicate:
             self._stats.duplicate_handshake += 1
         if step.error is not None:
-            if not step.refused and step.duplicate:
-                raise step.error
-            self._reject(step.error.reason, "crypto", path_id)
+            self._reject(step.error.reason, step.error.kind, path_id)
             if step.refused:
                 self._closed(CLOSE_REFUSED, f"handshake refused: {step.error.reason}")
             return
