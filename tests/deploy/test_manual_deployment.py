@@ -18,6 +18,7 @@ import aiohttp
 
 from p2pmed.node.revocation import EXIT_REVOKED
 from signaling.testing import free_port
+from tests.coturn import free_udp_port, wait_until_serving
 from tests.deploy.manual import (
     ROOT,
     UNITS,
@@ -31,7 +32,6 @@ from tests.deploy.manual import (
 )
 from tests.node.conftest import NodeProc, Watcher
 from tests.node.test_tls_errors import make_private_ca
-from tests.node.test_turn import free_udp_port
 
 TIMEOUT = 60.0  # generous overall bound for each wait; never a timing assertion
 
@@ -142,6 +142,9 @@ async def test_deploy_as_the_manual_says(tmp_path: Path) -> None:
         procs.append(turn)
         await _wait_turn_ready(turn, turn_log)
         drain = asyncio.ensure_future(_drain(turn, turn_log))
+        lines = (etc / "signaling.env").read_text().splitlines()
+        turn_secret = dict(ln.split("=", 1) for ln in lines)["P2PMED_TURN_SECRET"]
+        await wait_until_serving("127.0.0.1", site.turn_port, turn_secret)
         assert b"UNSAFE FOR PRODUCTION" in b"".join(turn_log)  # run-coturn.sh's lab warning
 
         unit = parse_unit((UNITS / "p2pmed-signaling.service").read_text())

@@ -12,9 +12,9 @@ import ssl
 from pathlib import Path
 
 from signaling.testing import free_port
+from tests.coturn import free_udp_port
 from tests.deploy.manual import ROOT, Site, parse_unit, stop, unit_command
 from tests.node.test_tls_errors import make_private_ca
-from tests.node.test_turn import free_udp_port
 
 
 async def test_turn_unit_starts_coturn_with_tls_from_credentials(tmp_path: Path) -> None:

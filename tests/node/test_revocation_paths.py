@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,8 +18,8 @@ import pytest
 
 from p2pmed.node.revocation import EXIT_REVOKED
 from signaling.testing import server_process
+from tests.coturn import loopback_coturn
 from tests.node.conftest import ROOT, NodeProc, start_proc
-from tests.node.test_turn import free_udp_port
 
 BOUND_S = 10.0  # generous: measured about 1-2 s here (the sweep runs once a second)
 
@@ -130,31 +128,8 @@ async def test_revoke_with_relay_only(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def coturn(tmp_path: Path) -> Any:
-    assert shutil.which("turnserver"), "coturn (turnserver) is required"
-    secret = secrets.token_urlsafe(24)
-    port = free_udp_port()
-    # allow-loopback-peers is for this loopback test only; production configs never have it
-    proc = await asyncio.create_subprocess_exec(
-        "turnserver", "-n", "--listening-ip=127.0.0.1", f"--listening-port={port}",
-        "--relay-ip=127.0.0.1", "--min-port=49601", "--max-port=49700", "--use-auth-secret",
-        f"--static-auth-secret={secret}", "--realm=p2pmed.test", "--allow-loopback-peers",
-        "--no-tls", "--no-dtls", "--no-cli", "--fingerprint", "--log-file=stdout",
-        "--pidfile", str(tmp_path / "turn.pid"),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        async with asyncio.timeout(20):
-            while b"Total General servers" not in (line := await proc.stdout.readline()):
-                assert line, "turnserver exited"
-        drain = asyncio.ensure_future(proc.stdout.read())  # keep coturn's log pipe flowing
-        yield secret, f"turn:127.0.0.1:{port}?transport=udp"
-    finally:
-        proc.terminate()
-        await proc.wait()
-        if "drain" in locals():
-            await drain
+    async with loopback_coturn(tmp_path, 49601, 49700) as turn:
+        yield turn
 
 
 async def test_revoke_with_direct_path_through_coturn(tmp_path: Path, coturn: Any) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,16 +21,11 @@ from aiortc import (
 )
 
 from signaling.testing import running_server
+from tests.coturn import free_udp_port, wait_until_serving
 
 REPO = Path(__file__).resolve().parents[2]
 PROD_CONF = REPO / "turn" / "turnserver.conf"
 SECRET = "loopback-test-secret-0123456789"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def loopback_variant(tmp: Path, port: int) -> Path:
@@ -78,15 +72,7 @@ async def coturn(tmp_path: Path) -> AsyncIterator[int]:
         ["turnserver", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        log = tmp_path / "turn.log"
-        for _ in range(200):
-            text = log.read_text() if log.exists() else ""
-            if re.search(rf"listener opened on\s*:\s*127\.0\.0\.1:{port}", text) or (
-                "Total General servers" in text
-            ):
-                break
-            assert proc.poll() is None, f"turnserver exited: {text[-2000:]}"
-            await asyncio.sleep(0.05)
+        await wait_until_serving("127.0.0.1", port, SECRET)
         yield port
     finally:
         proc.terminate()
