@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import logging
 import math
 import os
 import time
@@ -19,8 +18,6 @@ import numpy as np
 from aiortc import RTCPeerConnection
 from aiortc.contrib.media import MediaBlackhole, MediaPlayer, MediaRecorder, MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-
-log = logging.getLogger("p2pmed.media")
 
 CAMERA_DEVICE = "/dev/video0"
 
@@ -66,9 +63,9 @@ class TestPatternTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._n == 0:
-            self._start = time.time()
+            self._start = time.monotonic()
         else:
-            await asyncio.sleep(max(0.0, self._start + self._n / self.fps - time.time()))
+            await asyncio.sleep(max(0.0, self._start + self._n / self.fps - time.monotonic()))
         frame = av.VideoFrame.from_ndarray(self._frames[self._n % len(self._frames)], "yuv420p")
         frame.pts = self._n * (90000 // self.fps)
         frame.time_base = fractions.Fraction(1, 90000)
@@ -106,9 +103,9 @@ class SineToneTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._pos == 0:
-            self._start = time.time()
+            self._start = time.monotonic()
         else:
-            await asyncio.sleep(max(0.0, self._start + self._pos / self.rate - time.time()))
+            await asyncio.sleep(max(0.0, self._start + self._pos / self.rate - time.monotonic()))
         t = (np.arange(self.samples) + self._pos) / self.rate
         pcm = (0.2 * 32767 * np.sin(2 * math.pi * self._freq * t)).astype("<i2")
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
