@@ -11,6 +11,7 @@ if [ "$want_apt" = "test" ]; then
     command -v nft >/dev/null || need+=(nftables)
     command -v ip >/dev/null || need+=(iproute2)
     command -v npm >/dev/null || need+=(npm)
+    command -v certutil >/dev/null || need+=(libnss3-tools)
 fi
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
