@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import sys
-import time
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 from p2pmed.core import events as ev
 from p2pmed.core.errors import ProtocolError
 from p2pmed.core.frame import MessageClass
+from p2pmed.node import clock
 from p2pmed.node.patient import summary
 from p2pmed.vitals import codec, fhir
 from p2pmed.vitals.codec import (
@@ -131,7 +131,7 @@ class ClinicianApp:
             self.node.on_app_rejected(link, exc)
             return
         self.received += 1
-        now = time.time()
+        now = clock.now()
         info = summary(msg)
         if isinstance(msg, Numerics):
             st = self.status.get(link.peer_id)
@@ -284,7 +284,7 @@ class ClinicianApp:
         for aid in ids:
             for link in self.node.peers.values():
                 if link.established:
-                    ack = AlarmAck(aid, int(time.time() * 1e6), self.node.endpoint_id)
+                    ack = AlarmAck(aid, int(clock.now() * 1e6), self.node.endpoint_id)
                     link.send(MessageClass.CRITICAL, codec.encode(ack))
                     self.acked[aid] = self.node.endpoint_id
                     self.node.events.emit("ack-sent", peer=link.peer_id, alarm_id=aid)

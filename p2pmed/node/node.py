@@ -1,4 +1,5 @@
-"""The asyncio node: signaling client, one PeerLink (Session + paths) per peer, a role app."""
+"""The asyncio node: signaling client, one PeerLink (session driver + paths) per peer, a role
+app. The parts share a NodeContext (context.py); links report back through LinkHooks."""
 
 from __future__ import annotations
 
@@ -7,22 +8,23 @@ import contextlib
 import logging
 import os
 import secrets
-import time
 from typing import Any, Protocol
 
-from aiortc import RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
 
 from p2pmed.core import events as ev
 from p2pmed.core.errors import CryptoError
 from p2pmed.core.frame import MessageClass
 from p2pmed.core.identity import Identity
-from p2pmed.core.session import Session, SessionConfig
+from p2pmed.core.session import Session
 from p2pmed.media import MediaSink, MediaSource
-from p2pmed.node import private, resume, revocation
+from p2pmed.node import clock, persist, private, resume, revocation
 from p2pmed.node.config import NodeConfig
+from p2pmed.node.context import NodeContext
 from p2pmed.node.output import Events
 from p2pmed.node.peer import PeerLink
+from p2pmed.node.persist import NodeStore
+from p2pmed.node.tasks import TaskSet
 from p2pmed.node.trustgate import TrustGate
 from p2pmed.node.truststore import TrustError, TrustStore
 from p2pmed.signaling_client import (
@@ -74,21 +76,10 @@ class App(Protocol):
 class Node:
     def __init__(self, config: NodeConfig, events: Events | None = None, app_factory: Any = None):
         self.config = config
-        self.events = events or Events(json_out=config.json_out)
         self._app_factory = app_factory
-        self.identity = self._load_identity()
-        self.endpoint_id = config.endpoint_id or self._load_endpoint_id()
         self.peers: dict[str, PeerLink] = {}
-        self.role = ""
-        self.session_id = ""
-        self.ice_servers: list[dict[str, Any]] = []
-        self.rejected: dict[str, int] = {}
-        self.exit_code = 0  # EXIT_REVOKED once our token was revoked (run() raises Revoked)
         self.revoked_peers: set[str] = set()  # until the server announces a new join
-        self.media: MediaSource | None = None
-        self.sink: MediaSink | None = None
-        self.store: Any = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("node", self._task_failed)
         self._stopped = asyncio.Event()
         self._sig_task: asyncio.Task[None] | None = None
         self.app: App = _NullApp()
@@ -97,17 +88,80 @@ class Node:
         self._ready = False  # until start() set up store and app, signaling input waits here
         self._early: list[tuple[str, Any]] = []
         data_dir = config.data_dir
-        self.signaling = SignalingClient(
+        identity = self._load_identity()
+        endpoint_id = config.endpoint_id or self._load_endpoint_id()
+        signaling = SignalingClient(
             config.join,
-            self.endpoint_id,
+            endpoint_id,
             on_message=self._on_signal,
             on_relay=self._on_relay,
             on_state=self._on_signal_state,
-            resume_token=resume.load(data_dir, config.join.token, self.endpoint_id),
+            resume_token=resume.load(data_dir, config.join.token, endpoint_id),
             on_resume_token=lambda token: resume.save(data_dir, token),
             on_rejected=self._on_signal_rejected,
             ssl_context=config.ssl_context(),
         )
+        self.ctx = NodeContext(
+            config=config,
+            events=events or Events(json_out=config.json_out),
+            signaling=signaling,
+            identity=identity,
+            endpoint_id=endpoint_id,
+        )
+
+    # ---- shared state lives in the context ----
+    @property
+    def events(self) -> Events:
+        return self.ctx.events
+
+    @property
+    def signaling(self) -> SignalingClient:
+        return self.ctx.signaling
+
+    @property
+    def identity(self) -> Identity:
+        return self.ctx.identity
+
+    @property
+    def endpoint_id(self) -> str:
+        return self.ctx.endpoint_id
+
+    @property
+    def role(self) -> str:
+        return self.ctx.role
+
+    @property
+    def session_id(self) -> str:
+        return self.ctx.session_id
+
+    @property
+    def ice_servers(self) -> list[dict[str, Any]]:
+        return self.ctx.ice_servers
+
+    @property
+    def store(self) -> NodeStore | None:
+        return self.ctx.store
+
+    @property
+    def media(self) -> MediaSource | None:
+        return self.ctx.media
+
+    @property
+    def sink(self) -> MediaSink | None:
+        return self.ctx.sink
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        return self.ctx.rejected
+
+    @property
+    def exit_code(self) -> int:
+        """EXIT_REVOKED once our token was revoked (run() raises Revoked)."""
+        return self.ctx.exit_code
+
+    @exit_code.setter
+    def exit_code(self, value: int) -> None:
+        self.ctx.exit_code = value
 
     # ---- identity and durable state ----
     def _load_identity(self) -> Identity:
@@ -158,12 +212,13 @@ class Node:
                 f"cannot reach the signaling server at {self.config.join.server} "
                 f"(not joined within {self.config.join_timeout:g} s)"
             ) from None
-        self.role = str(joined.get("role", ""))
-        self.session_id = str(joined.get("session", ""))
+        ctx = self.ctx
+        ctx.role = str(joined.get("role", ""))
+        ctx.session_id = str(joined.get("session", ""))
         if self.role not in PEERS_OF:
             await self._stop_signaling()
             raise NodeError(f"signaling server gave an unknown role {self.role!r}")
-        self.ice_servers = await self.signaling.turn_servers()
+        ctx.ice_servers = await self.signaling.turn_servers()
         if self.config.ice_relay_only and not any(
             "turn" in str(s.get("urls")) for s in self.ice_servers
         ):
@@ -178,9 +233,9 @@ class Node:
             await self._stop_signaling()
             raise
         if self.role == "patient":
-            self.media = MediaSource(self.config.media)
+            ctx.media = MediaSource(self.config.media)
         else:
-            self.sink = MediaSink(self.config.record)
+            ctx.sink = MediaSink(self.config.record)
         self.app = self._make_app()
         if self.trust is not None:
             scope = resume.claims(self.config.join.token).get("sub")
@@ -241,39 +296,39 @@ class Node:
         return ClinicianApp(self)
 
     def _open_store(self) -> None:
-        from p2pmed.node import persist
-
         try:
-            self.store = persist.open_store(self)
+            self.ctx.store = persist.open_store(self.config.data_dir, self.session_id)
         except OSError as exc:
             raise NodeError(f"cannot open the session store: {exc}") from None
 
     def _restore_links(self) -> None:
         """Sessions from the store resume before the server says who is here: the patient
         keeps queueing for them, the clinician hands over what it stored but never showed."""
-        if self.store is None:
+        store = self.store
+        if store is None:
             return
         peer_role = "patient" if self.role != "patient" else "clinician"
-        for peer_id in self.store.known_peers():
+        for peer_id in store.known_peers():
             if peer_id in self.peers or not ENDPOINT_ID.match(peer_id):
                 continue
-            session = self._make_session(peer_id)
+            session = self.ctx.new_session(peer_id)
             if session.state.name not in ("ESTABLISHED", "REKEYING"):
                 continue
-            link = self.peers[peer_id] = PeerLink(self, peer_id, peer_role, session)
-            link.source_pos = int(self.store.peer(peer_id).get_meta("source_pos") or 0)
+            link = self.peers[peer_id] = PeerLink(self.ctx, self, peer_id, peer_role, session)
+            pos = store.peer(peer_id).get_meta("source_pos")
+            link.source_pos = pos if isinstance(pos, int) else 0
             self.events.emit(
                 "peer", peer=peer_id, role=peer_role, state="restored", sas=session.sas
             )
-            pending = self.store.peer(peer_id).inbox()
+            pending = store.peer(peer_id).inbox()
             for row in pending:
-                link.session_event(
+                link.driver.session_event(
                     ev.MessageReceived(
                         row.msg_id, MessageClass(row.cls), row.data, row.seq, row.ts_us, "store"
                     )
                 )
             if pending:
-                self.store.peer(peer_id).inbox_done(pending[-1].row, delete=True)
+                store.peer(peer_id).inbox_done(pending[-1].row, delete=True)
             link.kick()
 
     async def run(self) -> None:
@@ -293,7 +348,7 @@ class Node:
         links = [link for link in self.peers.values() if not link.closed]
         for link in links:
             with contextlib.suppress(Exception):
-                link.session.close(time.time(), 0, "node stopped")
+                link.session.close(clock.now(), 0, "node stopped")
                 link.kick()
         # a graceful stop ends the sessions on both sides: wait (bounded) for the peer's
         # CLOSE or the session's close timeout, so the store records them as closed too
@@ -307,8 +362,7 @@ class Node:
             self.persist()
         for link in links:
             await link.close()
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         if self.media is not None:
             await self.media.close()
         await self._stop_signaling()
@@ -333,9 +387,7 @@ class Node:
     def _on_signal_rejected(self, reason: str, detail: str) -> None:
         """A server message refused by the signaling client (malformed, oversized, too deep,
         wrong field types, a handler that raised): counted; visible as a `rejected` event."""
-        key = f"signal/{reason}"
-        self.rejected[key] = self.rejected.get(key, 0) + 1
-        n = self.rejected[key]
+        n = self.ctx.count(f"signal/{reason}")
         if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: visible without flooding stdout
             self.events.emit("rejected", kind="signal", reason=reason, detail=detail, count=n)
 
@@ -347,17 +399,10 @@ class Node:
                 await self._sig_task
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+        return self._tasks.spawn(coro)
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error("node task failed", exc_info=exc)
-            self.events.emit("error", code="internal", message=repr(exc))
+    def _task_failed(self, exc: BaseException) -> None:
+        self.events.emit("error", code="internal", message=repr(exc))
 
     # ---- peers ----
     def _consider_peers(self, joined: dict[str, Any]) -> None:
@@ -376,13 +421,14 @@ class Node:
         """`rejoined`: the server just said peer-joined/peer-reconnected, so the peer is on a
         fresh connection and an offer still waiting for its answer went nowhere."""
         if peer_id in self.revoked_peers:  # only a new join (peer-joined) lifts it
-            self.rejected["signal/revoked-peer"] = self.rejected.get("signal/revoked-peer", 0) + 1
+            self.ctx.count("signal/revoked-peer")
             return
         if role not in PEERS_OF.get(self.role, ()) or not ENDPOINT_ID.match(peer_id):
             return
         link = self.peers.get(peer_id)
         if link is None or link.closed:  # new peer, or its session ended: a fresh session
-            link = self.peers[peer_id] = PeerLink(self, peer_id, role, self._make_session(peer_id))
+            session = self.ctx.new_session(peer_id)
+            link = self.peers[peer_id] = PeerLink(self.ctx, self, peer_id, role, session)
             self.events.emit("peer", peer=peer_id, role=role, state="present")
         else:
             self.events.emit("peer", peer=peer_id, role=role, state="back")
@@ -396,50 +442,37 @@ class Node:
                 link.renegotiate_soon()
         link.kick()
 
-    def _make_session(self, peer_id: str, *, fresh: bool = False) -> Session:
-        cfg = SessionConfig(
-            session_id=self.session_id,
-            initiator=self.role == "patient",
-            identity=self.identity,
-            heartbeat_interval=self.config.heartbeat_interval,
-            path_dead_after=self.config.path_dead_after,
-            window_frames=self.config.window_frames,
-            window_bytes=self.config.window_bytes,
-            chunk_bytes=self.config.chunk_bytes,
-        )
-        from p2pmed.node import persist
-
-        return persist.make_session(self, cfg, peer_id, fresh=fresh)
-
     def persist(self) -> None:
-        """Make every session's changes durable (before frames leave or events are acted on)."""
-        store = self.store
-        if store is None:
+        """Make every session's changes durable (before frames leave or events are acted on):
+        each link's driver hands in its own session's changes, then one group commit (one
+        fsync however many peers: a vitals message is queued for every clinician, also those
+        gone but resumable)."""
+        if self.store is None:
             return
-        # one transaction (one fsync) for all peers: a vitals message is queued for every
-        # clinician, also those gone but resumable, and a commit per peer multiplied the fsyncs
-        # a message waits for before it leaves (docs/benchmarks.md)
-        store.apply_all((link.peer_id, link.session.take_changes()) for link in self.peers.values())
+        for link in self.peers.values():
+            link.driver.stage()
+        self.ctx.commit()
 
-    def media_tracks(self, pc: RTCPeerConnection) -> None:
-        if self.media is not None:
-            self.media.add_tracks(pc)
+    # ---- LinkHooks: what the links report ----
+    def on_established(self, link: PeerLink) -> None:
+        self.app.on_established(link)
 
-    def media_sink(self) -> Any:
-        return self.sink.new_connection() if self.sink is not None else None
+    def on_message(self, link: PeerLink, event: ev.MessageReceived) -> None:
+        self.app.on_message(link, event)
+
+    def on_acked(self, link: PeerLink, event: ev.MessageAcked) -> None:
+        self.app.on_acked(link, event)
+
+    def on_closed(self, link: PeerLink) -> None:
+        self.app.on_closed(link)
 
     def on_app_rejected(self, link: PeerLink, exc: Exception) -> None:
         reason = getattr(exc, "reason", type(exc).__name__)
-        key = f"app/{reason}"
-        self.rejected[key] = self.rejected.get(key, 0) + 1
-        self.events.emit(
-            "rejected", peer=link.peer_id, kind="app", reason=reason, count=self.rejected[key]
-        )
+        n = self.ctx.count(f"app/{reason}")
+        self.events.emit("rejected", peer=link.peer_id, kind="app", reason=reason, count=n)
 
     def on_rejected(self, link: PeerLink, event: ev.FrameRejected) -> None:
-        key = f"{event.kind}/{event.reason}"
-        self.rejected[key] = self.rejected.get(key, 0) + 1
-        n = self.rejected[key]
+        n = self.ctx.count(f"{event.kind}/{event.reason}")
         if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: visible without flooding stdout
             self.events.emit(
                 "rejected",
@@ -544,7 +577,7 @@ class Node:
             c.sdpMLineIndex = cand.get("sdpMLineIndex")
             await dp.pc.addIceCandidate(c)
         except Exception as exc:  # malformed candidate from the peer: count and carry on
-            self.rejected["signal/candidate"] = self.rejected.get("signal/candidate", 0) + 1
+            self.ctx.count("signal/candidate")
             log.debug("bad candidate: %s", exc)
 
     def _on_relay(self, peer_id: str, frame: bytes) -> None:
@@ -554,10 +587,10 @@ class Node:
             return
         link = self.peers.get(peer_id)
         if link is None and peer_id in self.revoked_peers:
-            self.rejected["relay/revoked-peer"] = self.rejected.get("relay/revoked-peer", 0) + 1
+            self.ctx.count("relay/revoked-peer")
             return
         if link is None:
-            self.rejected["relay/unknown-peer"] = self.rejected.get("relay/unknown-peer", 0) + 1
+            self.ctx.count("relay/unknown-peer")
             return
         link.receive(frame, "relay")
 

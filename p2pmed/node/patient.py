@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from p2pmed.core import events as ev
 from p2pmed.core.errors import ProtocolError
 from p2pmed.core.frame import MessageClass
+from p2pmed.node import clock
 from p2pmed.vitals import codec, hr
 from p2pmed.vitals.alarms import AlarmEngine
 from p2pmed.vitals.codec import (
@@ -153,7 +153,7 @@ class PatientApp:
             # restored peer already has queued (per peer, broadcast() skips the rest)
             skip = min(link.source_pos for link in restored)
         else:
-            start, skip = time.time(), 0
+            start, skip = clock.now(), 0
             for link in restored:
                 link.source_pos = 0
             if store is not None:
@@ -167,7 +167,7 @@ class PatientApp:
         self._send_status()  # now with the HR source
         for due, msg in source:
             n += 1
-            wait = start + (due - start) / rate - time.time()
+            wait = start + (due - start) / rate - clock.now()
             if wait > 0:
                 try:
                     await asyncio.wait_for(self._stop.wait(), wait)
@@ -181,7 +181,7 @@ class PatientApp:
             if self.pending_audit:
                 self._flush_audit()
             if isinstance(msg, Numerics):
-                now = time.time()
+                now = clock.now()
                 for alarm in self.engine.feed(msg, now) + self.engine.tick(now):
                     self.send_alarm(alarm)
         self.node.events.emit("source-ended", messages=n)
@@ -238,7 +238,7 @@ class PatientApp:
                 )
 
     def send_alarm(self, alarm: Alarm) -> None:
-        self.alarm_sent.setdefault(alarm.alarm_id, time.time())
+        self.alarm_sent.setdefault(alarm.alarm_id, clock.now())
         if alarm.state is AlarmState.CLEARED:
             self.first_acks.pop(alarm.alarm_id, None)
         if self.node.store is not None:
@@ -270,7 +270,7 @@ class PatientApp:
     def on_established(self, link: PeerLink) -> None:
         link.source_pos = self.position  # a new clinician gets the stream from now on
         self._send_status(only=link)
-        now = time.time()
+        now = clock.now()
         for alarm in self.engine.active(now):  # a clinician who (re)joins sees open alarms
             self.broadcast(MessageClass.CRITICAL, alarm, only=link)
             ack = self.first_acks.get(alarm.alarm_id)
@@ -299,7 +299,7 @@ class PatientApp:
         if ack.who != link.peer_id:  # an endpoint acknowledges in its own name only
             self.node.on_app_rejected(link, ProtocolError("ack-who", "ack names another endpoint"))
             return
-        now = time.time()
+        now = clock.now()
         try:
             out = self.engine.acknowledge(ack, now)
         except ProtocolError as exc:

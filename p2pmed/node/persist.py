@@ -9,6 +9,11 @@ The store's meta rows hold the patient's source position per peer. They are writ
 same transaction as that peer's session changes (`SessionStore.apply(changes, meta)`), so
 "message n was queued for this peer" and "the source is past n for this peer" become durable
 together: after a SIGKILL the patient neither skips nor repeats a sample.
+
+Each session driver takes only its own session's changes and hands them to the store's
+`GroupCommit`; one flush writes everything handed in since the last one in one transaction
+(one fsync): a vitals message is queued for every clinician, and a commit per peer
+multiplied the fsyncs a message waits for before it leaves (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -16,17 +21,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 from p2pmed.core.persist import Change
 from p2pmed.core.session import Session, SessionConfig
-from p2pmed.node import private
+from p2pmed.node import clock, private
 from p2pmed.store.sqlite import MetaValue, SessionStore
-
-if TYPE_CHECKING:
-    from p2pmed.node.node import Node
 
 
 class PeerStore(SessionStore):
@@ -102,6 +102,7 @@ class NodeStore:
         self.session_id = session_id
         self.stores: dict[str, PeerStore] = {}
         self._index = PeerStore(self.path, f"{session_id}/")  # node-wide metadata
+        self.group = GroupCommit(self)
 
     def peer(self, peer_id: str) -> PeerStore:
         store = self.stores.get(peer_id)
@@ -123,6 +124,9 @@ class NodeStore:
                 store.keep_meta(meta)
             raise
 
+    def peers_with_meta(self) -> list[str]:
+        return [peer_id for peer_id, store in self.stores.items() if store._meta]
+
     def known_peers(self) -> list[str]:
         return self._index.stored_peers(self.session_id)
 
@@ -139,21 +143,52 @@ class NodeStore:
         self._index.close()
 
 
-def open_store(node: Node) -> NodeStore | None:
-    if node.config.data_dir is None:
+class GroupCommit:
+    """Session changes handed in by each peer's driver (its own session's only), written
+    together by flush(): one transaction, durable when flush() returns."""
+
+    def __init__(self, store: NodeStore) -> None:
+        self._store = store
+        self._pending: dict[str, list[Change]] = {}
+
+    def add(self, peer_id: str, changes: list[Change]) -> None:
+        pending = self._pending.get(peer_id)
+        if pending is None:
+            self._pending[peer_id] = changes
+        else:
+            pending.extend(changes)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for peer_id in self._store.peers_with_meta():  # set-ahead meta rides along
+            pending.setdefault(peer_id, [])
+        if not pending:
+            return
+        try:
+            self._store.apply_all(pending.items())
+        except BaseException:
+            for peer_id, changes in pending.items():  # not written: first in the next flush
+                changes.extend(self._pending.get(peer_id, []))
+                self._pending[peer_id] = changes
+            raise
+
+
+def open_store(data_dir: str | None, session_id: str) -> NodeStore | None:
+    if data_dir is None:
         return None
-    return NodeStore(node.config.data_dir, node.session_id)
+    return NodeStore(data_dir, session_id)
 
 
-def make_session(node: Node, cfg: SessionConfig, peer_id: str, *, fresh: bool = False) -> Session:
-    store: NodeStore | None = node.store
+def make_session(
+    store: NodeStore | None, cfg: SessionConfig, peer_id: str, *, fresh: bool = False
+) -> Session:
     if store is None:
-        return Session(cfg, now=time.time())
+        return Session(cfg, now=clock.now())
     cfg.persist = True
     snapshot = None if fresh else store.peer(peer_id).load()
     if snapshot is not None and snapshot.closed is None:
         try:
-            return Session(cfg, now=time.time(), restored=snapshot)
+            return Session(cfg, now=clock.now(), restored=snapshot)
         except ValueError:
             pass  # another role or session under this key: start afresh
-    return Session(cfg, now=time.time())
+    return Session(cfg, now=clock.now())

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import time
 from typing import TYPE_CHECKING
+
+from p2pmed.node import clock
 
 if TYPE_CHECKING:
     from p2pmed.node.node import Node
@@ -59,8 +60,8 @@ async def _end(node: Node, peer_id: str, link: PeerLink | None) -> None:
     t0 = loop.time()
     if link is not None and not link.closed:
         with contextlib.suppress(Exception):
-            link.session.close(time.time(), 0, "revoked")
-            _persist(node, link)
+            link.session.close(clock.now(), 0, "revoked")
+            _persist(link)
             link.kick()
         while (
             not link.closed
@@ -68,7 +69,7 @@ async def _end(node: Node, peer_id: str, link: PeerLink | None) -> None:
             and loop.time() - t0 < CLOSE_WAIT
         ):
             await asyncio.sleep(0.02)
-        _persist(node, link)
+        _persist(link)
         await link.close()  # the direct and any pending peer connection
     node.events.emit("revocation-done", peer=peer_id, closed_ms=round((loop.time() - t0) * 1000, 1))
     if not node.signaling.send_json({"type": "revocation-done", "endpoint_id": peer_id}):
@@ -79,9 +80,8 @@ async def _end(node: Node, peer_id: str, link: PeerLink | None) -> None:
         )
 
 
-def _persist(node: Node, link: PeerLink) -> None:
-    """The link is no longer in node.peers, so node.persist() skips it: the store must still
-    record its session as closed (a restart must not resume it)."""
-    if node.store is not None:
-        with contextlib.suppress(Exception):
-            node.store.peer(link.peer_id).apply(link.session.take_changes())
+def _persist(link: PeerLink) -> None:
+    """The link is no longer in node.peers, so node.persist() skips it: its driver commits
+    its session itself (the store records it as closed: a restart must not resume it)."""
+    with contextlib.suppress(Exception):
+        link.driver.commit()

@@ -7,11 +7,11 @@ everything else (attributes the UI reads, other hooks) passes straight through.
 from __future__ import annotations
 
 import logging
-import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from p2pmed.core import events as ev
+from p2pmed.node import clock
 from p2pmed.node.truststore import TrustError, TrustStore
 
 if TYPE_CHECKING:
@@ -162,5 +162,5 @@ class TrustGate:
                 message=message,
             )
         if close:
-            link.session.close(time.time(), CLOSE_IDENTITY, code)
+            link.session.close(clock.now(), CLOSE_IDENTITY, code)
             link.kick()

@@ -1,0 +1,60 @@
+"""What the parts of a node share: identity, ids, configuration, events, signaling, the
+store and the session factory. Peer links and role apps get this, not the whole Node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2pmed.core.identity import Identity
+from p2pmed.core.session import Session, SessionConfig
+from p2pmed.media import MediaSink, MediaSource
+from p2pmed.node import persist
+from p2pmed.node.config import NodeConfig
+from p2pmed.node.output import Events
+from p2pmed.node.persist import NodeStore
+from p2pmed.signaling_client import SignalingClient
+
+
+@dataclass(eq=False)
+class NodeContext:
+    config: NodeConfig
+    events: Events
+    signaling: SignalingClient
+    identity: Identity
+    endpoint_id: str
+    role: str = ""  # from the server's "joined"
+    session_id: str = ""
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    store: NodeStore | None = None  # None without --data-dir
+    media: MediaSource | None = None  # patient: camera / test pattern
+    sink: MediaSink | None = None  # clinician: recorder or blackhole
+    rejected: dict[str, int] = field(default_factory=dict)  # counted refusals by kind/reason
+    exit_code: int = 0  # EXIT_REVOKED once our token was revoked
+
+    def count(self, key: str) -> int:
+        """Count one refusal; returns how many of that kind so far."""
+        n = self.rejected[key] = self.rejected.get(key, 0) + 1
+        return n
+
+    def new_session(self, peer_id: str, *, fresh: bool = False) -> Session:
+        """The session with `peer_id`: restored from the store unless `fresh`."""
+        cfg = SessionConfig(
+            session_id=self.session_id,
+            initiator=self.role == "patient",
+            identity=self.identity,
+            heartbeat_interval=self.config.heartbeat_interval,
+            path_dead_after=self.config.path_dead_after,
+            window_frames=self.config.window_frames,
+            window_bytes=self.config.window_bytes,
+            chunk_bytes=self.config.chunk_bytes,
+        )
+        return persist.make_session(self.store, cfg, peer_id, fresh=fresh)
+
+    def commit(self) -> None:
+        """Write what the session drivers handed to the store's group commit (one fsync)."""
+        if self.store is not None:
+            self.store.group.flush()
+
+    def media_sink(self) -> Any:
+        return self.sink.new_connection() if self.sink is not None else None
