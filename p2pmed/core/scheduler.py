@@ -40,13 +40,24 @@ class FramePlan:
 
 
 class Scheduler:
-    __slots__ = ("_queues", "queued_bytes")
+    __slots__ = ("_queues", "next_index", "queued_bytes")
 
     def __init__(self) -> None:
         self._queues: list[deque[OutMessage]] = [deque() for _ in range(NUM_CLASSES)]
         self.queued_bytes = 0
+        self.next_index = [1] * NUM_CLASSES  # per class: the number of the next message
+
+    def queue(self, cls: int, data: bytes, ts_us: int) -> int:
+        """Queue a new message; returns its id, `(n << 3) | cls` with n counting from 1."""
+        index = self.next_index[cls]
+        self.next_index[cls] = index + 1
+        msg_id = (index << 3) | cls
+        self._queues[cls].append(OutMessage(msg_id, cls, data, ts_us))
+        self.queued_bytes += len(data)
+        return msg_id
 
     def push(self, msg: OutMessage) -> None:
+        """Queue a message that already has its id (restored after a restart)."""
         self._queues[msg.cls].append(msg)
         self.queued_bytes += len(msg.data) - msg.offset
 

@@ -12,22 +12,16 @@ from p2pmed.core.scheduler import FramePlan, OutMessage, Scheduler
 
 
 class Streams:
-    __slots__ = ("next_index", "retx", "rx", "sched", "tx")
+    __slots__ = ("queue", "retx", "rx", "sched", "tx")
 
     def __init__(self, max_message: int) -> None:
         self.tx = [SendStream(c) for c in range(NUM_CLASSES)]
         self.rx = [RecvStream(c, max_message=max_message) for c in range(NUM_CLASSES)]
         self.retx: list[deque[SentFrame]] = [deque() for _ in range(NUM_CLASSES)]
         self.sched = Scheduler()
-        self.next_index = [1] * NUM_CLASSES
-
-    def queue(self, c: int, data: bytes, ts_us: int) -> int:
-        """Queue one message of class `c`; its id is `(n << 3) | c`, n counting from 1."""
-        index = self.next_index[c]
-        self.next_index[c] = index + 1
-        msg_id = (index << 3) | c
-        self.sched.push(OutMessage(msg_id, c, data, ts_us))
-        return msg_id
+        # queue(cls, data, ts_us) -> message id: straight into the scheduler, which numbers
+        # the messages of each class (one call per message on the hot path)
+        self.queue = self.sched.queue
 
     def queued(self) -> list[OutMessage]:
         """Messages not yet wholly in frames, class by class."""
@@ -111,7 +105,7 @@ class Streams:
         for c in range(NUM_CLASSES):
             tx, rx = self.tx[c], self.rx[c]
             snap.send_next_seq[c] = tx.next_seq
-            snap.send_next_index[c] = self.next_index[c]
+            snap.send_next_index[c] = self.sched.next_index[c]
             snap.recv_next_seq[c] = rx.ack_point
             snap.recv_delivered[c] = rx.delivered
             for f in tx.unacked.values():
@@ -124,7 +118,7 @@ class Streams:
     def restore(self, snap: SessionSnapshot) -> None:
         for c in range(NUM_CLASSES):
             self.tx[c].next_seq = snap.send_next_seq[c]
-            self.next_index[c] = snap.send_next_index[c]
+            self.sched.next_index[c] = snap.send_next_index[c]
             self.rx[c].next_seq = snap.recv_next_seq[c]
             self.rx[c].delivered = snap.recv_delivered[c]
         for key in sorted(snap.frames):

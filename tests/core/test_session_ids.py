@@ -73,7 +73,7 @@ class Pair:
         c = int(CLS)
         seq = a._streams.tx[c].next_seq
         a._streams.tx[c].next_seq = seq + 1
-        a._streams.next_index[c] += claimed_messages
+        a._streams.sched.next_index[c] += claimed_messages
         assert a._prot.send is not None
         header = Header(FrameType.DATA, flags, CLS, 0, a._take_pn(), seq, 0, 0, 0)
         return a._prot.send.seal(header, payload)
