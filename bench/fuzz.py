@@ -204,7 +204,13 @@ def main() -> int:
     args = ap.parse_args()
     core_log = logging.getLogger("p2pmed.core")
     first_bugs = logging.StreamHandler(sys.stderr)
-    first_bugs.addFilter(lambda _record: internal < 5)  # internal bugs logged so far
+    logged = collections.Counter[str]()
+
+    def first_five(_record: logging.LogRecord) -> bool:
+        logged["bugs"] += 1
+        return logged["bugs"] <= 5
+
+    first_bugs.addFilter(first_five)
     core_log.addHandler(first_bugs)
     core_log.propagate = False
     rng = random.Random(args.seed)
