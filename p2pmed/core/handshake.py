@@ -78,7 +78,7 @@ class HandshakeResult:
     peer_fingerprint: str
 
 
-class _State(enum.Enum):
+class HandshakeState(enum.Enum):
     START = "start"
     WAIT_COMMIT = "wait_commit"  # responder
     WAIT_REPLY = "wait_reply"  # initiator
@@ -89,10 +89,10 @@ class _State(enum.Enum):
 
 
 _EXPECTED = {
-    _State.WAIT_COMMIT: (FrameType.HS_COMMIT, COMMIT_SIZE),
-    _State.WAIT_REPLY: (FrameType.HS_REPLY, REPLY_SIZE),
-    _State.WAIT_REVEAL: (FrameType.HS_REVEAL, REVEAL_SIZE),
-    _State.WAIT_CONFIRM: (FrameType.HS_CONFIRM, CONFIRM_SIZE),
+    HandshakeState.WAIT_COMMIT: (FrameType.HS_COMMIT, COMMIT_SIZE),
+    HandshakeState.WAIT_REPLY: (FrameType.HS_REPLY, REPLY_SIZE),
+    HandshakeState.WAIT_REVEAL: (FrameType.HS_REVEAL, REVEAL_SIZE),
+    HandshakeState.WAIT_CONFIRM: (FrameType.HS_CONFIRM, CONFIRM_SIZE),
 }
 
 
@@ -128,7 +128,7 @@ class Handshake:
         self._eph_pub = self._eph.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
-        self._state = _State.START if initiator else _State.WAIT_COMMIT
+        self._state = HandshakeState.START if initiator else HandshakeState.WAIT_COMMIT
         self._commit = b""
         self._reply = b""
         self._transcript = b""
@@ -139,19 +139,19 @@ class Handshake:
 
     @property
     def complete(self) -> bool:
-        return self._state is _State.DONE
+        return self._state is HandshakeState.DONE
 
     @property
     def failed(self) -> bool:
-        return self._state is _State.FAILED
+        return self._state is HandshakeState.FAILED
 
     @property
     def result(self) -> HandshakeResult | None:
         return self._result
 
     @property
-    def state(self) -> str:
-        return self._state.value
+    def state(self) -> HandshakeState:
+        return self._state
 
     def expected(self) -> FrameType | None:
         """The handshake frame type this side waits for, if any."""
@@ -160,7 +160,11 @@ class Handshake:
 
     def set_fingerprints(self, local_fp: bytes, remote_fp: bytes) -> None:
         """Set the DTLS fingerprints; allowed only before this side has used them."""
-        if self._state not in (_State.START, _State.WAIT_REPLY, _State.WAIT_COMMIT):
+        if self._state not in (
+            HandshakeState.START,
+            HandshakeState.WAIT_REPLY,
+            HandshakeState.WAIT_COMMIT,
+        ):
             raise CryptoError("handshake", "fingerprints are already bound to the handshake")
         self._local_fp = _check_fp("local_fp", local_fp)
         self._remote_fp = _check_fp("remote_fp", remote_fp)
@@ -169,15 +173,15 @@ class Handshake:
         """Initiator: returns (HS_COMMIT, payload). Responder: None (it waits)."""
         if not self.initiator:
             return None
-        if self._state is not _State.START:
+        if self._state is not HandshakeState.START:
             raise CryptoError("handshake", "handshake already started")
         self._commit = commitment(self._eph_pub, self._identity.public_bytes)
-        self._state = _State.WAIT_REPLY
+        self._state = HandshakeState.WAIT_REPLY
         return FrameType.HS_COMMIT, self._commit
 
     def receive(self, ftype: FrameType, payload: bytes) -> tuple[FrameType, bytes] | None:
         """Process one handshake payload; returns the next (type, payload) to send, if any."""
-        if self._state is _State.FAILED:
+        if self._state is HandshakeState.FAILED:
             raise CryptoError("handshake", f"handshake already refused ({self._failure})")
         expected = _EXPECTED.get(self._state)
         if expected is None or ftype != expected[0]:
@@ -192,11 +196,11 @@ class Handshake:
             raise CryptoError(
                 "handshake", f"{_name(ftype)} of {len(data)} bytes, expected {expected[1]}"
             )
-        if self._state is _State.WAIT_COMMIT:
+        if self._state is HandshakeState.WAIT_COMMIT:
             return self._on_commit(data)
-        if self._state is _State.WAIT_REPLY:
+        if self._state is HandshakeState.WAIT_REPLY:
             return self._on_reply(data)
-        if self._state is _State.WAIT_REVEAL:
+        if self._state is HandshakeState.WAIT_REVEAL:
             return self._on_reveal(data)
         self._on_confirm(data)
         return None
@@ -206,7 +210,7 @@ class Handshake:
     def _on_commit(self, commit: bytes) -> tuple[FrameType, bytes]:
         self._commit = commit
         self._reply = self._eph_pub + self._identity.public_bytes + self._local_fp + self._remote_fp
-        self._state = _State.WAIT_REVEAL
+        self._state = HandshakeState.WAIT_REVEAL
         return FrameType.HS_REPLY, self._reply
 
     def _on_reply(self, reply: bytes) -> tuple[FrameType, bytes]:
@@ -218,7 +222,7 @@ class Handshake:
         self._chains = self._derive(e_r)
         self._reply = reply
         self._peer_public = id_r
-        self._state = _State.WAIT_CONFIRM
+        self._state = HandshakeState.WAIT_CONFIRM
         signature = self._identity.sign(_SIG_I_LABEL + self._transcript)
         return FrameType.HS_REVEAL, reveal_head + signature
 
@@ -283,12 +287,12 @@ class Handshake:
             peer_public=peer_public,
             peer_fingerprint=fingerprint_of(peer_public),
         )
-        self._state = _State.DONE
+        self._state = HandshakeState.DONE
         self._chains = (b"", b"")
         del self._eph  # the ephemeral secret is not needed any more
 
     def _fail(self, reason: str, detail: str) -> CryptoError:
-        self._state = _State.FAILED
+        self._state = HandshakeState.FAILED
         self._failure = CryptoError(reason, detail)
         self._chains = (b"", b"")
         return self._failure

@@ -202,3 +202,12 @@ def test_local_and_remote_errors_are_apart() -> None:
         FrameError, RemoteProtocolError
     )
     assert not issubclass(LocalProtocolError, RemoteProtocolError)
+
+
+def test_handshake_state_is_an_enum() -> None:
+    from p2pmed.core.handshake import Handshake, HandshakeState
+    from p2pmed.core.identity import Identity
+
+    hs = Handshake(Identity.generate(), initiator=False, session_id="s")
+    assert hs.state is HandshakeState.WAIT_COMMIT
+    assert hs.expected() is FrameType.HS_COMMIT
