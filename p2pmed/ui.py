@@ -5,6 +5,8 @@ from stdin when stdin is a TTY:  a = acknowledge alarms (vital and identity),  v
 shown matches the one the patient reads out (recorded in the trust store, as the --json
 {"cmd": "verify"} command does),  y = admit a waiting patient,  q = quit.
 
+It reads the clinician through the small ClinicianView protocol below, never its internals.
+
 A refused identity (`technical-alarm` identity-changed, unknown-identity, trust-store) is
 shown at the top in reverse video with the bell until acknowledged: it may be a man in the
 middle, and vitals from that patient stop.
@@ -16,17 +18,60 @@ import asyncio
 import contextlib
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from p2pmed.vitals.codec import Param
-
-if TYPE_CHECKING:
-    from p2pmed.node.clinician import ClinicianApp
+from p2pmed.vitals.codec import Alarm, Numerics, Param, PatientStatus, Stream
+from p2pmed.vitals.summary import label_of
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 WIDTH = 64
 IDENTITY_ALARMS = ("identity-changed", "unknown-identity", "trust-store")
 LOUD = "!!!"  # lines starting with this are drawn in reverse video
+
+
+@dataclass(frozen=True)
+class PatientLine:
+    """One patient link as the view shows it."""
+
+    peer_id: str
+    role: str
+    paths: Mapping[str, Any]  # {"active": ..., "direct"/"relay": {"up", "rtt_ms", "loss", "grade"}}
+    sas: str  # "" while handshaking
+    established: bool  # an established, accepted session that is still open
+    fingerprint: str  # the patient's identity key, once the handshake told it
+
+
+class ClinicianView(Protocol):
+    """What the terminal view reads of the clinician, and the actions its keys take."""
+
+    @property
+    def endpoint_id(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def numerics(self) -> Numerics | None: ...
+    @property
+    def trace(self) -> Sequence[float]: ...
+    @property
+    def trace_signal(self) -> str: ...
+    @property
+    def alarms(self) -> Mapping[int, Alarm]: ...  # open alarms by id
+    @property
+    def acked(self) -> Mapping[int, str]: ...  # alarm id -> who acknowledged it
+    @property
+    def status(self) -> Mapping[str, PatientStatus]: ...  # patient endpoint id -> last status
+    @property
+    def waiting(self) -> Sequence[str]: ...  # patients waiting to be admitted
+
+    def patients(self) -> list[PatientLine]: ...
+    def listen(self, listener: Callable[[dict[str, Any]], None]) -> None: ...
+    def is_verified(self, fingerprint: str, role: str) -> bool: ...
+    def acknowledge(self, alarm_id: int | None = None) -> int: ...
+    def admit(self, peer_id: str) -> None: ...
+    def verify_sas(self, peer_id: str | None, sas: str | None) -> None: ...
+    def quit(self) -> None: ...
 
 
 def sparkline(values: list[float], width: int = WIDTH) -> str:
@@ -45,7 +90,7 @@ def _fmt(value: float | None, unit: str, digits: int = 0) -> str:
 
 
 class TerminalUI:
-    def __init__(self, app: ClinicianApp) -> None:
+    def __init__(self, app: ClinicianView) -> None:
         self.app = app
         self.lines = 0
         self._saved: Any = None
@@ -57,7 +102,7 @@ class TerminalUI:
         self.notice = ""  # the outcome of the last key that has one
         self._shown_sas: dict[str, str] = {}  # peer -> SAS on screen (what `v` confirms)
         self._looked_up: set[str] = set()  # fingerprints looked up in the trust store
-        app.node.events.listeners.append(self.on_event)
+        app.listen(self.on_event)
 
     def bell(self) -> None:
         self._bell = True
@@ -74,24 +119,22 @@ class TerminalUI:
             self.notice = f"not verified: {e.get('message')}"
 
     def render(self) -> list[str]:
-        app, node = self.app, self.app.node
+        app = self.app
         n = app.numerics
 
         def v(p: Param) -> float | None:
             return n.value(p) if n else None
 
-        out = [f"p2pmed clinician  {node.endpoint_id}  session {node.session_id}"]
+        out = [f"p2pmed clinician  {app.endpoint_id}  session {app.session_id}"]
         for e in self.identity_alarms.values():
             out.extend(_identity_lines(e))
-        from p2pmed.node.clinician import label_of
-        from p2pmed.vitals.codec import Stream
-
-        for link in node.peers.values():
+        patients = app.patients()
+        for link in patients:
             pst = app.status.get(link.peer_id)
             out.append(f"PATIENT {label_of(pst)}")
             if pst is not None and pst.stream is Stream.ENDED:
                 out.append("STREAM ENDED: the patient's source has no more data (link still up)")
-            st = link.status()
+            st = link.paths
             parts = []
             for name in ("direct", "relay"):
                 p = st.get(name)
@@ -106,7 +149,7 @@ class TerminalUI:
             )
             if link.sas:
                 self._shown_sas[link.peer_id] = link.sas
-        if not node.peers:
+        if not patients:
             out.append("waiting for the patient ...")
         for peer in app.waiting:
             out.append(f"patient {peer} is waiting: press y to admit")
@@ -136,22 +179,14 @@ class TerminalUI:
         out.append("keys: a ack  v SAS matches  y admit  q quit")
         return out
 
-    def _sas_mark(self, link: Any) -> str:
+    def _sas_mark(self, link: PatientLine) -> str:
         if not link.sas or not link.established:
             return ""
-        fp = link.session.peer_fingerprint
+        fp = link.fingerprint
         if fp not in self._looked_up:  # verified in an earlier run of this consultation?
             self._looked_up.add(fp)
-            trust = self.app.node.trust
-            with contextlib.suppress(ValueError):  # an unusable store: the node says so
-                if trust is not None and any(
-                    e.fingerprint == fp
-                    and e.role == link.peer_role
-                    and e.session in (None, self.app.node.session_id)
-                    and e.verified is not None
-                    for e in trust.entries()
-                ):
-                    self.verified.add(fp)
+            if self.app.is_verified(fp, link.role):
+                self.verified.add(fp)
         if fp in self.verified:
             return " (verified)"
         return " (read it to the patient; v if it matches)"
@@ -183,7 +218,7 @@ class TerminalUI:
             for peer in list(self.app.waiting):
                 self.app.admit(peer)
         elif ch in ("q", "\x03"):
-            self.app.node.stop()
+            self.app.quit()
 
     def verify(self) -> None:
         """The SAS on screen matches what the patient reads out: the node records it (or
@@ -191,14 +226,14 @@ class TerminalUI:
         self.notice = ""
         links = [
             link
-            for link in self.app.node.peers.values()
-            if link.established and not link.closed and link.peer_id in self._shown_sas
+            for link in self.app.patients()
+            if link.established and link.peer_id in self._shown_sas
         ]
         if len(links) == 1:
             peer = links[0].peer_id
-            self.app.node.command({"cmd": "verify", "peer": peer, "sas": self._shown_sas[peer]})
+            self.app.verify_sas(peer, self._shown_sas[peer])
         else:  # the node's own message: no established peer, or several
-            self.app.node.command({"cmd": "verify"})
+            self.app.verify_sas(None, None)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

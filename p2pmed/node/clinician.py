@@ -16,7 +16,7 @@ from p2pmed.core import events as ev
 from p2pmed.core.errors import ProtocolError
 from p2pmed.core.frame import MessageClass
 from p2pmed.node import clock
-from p2pmed.node.patient import summary
+from p2pmed.ui import PatientLine, TerminalUI
 from p2pmed.vitals import codec, fhir
 from p2pmed.vitals.codec import (
     Alarm,
@@ -27,20 +27,16 @@ from p2pmed.vitals.codec import (
     Stream,
     Waveform,
 )
+from p2pmed.vitals.summary import label_of, summary
 
 if TYPE_CHECKING:
-    from p2pmed.node.node import Node
+    from p2pmed.node.app import NodeHandle
     from p2pmed.node.peer import PeerLink
 
 log = logging.getLogger("p2pmed.node.clinician")
 
 TRACE_SECONDS = 4.0
-UNIDENTIFIED = "unidentified patient"
 FHIR_PENDING_MAX = 2000  # exports held per patient until its status names the FHIR subject
-
-
-def label_of(st: PatientStatus | None) -> str:
-    return st.label if st is not None and st.label else UNIDENTIFIED
 
 
 def _waveform(w: Waveform, subject: str) -> list[dict[str, Any]]:
@@ -60,7 +56,7 @@ def open_private(path: str) -> IO[str]:
 
 
 class ClinicianApp:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeHandle) -> None:
         self.node = node
         self.numerics: Numerics | None = None
         self.trace: deque[float] = deque(maxlen=2000)
@@ -74,7 +70,7 @@ class ClinicianApp:
         self.gaps = 0
         self.received = 0
         self._fhir: IO[str] | None = None
-        self._ui: Any = None
+        self._ui: TerminalUI | None = None
         self._pending: dict[str, list[Callable[[str], list[dict[str, Any]]]]] = {}
         self._alarm_peer: dict[int, str] = {}  # alarm id -> patient that raised it
         self._raised_us: dict[int, int] = {}  # alarm id -> first time seen raised
@@ -85,11 +81,61 @@ class ClinicianApp:
         elif out:
             self._fhir = open_private(out)
 
+    # ---- ClinicianView (what the terminal view reads) ----
+    @property
+    def endpoint_id(self) -> str:
+        return self.node.endpoint_id
+
+    @property
+    def session_id(self) -> str:
+        return self.node.session_id
+
+    def patients(self) -> list[PatientLine]:
+        return [
+            PatientLine(
+                peer_id=link.peer_id,
+                role=link.peer_role,
+                paths=link.status(),
+                sas=link.sas,
+                established=link.established and not link.closed,
+                fingerprint=link.session.peer_fingerprint,
+            )
+            for link in self.node.peers.values()
+        ]
+
+    def listen(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        self.node.events.listeners.append(listener)
+
+    def is_verified(self, fingerprint: str, role: str) -> bool:
+        """The trust store says the SAS with this identity was verified in this consultation
+        (or for every consultation); False without a store or when it cannot be read."""
+        trust = self.node.trust
+        if trust is None:
+            return False
+        try:
+            entries = trust.entries()
+        except ValueError:  # an unusable store: the node says so
+            return False
+        return any(
+            e.fingerprint == fingerprint
+            and e.role == role
+            and e.session in (None, self.node.session_id)
+            and e.verified is not None
+            for e in entries
+        )
+
+    def verify_sas(self, peer_id: str | None, sas: str | None) -> None:
+        cmd: dict[str, Any] = {"cmd": "verify"}
+        if peer_id is not None:
+            cmd.update(peer=peer_id, sas=sas)
+        self.node.command(cmd)
+
+    def quit(self) -> None:
+        self.node.stop()
+
     # ---- App protocol ----
     def on_joined(self) -> None:
         if self.node.config.ui:
-            from p2pmed.ui import TerminalUI
-
             self._ui = TerminalUI(self)
 
     def on_peer_waiting(self, peer_id: str, role: str) -> None:

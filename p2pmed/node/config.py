@@ -7,9 +7,11 @@ import os
 import re
 import ssl
 import stat
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from p2pmed.core.identity import Identity
+from p2pmed.core.session import SessionConfig
 from p2pmed.media import MediaSpec, parse_media
 from p2pmed.signaling_client import JoinUrl, parse_join_url
 from p2pmed.transport.datachannel import SCTP_CHUNK
@@ -138,6 +140,28 @@ def parse_source(value: str) -> SourceSpec:
     raise ConfigError(f"--source must be synthetic or wfdb:PATH, got {value!r}")
 
 
+@dataclass(frozen=True)
+class SessionTuning:
+    """The session core settings a node chooses (the others are SessionConfig's defaults)."""
+
+    heartbeat_interval: float = 0.25
+    path_dead_after: float = 1.0
+    window_frames: int = 128  # most frames / bytes unacked in flight
+    # bench/node_bench.py: with 16 KiB chunks and a 64 KiB window bulk ran at 0.66x bare aiortc;
+    # larger chunks (SCTP_CHUNK) cut aiortc's per-message and per-packet cost and need a wider
+    # window. A CRITICAL frame has its own eighth of the window and is not held by the rest.
+    window_bytes: int = 256 * 1024
+    chunk_bytes: int = SCTP_CHUNK
+
+    def session_config(self, session_id: str, initiator: bool, identity: Identity) -> SessionConfig:
+        return SessionConfig(
+            session_id=session_id, initiator=initiator, identity=identity, **asdict(self)
+        )
+
+
+_TUNING = frozenset(SessionTuning.__dataclass_fields__)
+
+
 @dataclass
 class NodeConfig:
     join: JoinUrl
@@ -151,19 +175,12 @@ class NodeConfig:
     ui: bool = False
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
     reconnect_initial: float = 0.5
-    heartbeat_interval: float = 0.25
-    path_dead_after: float = 1.0
+    session: SessionTuning = field(default_factory=SessionTuning)
     direct_grace: float = 5.0  # a stalled direct connection is kept this long before renegotiating
     endpoint_id: str | None = None
     rate: float = 1.0  # source speed factor (tests and the benchmark may run faster)
     join_timeout: float = 10.0
     ice_relay_only: bool = False  # direct path only through the TURN relay (no host/srflx)
-    window_frames: int = 128  # session: most frames / bytes unacked in flight
-    # bench/node_bench.py: with 16 KiB chunks and a 64 KiB window bulk ran at 0.66x bare aiortc;
-    # larger chunks (SCTP_CHUNK) cut aiortc's per-message and per-packet cost and need a wider
-    # window. A CRITICAL frame has its own eighth of the window and is not held by the rest.
-    window_bytes: int = 256 * 1024
-    chunk_bytes: int = SCTP_CHUNK
     sctp_high_water: int = 16 * 1024  # bytes handed to aiortc ahead of its SCTP queue
     scenario: str = "demo"  # synthetic source events: demo | normal | alarm
     # FHIR subject reference as written into Observation.subject.reference: "Patient/<id>" or an
@@ -173,6 +190,31 @@ class NodeConfig:
     label: str | None = None  # patient label shown to clinicians (parse_label says what fits)
     ca_file: str | None = None  # PEM CA bundle trusted for the signaling server's TLS
     require_known_peers: bool = False  # accept only identities enrolled with `p2pmed trust add`
+
+    # the session settings, read (and, for tuning experiments, set) by their old names
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.session.heartbeat_interval
+
+    @property
+    def path_dead_after(self) -> float:
+        return self.session.path_dead_after
+
+    @property
+    def window_frames(self) -> int:
+        return self.session.window_frames
+
+    @property
+    def window_bytes(self) -> int:
+        return self.session.window_bytes
+
+    @window_bytes.setter
+    def window_bytes(self, value: int) -> None:  # bench/node_bench.py BENCH_WINDOW_KIB
+        self.session = replace(self.session, window_bytes=value)
+
+    @property
+    def chunk_bytes(self) -> int:
+        return self.session.chunk_bytes
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """--ca-file: trust that CA (on top of the system's). None: the default, which also
@@ -211,6 +253,9 @@ class NodeConfig:
             kw["fhir_patient"] = parse_fhir_patient(kw["fhir_patient"])
         if kw.get("label") is not None:
             kw["label"] = parse_label(kw["label"])
+        tuning = {name: kw.pop(name) for name in _TUNING & kw.keys()}
+        if tuning:
+            kw["session"] = replace(kw.get("session", SessionTuning()), **tuning)
         return cls(
             join=join, data_dir=data_dir, source=parse_source(source), media=media_spec, **kw
         )

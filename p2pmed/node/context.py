@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2pmed.core.identity import Identity
-from p2pmed.core.session import Session, SessionConfig
+from p2pmed.core.session import Session
 from p2pmed.media import MediaSink, MediaSource
 from p2pmed.node import persist
 from p2pmed.node.config import NodeConfig
@@ -39,15 +39,8 @@ class NodeContext:
 
     def new_session(self, peer_id: str, *, fresh: bool = False) -> Session:
         """The session with `peer_id`: restored from the store unless `fresh`."""
-        cfg = SessionConfig(
-            session_id=self.session_id,
-            initiator=self.role == "patient",
-            identity=self.identity,
-            heartbeat_interval=self.config.heartbeat_interval,
-            path_dead_after=self.config.path_dead_after,
-            window_frames=self.config.window_frames,
-            window_bytes=self.config.window_bytes,
-            chunk_bytes=self.config.chunk_bytes,
+        cfg = self.config.session.session_config(
+            self.session_id, self.role == "patient", self.identity
         )
         return persist.make_session(self.store, cfg, peer_id, fresh=fresh)
 

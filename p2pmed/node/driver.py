@@ -23,6 +23,7 @@ from p2pmed.core import events as ev
 from p2pmed.core.frame import HANDSHAKE_TYPES, FrameType, MessageClass
 from p2pmed.core.session import Session
 from p2pmed.node import clock
+from p2pmed.node import events as ne
 from p2pmed.node.context import NodeContext
 
 log = logging.getLogger("p2pmed.node.driver")
@@ -189,8 +190,8 @@ class SessionDriver:
     def _expire_candidate(self, candidate: Session) -> None:
         if self.candidate is candidate:  # a replayed commit nobody completes
             self.candidate = None
-            self.ctx.events.emit(
-                "candidate-expired", peer=self.peer_id, reason="new handshake not completed"
+            self.ctx.events.publish(
+                ne.CandidateExpired(self.peer_id, "new handshake not completed")
             )
 
     def _flush_candidate(self) -> None:
@@ -218,9 +219,7 @@ class SessionDriver:
     def _replace(self, candidate: Session) -> None:
         """The patient proved with a new signed handshake that it lost its session state
         (e.g. restarted without its store): the candidate session replaces the old one."""
-        self.ctx.events.emit(
-            "session-reset", peer=self.peer_id, reason="peer completed a new handshake"
-        )
+        self.ctx.events.publish(ne.SessionReset(self.peer_id, "peer completed a new handshake"))
         self.candidate = None
         self.session = candidate
         self.established = False

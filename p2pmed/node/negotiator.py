@@ -24,6 +24,7 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from p2pmed.core import events as ev
 from p2pmed.node import clock
+from p2pmed.node import events as ne
 from p2pmed.node.context import NodeContext
 from p2pmed.node.driver import SessionDriver
 from p2pmed.node.tasks import TaskSet
@@ -87,16 +88,14 @@ class DirectNegotiator:
             tracks += len(dp.held_tracks)
             dp.held_tracks.clear()
             self.tasks.spawn(sink.start())
-        self.ctx.events.emit(
-            "direct-bound", peer=self.peer_id, generation=self.generation, tracks=tracks
-        )
+        self.ctx.events.publish(ne.DirectBound(self.peer_id, self.generation, tracks))
 
     def recovered(self) -> None:
         """PONGs came back on the direct path within its grace."""
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
-            self.ctx.events.emit("direct-recovered", peer=self.peer_id)
+            self.ctx.events.publish(ne.DirectRecovered(self.peer_id))
 
     def stalled(self) -> None:
         """Heartbeats stopped: traffic has already moved to the other paths. ICE and DTLS
@@ -107,7 +106,7 @@ class DirectNegotiator:
         if dp is None or self.closed or self._stall_timer is not None:
             return
         grace = self.ctx.config.direct_grace
-        self.ctx.events.emit("direct-stalled", peer=self.peer_id, grace_s=grace)
+        self.ctx.events.publish(ne.DirectStalled(self.peer_id, grace))
 
         def expired() -> None:
             self._stall_timer = None
@@ -127,7 +126,7 @@ class DirectNegotiator:
         with contextlib.suppress(Exception):
             self.driver.session.remove_path("direct", clock.now())
         self._path_gone("direct")
-        self.ctx.events.emit("direct-lost", peer=self.peer_id, reason=why)
+        self.ctx.events.publish(ne.DirectLost(self.peer_id, why))
         self.tasks.spawn(dp.close())
         self.driver.kick()
         self._renegotiate_now.set()
@@ -196,7 +195,7 @@ class DirectNegotiator:
         try:
             dp.local_fp, dp.remote_fp = dtls_fingerprints(dp.pc)
         except ValueError as exc:
-            self.ctx.events.emit("direct-failed", peer=self.peer_id, reason=str(exc))
+            self.ctx.events.publish(ne.DirectFailed(self.peer_id, str(exc)))
             if self.pending is dp:
                 self.pending = None
             self.tasks.spawn(dp.close())
@@ -216,7 +215,7 @@ class DirectNegotiator:
                     session.remove_path("direct", clock.now())
                 self._path_gone("direct")
         self.backoff.reset()
-        self.ctx.events.emit("direct-open", peer=self.peer_id, generation=self.generation)
+        self.ctx.events.publish(ne.DirectOpen(self.peer_id, self.generation))
         session.set_fingerprints(dp.local_fp, dp.remote_fp)
         self.driver.kick()
 
@@ -250,7 +249,7 @@ class DirectNegotiator:
                     self._skip_backoff = False
                 elif not first:
                     delay = self.backoff.next()
-                    self.ctx.events.emit("direct-retry", peer=self.peer_id, after_s=round(delay, 2))
+                    self.ctx.events.publish(ne.DirectRetry(self.peer_id, round(delay, 2)))
                     self._renegotiate_now.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._renegotiate_now.wait(), delay)
@@ -284,15 +283,13 @@ class DirectNegotiator:
             self._answer = self._loop.create_future()
             if not signaling.send_json({"type": "offer", "to": self.peer_id, "sdp": local_sdp}):
                 raise ConnectionError("signaling not connected")
-            self.ctx.events.emit("direct-offer", peer=self.peer_id, generation=self.generation)
+            self.ctx.events.publish(ne.DirectOffer(self.peer_id, self.generation))
             answer = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT)
             await dp.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
             await asyncio.wait_for(self._wait_open(dp), OPEN_TIMEOUT)
             return True
         except (TimeoutError, ConnectionError, ValueError) as exc:
-            self.ctx.events.emit(
-                "direct-failed", peer=self.peer_id, reason=str(exc) or type(exc).__name__
-            )
+            self.ctx.events.publish(ne.DirectFailed(self.peer_id, str(exc) or type(exc).__name__))
             if self.pending is dp:
                 self.pending = None
             if self.direct is not dp:
@@ -321,14 +318,8 @@ class DirectNegotiator:
 
     def _sdp_refused(self, kind: str, exc: SdpError) -> None:
         n = self.ctx.count(f"sdp/{exc.reason}")
-        self.ctx.events.emit(
-            "rejected",
-            peer=self.peer_id,
-            kind="sdp",
-            reason=exc.reason,
-            path="signaling",
-            count=n,
-            message=f"{kind}: {exc}",
+        self.ctx.events.publish(
+            ne.SdpRejected(self.peer_id, "sdp", exc.reason, "signaling", n, f"{kind}: {exc}")
         )
 
     # ---- answerer (clinician) ----
@@ -351,7 +342,7 @@ class DirectNegotiator:
             await dp.pc.setLocalDescription(await dp.pc.createAnswer())
             local_sdp = dp.pc.localDescription.sdp
         except ValueError as exc:
-            self.ctx.events.emit("direct-failed", peer=self.peer_id, reason=str(exc))
+            self.ctx.events.publish(ne.DirectFailed(self.peer_id, str(exc)))
             self.pending = None
             await dp.close()
             return

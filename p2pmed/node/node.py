@@ -6,22 +6,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from aiortc.sdp import candidate_from_sdp
 
 from p2pmed.core import events as ev
-from p2pmed.core.errors import CryptoError
 from p2pmed.core.frame import MessageClass
 from p2pmed.core.identity import Identity
 from p2pmed.core.session import Session
 from p2pmed.media import MediaSink, MediaSource
-from p2pmed.node import clock, persist, private, resume, revocation
+from p2pmed.node import clock, datadir, persist, revocation
+from p2pmed.node.app import App
+from p2pmed.node.clinician import ClinicianApp
 from p2pmed.node.config import NodeConfig
 from p2pmed.node.context import NodeContext
+from p2pmed.node.errors import EXIT_REFUSED, EXIT_REVOKED, EXIT_TLS, NodeError
 from p2pmed.node.output import Events
+from p2pmed.node.patient import PatientApp
 from p2pmed.node.peer import PeerLink
 from p2pmed.node.persist import NodeStore
 from p2pmed.node.tasks import TaskSet
@@ -43,38 +45,13 @@ PEERS_OF = {
 }
 
 
-# `p2pmed node` exit codes a service manager can act on (deploy/systemd/p2pmed-node.service
-# does not restart on 2, 3 or 4: a retry cannot cure them)
-EXIT_FAILED = 1  # transient: the server could not be reached, ...
-EXIT_TLS = 3  # the server's TLS certificate is not trusted
-EXIT_REFUSED = 4  # the server refused the join token for good
-EXIT_REVOKED = revocation.EXIT_REVOKED  # 5: the token was revoked during the consultation
-
-
-class NodeError(RuntimeError):
-    """The node cannot start or run; the message says why."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class App(Protocol):
-    def on_joined(self) -> None: ...
-    def on_peer_waiting(self, peer_id: str, role: str) -> None: ...
-    def on_peer_left(self, peer_id: str) -> None: ...
-    def on_signaling(self, up: bool) -> None: ...
-    def on_established(self, link: PeerLink) -> None: ...
-    def on_message(self, link: PeerLink, event: ev.MessageReceived) -> None: ...
-    def on_acked(self, link: PeerLink, event: ev.MessageAcked) -> None: ...
-    def on_closed(self, link: PeerLink) -> None: ...
-    def command(self, cmd: dict[str, Any]) -> None: ...
-    async def run(self) -> None: ...
-    async def close(self) -> None: ...
-
-
 class Node:
-    def __init__(self, config: NodeConfig, events: Events | None = None, app_factory: Any = None):
+    def __init__(
+        self,
+        config: NodeConfig,
+        events: Events | None = None,
+        app_factory: Callable[[Node], App] | None = None,
+    ) -> None:
         self.config = config
         self._app_factory = app_factory
         self.peers: dict[str, PeerLink] = {}
@@ -88,16 +65,16 @@ class Node:
         self._ready = False  # until start() set up store and app, signaling input waits here
         self._early: list[tuple[str, Any]] = []
         data_dir = config.data_dir
-        identity = self._load_identity()
-        endpoint_id = config.endpoint_id or self._load_endpoint_id()
+        identity = datadir.load_identity(data_dir)
+        endpoint_id = config.endpoint_id or datadir.load_endpoint_id(data_dir)
         signaling = SignalingClient(
             config.join,
             endpoint_id,
             on_message=self._on_signal,
             on_relay=self._on_relay,
             on_state=self._on_signal_state,
-            resume_token=resume.load(data_dir, config.join.token, endpoint_id),
-            on_resume_token=lambda token: resume.save(data_dir, token),
+            resume_token=datadir.load_resume(data_dir, config.join.token, endpoint_id),
+            on_resume_token=lambda token: datadir.save_resume(data_dir, token),
             on_rejected=self._on_signal_rejected,
             ssl_context=config.ssl_context(),
         )
@@ -163,35 +140,6 @@ class Node:
     def exit_code(self, value: int) -> None:
         self.ctx.exit_code = value
 
-    # ---- identity and durable state ----
-    def _load_identity(self) -> Identity:
-        if self.config.data_dir is None:
-            return Identity.generate()
-        try:
-            os.makedirs(self.config.data_dir, mode=0o700, exist_ok=True)
-            return Identity.load_or_create(os.path.join(self.config.data_dir, "identity.key"))
-        except CryptoError as exc:
-            raise NodeError(exc.detail or str(exc)) from None
-        except OSError as exc:
-            raise NodeError(f"cannot use --data-dir {self.config.data_dir}: {exc}") from None
-
-    def _load_endpoint_id(self) -> str:
-        if self.config.data_dir is None:
-            return "n" + secrets.token_hex(8)
-        path = os.path.join(self.config.data_dir, "endpoint_id")
-        try:
-            data = private.read(path, 256)
-            if data is not None:
-                value = data.decode("ascii", errors="replace").strip()
-                if ENDPOINT_ID.match(value):
-                    private.precreate(path)  # an old file may be 0644
-                    return value
-            value = "n" + secrets.token_hex(8)
-            private.write(path, value.encode("ascii"))
-        except OSError as exc:
-            raise NodeError(f"cannot use {path}: {exc}") from None
-        return value
-
     # ---- lifecycle ----
     async def start(self) -> dict[str, Any]:
         """Connect and join. Raises NodeError with a clear message when that fails."""
@@ -238,7 +186,7 @@ class Node:
             ctx.sink = MediaSink(self.config.record)
         self.app = self._make_app()
         if self.trust is not None:
-            scope = resume.claims(self.config.join.token).get("sub")
+            scope = datadir.claims(self.config.join.token).get("sub")
             if not isinstance(scope, str) or not scope:
                 scope = self.session_id
             self.app = TrustGate(self.app, self, self.trust, scope)
@@ -266,7 +214,7 @@ class Node:
             except Exception as exc:  # same rule as live input: count it, go on
                 log.warning("early signaling message failed", exc_info=exc)
                 self._on_signal_rejected("handler", type(exc).__name__)
-        self._spawn(self.app.run())
+        self.spawn(self.app.run())
         return joined
 
     def _refusal_hint(self, exc: SignalingRefused) -> str:
@@ -285,14 +233,9 @@ class Node:
 
     def _make_app(self) -> App:
         if self._app_factory is not None:
-            app: App = self._app_factory(self)
-            return app
+            return self._app_factory(self)
         if self.role == "patient":
-            from p2pmed.node.patient import PatientApp
-
             return PatientApp(self)
-        from p2pmed.node.clinician import ClinicianApp
-
         return ClinicianApp(self)
 
     def _open_store(self) -> None:
@@ -398,7 +341,7 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._sig_task
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         return self._tasks.spawn(coro)
 
     def _task_failed(self, exc: BaseException) -> None:
@@ -537,7 +480,7 @@ class Node:
         elif kind == "offer":
             link = self.peers.get(peer_id)
             if link is not None and self.role != "patient" and isinstance(msg.get("sdp"), str):
-                self._spawn(link.on_offer(msg["sdp"]))
+                self.spawn(link.on_offer(msg["sdp"]))
         elif kind == "answer":
             link = self.peers.get(peer_id)
             if link is not None and isinstance(msg.get("sdp"), str):
@@ -545,7 +488,7 @@ class Node:
         elif kind == "candidate":
             link = self.peers.get(peer_id)
             if link is not None:
-                self._spawn(self._add_candidate(link, msg.get("candidate")))
+                self.spawn(self._add_candidate(link, msg.get("candidate")))
         elif kind == "error" and msg.get("code") == "token-revoked":
             revocation.self_revoked(self, str(msg.get("message")))
         elif kind == "error":
@@ -606,7 +549,7 @@ class Node:
         elif name == "cut-direct":
             for link in self.peers.values():
                 if cmd.get("peer") in (None, link.peer_id):
-                    self._spawn(link.cut_direct())
+                    self.spawn(link.cut_direct())
         elif name == "admit":
             self.signaling.send_json({"type": "admit", "endpoint_id": str(cmd.get("endpoint_id"))})
         elif name == "stop":
@@ -657,5 +600,38 @@ class Node:
         )
 
 
-class _NullApp(App):
-    """Every hook a no-op: the bodies inherited from the App protocol."""
+class _NullApp:
+    """The app before start() made the role's: every hook a no-op."""
+
+    def on_joined(self) -> None:
+        return None
+
+    def on_peer_waiting(self, peer_id: str, role: str) -> None:
+        return None
+
+    def on_peer_left(self, peer_id: str) -> None:
+        return None
+
+    def on_signaling(self, up: bool) -> None:
+        return None
+
+    def on_established(self, link: PeerLink) -> None:
+        return None
+
+    def on_message(self, link: PeerLink, event: ev.MessageReceived) -> None:
+        return None
+
+    def on_acked(self, link: PeerLink, event: ev.MessageAcked) -> None:
+        return None
+
+    def on_closed(self, link: PeerLink) -> None:
+        return None
+
+    def command(self, cmd: dict[str, Any]) -> None:
+        return None
+
+    async def run(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from p2pmed.node.events import NodeEvent
+
 log = logging.getLogger("p2pmed.node")
 
 Listener = Callable[[dict[str, Any]], None]
@@ -215,6 +217,10 @@ class Events:
     def flush(self) -> bool:
         """Block until queued output is written (False: the reader made no progress)."""
         return self._writer.flush() if self._writer is not None else True
+
+    def publish(self, event: NodeEvent) -> None:
+        """A typed event, printed and passed on as the named event it stands for."""
+        self.emit(event.NAME, **event.record())
 
     def emit(self, event: str, **fields: Any) -> None:
         record: dict[str, Any] = {"event": event, "ts": round(time.time(), 6), **fields}

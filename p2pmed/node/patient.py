@@ -15,6 +15,7 @@ from p2pmed.core import events as ev
 from p2pmed.core.errors import ProtocolError
 from p2pmed.core.frame import MessageClass
 from p2pmed.node import clock
+from p2pmed.node.errors import NodeError
 from p2pmed.vitals import codec, hr
 from p2pmed.vitals.alarms import AlarmEngine
 from p2pmed.vitals.codec import (
@@ -26,68 +27,26 @@ from p2pmed.vitals.codec import (
     Param,
     PatientStatus,
     Stream,
-    Waveform,
 )
-from p2pmed.vitals.sources import Episode, SyntheticSource, WfdbReplay, beat_track
+from p2pmed.vitals.sources import SyntheticSource, WfdbReplay, beat_track
+from p2pmed.vitals.summary import SCENARIOS, episodes, summary
+
+__all__ = ["SCENARIOS", "PatientApp", "episodes", "summary"]  # episodes: bench/fault_scenarios.py
 
 if TYPE_CHECKING:
-    from p2pmed.node.node import Node
+    from p2pmed.node.app import NodeHandle
     from p2pmed.node.peer import PeerLink
 
 log = logging.getLogger("p2pmed.node.patient")
 
-SCENARIOS = ("demo", "normal", "alarm")
-
-
-def episodes(scenario: str) -> list[Episode]:
-    if scenario == "normal":
-        return []
-    if scenario == "alarm":  # tachycardia from the first seconds on, for tests and demos
-        return [Episode(Param.HR, 0.5, 3600.0, 160.0, ramp_s=0.5)]
-    out: list[Episode] = []
-    for k in range(48):  # "demo": a tachycardia and a desaturation every 3 minutes
-        base = 30.0 + 180.0 * k
-        out.append(Episode(Param.HR, base, 40.0, 140.0, ramp_s=8.0))
-        out.append(Episode(Param.SPO2, base + 90.0, 45.0, 84.0, ramp_s=15.0))
-    return out
-
-
-def summary(msg: Message) -> dict[str, Any]:
-    """A short, PHI-free description of a message for --json events."""
-    if isinstance(msg, PatientStatus):  # the label is in "patient-status" events only
-        return {"kind": "patient-status", "stream": msg.stream.name, "hr_source": msg.hr_source}
-    if isinstance(msg, Waveform):
-        return {
-            "kind": "waveform",
-            "signal": msg.signal,
-            "first_seq": msg.first_seq,
-            "n": len(msg.samples),
-        }
-    if isinstance(msg, Numerics):
-        return {
-            "kind": "numerics",
-            "t_us": msg.timestamp_us,
-            "values": {p.name.lower(): msg.value(p) for p in Param},
-        }
-    if isinstance(msg, Alarm):
-        return {
-            "kind": "alarm",
-            "alarm_id": msg.alarm_id,
-            "condition": msg.condition,
-            "priority": msg.priority.name,
-            "state": msg.state.name,
-        }
-    if isinstance(msg, AlarmAck):
-        return {"kind": "alarm-ack", "alarm_id": msg.alarm_id, "who": msg.who}
-    return {"kind": type(msg).__name__.lower()}
-
 
 class PatientApp:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeHandle) -> None:
         self.node = node
         self.patient_id = node.endpoint_id  # the same patient id in every session it joins
         first_id = node.store.get_meta("next_alarm_id") if node.store is not None else None
-        self.engine = AlarmEngine(self.patient_id, first_alarm_id=int(first_id or 1))
+        first = first_id if isinstance(first_id, int) and first_id > 0 else 1
+        self.engine = AlarmEngine(self.patient_id, first_alarm_id=first)
         if node.config.source.kind == "wfdb":  # HR is derived from the ECG and may be missing
             self.engine.expected = (Param.HR,)
         self.hr_source: str | None = None  # where the HR in NUMERICS comes from
@@ -96,8 +55,6 @@ class PatientApp:
         try:
             self.status()  # a label or FHIR subject the wire cannot carry fails here, at start
         except ProtocolError as exc:
-            from p2pmed.node.node import NodeError
-
             raise NodeError(
                 f"--label or --fhir-patient cannot be sent to clinicians: {exc}"
             ) from exc

@@ -16,6 +16,7 @@ from p2pmed.core import events as ev
 from p2pmed.core.frame import MessageClass
 from p2pmed.core.session import Session
 from p2pmed.node import clock
+from p2pmed.node import events as ne
 from p2pmed.node.context import NodeContext
 from p2pmed.node.driver import SessionDriver
 from p2pmed.node.negotiator import DirectNegotiator
@@ -123,12 +124,7 @@ class PeerLink:
         elif isinstance(event, ev.MessageAcked):
             hooks.on_acked(self, event)
         elif isinstance(event, ev.HandshakeCompleted):
-            events.emit(
-                "handshake",
-                peer=self.peer_id,
-                sas=event.sas,
-                peer_fingerprint=event.peer_fingerprint,
-            )
+            events.publish(ne.Handshake(self.peer_id, event.sas, event.peer_fingerprint))
             hooks.on_established(self)
         elif isinstance(event, ev.FrameRejected):
             hooks.on_rejected(self, event)
@@ -145,18 +141,19 @@ class PeerLink:
         elif isinstance(event, ev.PathQuality):
             self._report(self.paths.quality(event.path_id, event.rtt, event.loss))
         elif isinstance(event, ev.SessionClosed):
-            events.emit("session-closed", peer=self.peer_id, code=event.code, reason=event.reason)
+            events.publish(ne.SessionClosed(self.peer_id, event.code, event.reason))
             hooks.on_closed(self)
             if event.reason.startswith("crypto/") or "fingerprint" in event.reason:
-                events.emit("error", peer=self.peer_id, code="handshake", message=event.reason)
+                events.publish(ne.PeerError(self.peer_id, "handshake", event.reason))
             if "fingerprint" in event.reason:
-                events.emit(
-                    "technical-alarm",
-                    peer=self.peer_id,
-                    code="fingerprint",
-                    priority="HIGH",
-                    message="direct path certificates do not match: session closed "
-                    "(a man in the middle?)",
+                events.publish(
+                    ne.TechnicalAlarm(
+                        self.peer_id,
+                        "fingerprint",
+                        "HIGH",
+                        "direct path certificates do not match: session closed "
+                        "(a man in the middle?)",
+                    )
                 )
             self.tasks.spawn(self.close())
 
@@ -164,8 +161,7 @@ class PeerLink:
         if self.closed or self.ctx.exit_code:
             return  # shutting down (or revoked: exiting): paths going away is not an alarm
         for item in items:
-            fields = {k: v for k, v in item.items() if k != "event"}
-            self.ctx.events.emit(str(item["event"]), peer=self.peer_id, **fields)
+            self.ctx.events.publish(ne.path_report(self.peer_id, item))
 
     # ---- relay path ----
     def _relay_send(self, data: bytes) -> bool:
@@ -228,12 +224,17 @@ class PeerLink:
         await self.negotiator.close()
 
     def status(self) -> dict[str, Any]:
+        """The paths as reported: up, grade and the active one as the path manager decided,
+        round trip and loss as the session measures them now."""
         out: dict[str, Any] = {"peer": self.peer_id, "active": self.paths.active, "sas": self.sas}
+        live = set(self.session.paths)
         for name, info in self.paths.paths.items():
+            measured = self.session.path_status(name) if name in live else None
+            rtt = measured.rtt if measured is not None and measured.rtt is not None else 0.0
             out[name] = {
                 "up": info.up,
-                "rtt_ms": round(info.rtt * 1000, 2),
-                "loss": info.loss,
+                "rtt_ms": round(rtt * 1000, 2),
+                "loss": measured.loss if measured is not None else 0.0,
                 "grade": info.grade,
             }
         return out

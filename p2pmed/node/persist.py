@@ -1,7 +1,5 @@
-"""Durable node state under --data-dir.
+"""The session store under --data-dir (identity, endpoint id and resume token: datadir.py).
 
-    identity.key   Ed25519 identity (0600, p2pmed.core.identity)
-    endpoint_id    the stable signaling endpoint id, so a restart takes over its old place
     sessions.db    SQLite (WAL, fsync per commit): one session store per peer, keyed
                    "{signaling session}/{peer endpoint}", plus meta rows (JSON text)
 
@@ -22,10 +20,11 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from p2pmed.core.persist import Change
 from p2pmed.core.session import Session, SessionConfig
-from p2pmed.node import clock, private
+from p2pmed.node import clock, datadir
 from p2pmed.store.sqlite import MetaValue, SessionStore
 
 
@@ -98,7 +97,7 @@ class NodeStore:
         # patient data: 0600 whatever the umask (SQLite gives its WAL and SHM files the same mode)
         for suffix in ("", "-wal", "-shm"):
             if suffix == "" or os.path.exists(self.path + suffix):
-                private.precreate(self.path + suffix)
+                datadir.precreate(self.path + suffix)
         self.session_id = session_id
         self.stores: dict[str, PeerStore] = {}
         self._index = PeerStore(self.path, f"{session_id}/")  # node-wide metadata
@@ -184,7 +183,7 @@ def make_session(
 ) -> Session:
     if store is None:
         return Session(cfg, now=clock.now())
-    cfg.persist = True
+    cfg = replace(cfg, persist=True)
     snapshot = None if fresh else store.peer(peer_id).load()
     if snapshot is not None and snapshot.closed is None:
         try:

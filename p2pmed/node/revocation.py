@@ -18,12 +18,12 @@ import sys
 from typing import TYPE_CHECKING
 
 from p2pmed.node import clock
+from p2pmed.node.errors import EXIT_REVOKED
 
 if TYPE_CHECKING:
-    from p2pmed.node.node import Node
+    from p2pmed.node.app import NodeHandle
     from p2pmed.node.peer import PeerLink
 
-EXIT_REVOKED = 5  # `p2pmed node`: our token was revoked during the consultation
 CLOSE_WAIT = 1.0  # seconds to let the CLOSE exchange finish before the paths are torn down
 
 
@@ -34,10 +34,10 @@ class Revoked(SystemExit):
         super().__init__(EXIT_REVOKED)
 
 
-def self_revoked(node: Node, message: str) -> None:
-    if node.exit_code == EXIT_REVOKED:
+def self_revoked(node: NodeHandle, message: str) -> None:
+    if node.ctx.exit_code == EXIT_REVOKED:
         return
-    node.exit_code = EXIT_REVOKED
+    node.ctx.exit_code = EXIT_REVOKED
     text = (
         "access revoked by the signaling server: this consultation has ended "
         f"(exit code {EXIT_REVOKED}); ask for a new join URL to continue"
@@ -48,14 +48,14 @@ def self_revoked(node: Node, message: str) -> None:
     node.stop()  # Node.close() sends CLOSE on every path of every session
 
 
-def peer_revoked(node: Node, peer_id: str) -> None:
+def peer_revoked(node: NodeHandle, peer_id: str) -> None:
     node.revoked_peers.add(peer_id)
     link = node.peers.pop(peer_id, None)  # from now on nothing is queued for it
     node.events.emit("peer", peer=peer_id, state="revoked")
-    node._spawn(_end(node, peer_id, link))
+    node.spawn(_end(node, peer_id, link))
 
 
-async def _end(node: Node, peer_id: str, link: PeerLink | None) -> None:
+async def _end(node: NodeHandle, peer_id: str, link: PeerLink | None) -> None:
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     if link is not None and not link.closed:

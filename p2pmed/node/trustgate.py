@@ -15,7 +15,8 @@ from p2pmed.node import clock
 from p2pmed.node.truststore import TrustError, TrustStore
 
 if TYPE_CHECKING:
-    from p2pmed.node.node import App, Node
+    from p2pmed.core.session import Session
+    from p2pmed.node.app import App, NodeHandle
     from p2pmed.node.peer import PeerLink
 
 log = logging.getLogger("p2pmed.node")
@@ -24,7 +25,7 @@ CLOSE_IDENTITY = 0x0102  # session CLOSE code sent to a refused peer
 
 
 class TrustGate:
-    def __init__(self, app: App, node: Node, store: TrustStore, scope: str) -> None:
+    def __init__(self, app: App, node: NodeHandle, store: TrustStore, scope: str) -> None:
         self._app = app
         self._node = node
         self._store = store
@@ -36,7 +37,7 @@ class TrustGate:
         return getattr(self._app, name)
 
     # ---- gated hooks ----
-    def accept_candidate(self, link: PeerLink, candidate: Any) -> bool:
+    def accept_candidate(self, link: PeerLink, candidate: Session) -> bool:
         """A new handshake completed for an established link (peer.py's candidate session):
         False (alarm raised, counted) if its key is not acceptable, so the link keeps its
         current session instead of being torn down by a forged or injected handshake."""
@@ -143,11 +144,8 @@ class TrustGate:
         if close:
             self._refused.add(link)
             link.established = False  # the patient app queues vitals only to established links
-        key = f"trust/{code}"
-        node.rejected[key] = node.rejected.get(key, 0) + 1
-        node.events.emit(
-            "rejected", peer=link.peer_id, kind="trust", reason=code, count=node.rejected[key]
-        )
+        n = node.ctx.count(f"trust/{code}")
+        node.events.emit("rejected", peer=link.peer_id, kind="trust", reason=code, count=n)
         if (code, fp) not in self._alarmed:  # once per presented key, not per retry
             self._alarmed.add((code, fp))
             log.error("%s", message)

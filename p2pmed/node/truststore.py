@@ -42,6 +42,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from p2pmed.node import datadir
+
 FILE = "trust.json"
 LOCK = "trust.lock"
 ROLES = ("patient", "clinician", "observer")
@@ -215,23 +217,7 @@ class TrustStore:
 
     def _write(self, entries: list[Entry]) -> None:
         doc = {"version": 1, "peers": [asdict(e) for e in entries]}
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # whatever the umask
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=1)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.dir)
+        datadir.write(self.path, (json.dumps(doc, indent=1) + "\n").encode("utf-8"))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[list[Entry]]:
@@ -266,12 +252,3 @@ def _entry_fields(item: Any) -> dict[str, Any]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise TypeError(f"{name} is not a time")
     return fields
-
-
-def _fsync_dir(directory: str) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

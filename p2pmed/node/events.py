@@ -1,0 +1,218 @@
+"""Typed node events: the peer layer (session driver, direct path negotiator, peer link)
+hands these to Events.publish, which prints them with --json exactly as the named events
+always were: {"event": NAME, "ts": ..., then the fields in the order declared here}. A field
+marked `optional` is left out while it is None."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+_OPTIONAL = {"optional": True}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEvent:
+    NAME: ClassVar[str] = ""
+
+    def record(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.metadata.get("optional"):
+                continue
+            out[f.name] = value
+        return out
+
+
+# ---- the session ----
+@dataclass(frozen=True, slots=True)
+class Handshake(NodeEvent):
+    NAME: ClassVar[str] = "handshake"
+    peer: str
+    sas: str
+    peer_fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed(NodeEvent):
+    NAME: ClassVar[str] = "session-closed"
+    peer: str
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReset(NodeEvent):
+    NAME: ClassVar[str] = "session-reset"
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateExpired(NodeEvent):
+    NAME: ClassVar[str] = "candidate-expired"
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerError(NodeEvent):
+    NAME: ClassVar[str] = "error"
+    peer: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TechnicalAlarm(NodeEvent):
+    NAME: ClassVar[str] = "technical-alarm"
+    peer: str
+    code: str
+    priority: str | None = field(default=None, metadata=_OPTIONAL)
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TechnicalAlarmCleared(NodeEvent):
+    NAME: ClassVar[str] = "technical-alarm-cleared"
+    peer: str
+    code: str
+
+
+# ---- paths ----
+@dataclass(frozen=True, slots=True)
+class PathActive(NodeEvent):
+    """The path carrying traffic changed."""
+
+    NAME: ClassVar[str] = "path"
+    peer: str
+    active: str | None
+    previous: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PathUp(NodeEvent):
+    NAME: ClassVar[str] = "path-up"
+    peer: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class PathDown(NodeEvent):
+    NAME: ClassVar[str] = "path-down"
+    peer: str
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PathQuality(NodeEvent):
+    NAME: ClassVar[str] = "path-quality"
+    peer: str
+    path: str
+    grade: str
+    rtt_ms: float
+    loss: float
+
+
+# ---- the direct path ----
+@dataclass(frozen=True, slots=True)
+class DirectOffer(NodeEvent):
+    NAME: ClassVar[str] = "direct-offer"
+    peer: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class DirectOpen(NodeEvent):
+    NAME: ClassVar[str] = "direct-open"
+    peer: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class DirectBound(NodeEvent):
+    NAME: ClassVar[str] = "direct-bound"
+    peer: str
+    generation: int
+    tracks: int
+
+
+@dataclass(frozen=True, slots=True)
+class DirectFailed(NodeEvent):
+    NAME: ClassVar[str] = "direct-failed"
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DirectStalled(NodeEvent):
+    NAME: ClassVar[str] = "direct-stalled"
+    peer: str
+    grace_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DirectRecovered(NodeEvent):
+    NAME: ClassVar[str] = "direct-recovered"
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class DirectLost(NodeEvent):
+    NAME: ClassVar[str] = "direct-lost"
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DirectRetry(NodeEvent):
+    NAME: ClassVar[str] = "direct-retry"
+    peer: str
+    after_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SdpRejected(NodeEvent):
+    NAME: ClassVar[str] = "rejected"
+    peer: str
+    kind: str
+    reason: str
+    path: str
+    count: int
+    message: str
+
+
+def _opt(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def path_report(peer: str, item: dict[str, object]) -> NodeEvent:
+    """A path manager report (p2pmed.transport.paths: a dict) as a typed event."""
+    name = item["event"]
+
+    def s(key: str) -> str:
+        return str(item[key])
+
+    if name == "path":
+        active, previous = item.get("active"), item.get("previous")
+        return PathActive(
+            peer,
+            None if active is None else str(active),
+            None if previous is None else str(previous),
+        )
+    if name == "path-up":
+        return PathUp(peer, s("path"))
+    if name == "path-down":
+        return PathDown(peer, s("path"), s("reason"))
+    if name == "path-quality":
+        rtt, loss = item["rtt_ms"], item["loss"]
+        if not isinstance(rtt, float | int) or not isinstance(loss, float | int):
+            raise ValueError(f"path-quality report without figures: {item!r}")
+        return PathQuality(peer, s("path"), s("grade"), rtt, loss)
+    if name == "technical-alarm":
+        return TechnicalAlarm(peer, s("code"), message=s("message"))
+    if name == "technical-alarm-cleared":
+        return TechnicalAlarmCleared(peer, s("code"))
+    raise ValueError(f"unknown path report {name!r}")

@@ -1,0 +1,52 @@
+"""Typed node events print exactly as the named --json events always did: same name, same
+fields in the same order, optional fields left out while unset."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from p2pmed.node import events as ne
+from p2pmed.node.output import Events
+
+
+def line(event: ne.NodeEvent) -> str:
+    out = io.StringIO()
+    Events(json_out=True, stream=out).publish(event)
+    record = json.loads(out.getvalue())
+    assert isinstance(record.pop("ts"), float)
+    return json.dumps(record, separators=(",", ":"))
+
+
+def test_typed_events_print_as_before() -> None:
+    assert line(ne.Handshake("n1", "1234567", "p2pmed:ab")) == (
+        '{"event":"handshake","peer":"n1","sas":"1234567","peer_fingerprint":"p2pmed:ab"}'
+    )
+    assert line(ne.DirectStalled("n1", 5.0)) == (
+        '{"event":"direct-stalled","peer":"n1","grace_s":5.0}'
+    )
+    assert line(ne.SdpRejected("n1", "sdp", "cr", "signaling", 1, "offer: bad")) == (
+        '{"event":"rejected","peer":"n1","kind":"sdp","reason":"cr","path":"signaling",'
+        '"count":1,"message":"offer: bad"}'
+    )
+    fingerprint = ne.TechnicalAlarm("n1", "fingerprint", "HIGH", "mismatch")
+    assert line(fingerprint) == (
+        '{"event":"technical-alarm","peer":"n1","code":"fingerprint","priority":"HIGH",'
+        '"message":"mismatch"}'
+    )
+
+
+def test_path_manager_reports_keep_their_fields() -> None:
+    """p2pmed.transport.paths reports dicts; the link turns them into typed events."""
+    reports = [
+        {"event": "path", "active": "relay", "previous": None},
+        {"event": "path-up", "path": "relay"},
+        {"event": "path-down", "path": "direct", "reason": "heartbeats missed"},
+        {"event": "path-quality", "path": "relay", "grade": "mild", "rtt_ms": 250.0, "loss": 0.0},
+        {"event": "technical-alarm", "code": "all-paths-down", "message": "no path"},
+        {"event": "technical-alarm-cleared", "code": "all-paths-down"},
+    ]
+    for item in reports:
+        fields = {k: v for k, v in item.items() if k != "event"}
+        want = json.dumps({"event": item["event"], "peer": "n1", **fields}, separators=(",", ":"))
+        assert line(ne.path_report("n1", item)) == want
