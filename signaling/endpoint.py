@@ -1,4 +1,4 @@
-"""Endpoints and sessions as the hub keeps them, and closing a WebSocket without hanging."""
+"""An endpoint's connection side on this server, and closing a WebSocket without hanging."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from signaling.tokens import Grant
+from signaling.state.store import Member
 
 CLOSE_TIMEOUT = 2.0  # seconds to wait for the peer's close frame
 
@@ -35,16 +35,20 @@ class Closing(Exception):
 
 
 class Endpoint:
-    def __init__(self, session: Session, grant: Grant, endpoint_id: str, ip: str) -> None:
-        self.session = session
-        self.id = endpoint_id
-        self.id_bytes = endpoint_id.encode()
+    """What this server keeps of an endpoint it holds: the connection, the outbound queue and
+    the relay counters. Its session record (role, join token, admission) is the store's; this
+    keeps the store's latest answer in `member`, replaced after each store write, never
+    changed in place."""
+
+    def __init__(self, member: Member, ip: str) -> None:
+        self.member = member
+        self.session = member.session
+        self.id = member.endpoint_id
+        self.id_bytes = self.id.encode()
         self.prefix = bytes([len(self.id_bytes)]) + self.id_bytes
-        self.role = grant.role
-        self.jti = grant.root_jti  # the join token this endpoint descends from
+        self.role = member.role
         self.resume_at: float | None = None  # monotonic time its last resume token was sent
         self.ip = ip
-        self.admitted = grant.role != "patient"
         self.ws: web.WebSocketResponse | None = None
         self.disconnected_at: float | None = None
         self.last_activity = time.monotonic()
@@ -66,18 +70,10 @@ class Endpoint:
         self.batch_t: float | None = None  # perf_counter time the batch started
         self.relay_pairs: dict[str, list[int]] = {}
 
-    def info(self) -> dict[str, Any]:
-        return {"endpoint_id": self.id, "role": self.role, "admitted": self.admitted}
+    @property
+    def admitted(self) -> bool:
+        return self.member.admitted
 
-
-class Session:
-    def __init__(self, session_id: str) -> None:
-        self.id = session_id
-        self.endpoints: dict[str, Endpoint] = {}
-        self.by_bytes: dict[bytes, Endpoint] = {}
-
-    def others(self, ep: Endpoint) -> list[Endpoint]:
-        return [e for e in self.endpoints.values() if e is not ep]
-
-    def patient(self) -> Endpoint | None:
-        return next((e for e in self.endpoints.values() if e.role == "patient"), None)
+    @property
+    def jti(self) -> str:
+        return self.member.jti

@@ -1,30 +1,46 @@
-"""Sessions, endpoints, the waiting room, signaling forwarding and the blind relay.
+"""The hub: the parts that serve sessions, joined, and the per-connection read loop.
 
-Hub is built from parts, each a class in its own module and each built on the one above:
-  hubbase.HubBase    shared state, metrics snapshot, error replies
-  relay.Relay        per-endpoint queues, relay slow path, batched writes, backpressure
-  sessions.Sessions  join, reconnect takeover, waiting room, leave
-  messages.Messages  signaling messages and forwarding
-  sweep.Sweeper      idle logoff, reconnect-grace expiry, revocation (on Sessions)
-This module holds the connection lifecycle and the per-connection read loop. The loop
-inlines the relay fast path (it runs per frame); its checks must stay in step with
-Relay._relay and Relay._flush.
+Each part is an object of its own module that owns its state and is given the parts it uses:
+  state.store.SessionStore  sessions, endpoints, the waiting room (state/memory.py: in memory)
+  local.LocalEndpoints      the endpoints this server holds: connection, queues (endpoint.py)
+  replies.Replies           error replies, closes, rejected joins (no state)
+  relay.Relay               relay counters; queue writers, slow path, batches, backpressure
+  revoking.Revocations      revocations waiting for their peers' confirmation
+  joins.Joins               the join limiter; join, reconnect takeover, admit, leave
+  messages.Messages         signaling messages and forwarding (no state)
+  sweep.Sweeper             idle logoff, grace expiry, revocations: how far it has read them
+The hub itself owns the open WebSockets and the shutting-down flag. The read loop inlines
+the relay fast path (it runs per frame); its checks must stay in step with Relay.slow and
+Relay.flush.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from signaling import closecodes as cc
 from signaling import logs
-from signaling.endpoint import CLOSE_TIMEOUT, Closing, Endpoint, Session, shut
+from signaling.audit import AuditLog
+from signaling.bindings import BindingStore
+from signaling.config import Config
+from signaling.endpoint import CLOSE_TIMEOUT, Closing, Endpoint, shut
+from signaling.joins import Joins
 from signaling.limits import TokenBucket
+from signaling.listen import ConnectionGuard
+from signaling.local import LocalEndpoints
 from signaling.messages import ALLOWED, Messages
-from signaling.relay import FAST_PATH_BUFFER, RELAY_ROLES, SAMPLE_EVERY, SAMPLE_MASK
+from signaling.metrics import Metrics
+from signaling.relay import FAST_PATH_BUFFER, RELAY_ROLES, SAMPLE_EVERY, SAMPLE_MASK, Relay
+from signaling.replies import Replies, send_now
+from signaling.revoking import Revocations
+from signaling.state.memory import MemorySessionStore
+from signaling.state.store import SessionStore
 from signaling.sweep import Sweeper
+from signaling.tokens import RevocationStore, Verifier
 
 __all__ = [
     "ALLOWED",
@@ -36,12 +52,103 @@ __all__ = [
     "Closing",
     "Endpoint",
     "Hub",
-    "Session",
     "shut",
 ]
 
 
-class Hub(Messages, Sweeper):
+class Hub:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        verifier: Verifier,
+        revocations: RevocationStore,
+        bindings: BindingStore,
+        audit: AuditLog,
+        metrics: Metrics,
+        store: SessionStore | None = None,
+    ) -> None:
+        self.config = config
+        self.limits = config.limits
+        self.verifier = verifier
+        self.bindings = bindings
+        self.audit = audit
+        self.metrics = metrics
+        self.store: SessionStore = MemorySessionStore() if store is None else store
+        self.local = LocalEndpoints()
+        self.replies = Replies(config.limits, audit, metrics)
+        self.relay = Relay(config.limits, audit, metrics, self.replies, self.local)
+        self.revocations = Revocations(
+            config.revoke_timeout, audit, metrics, self.relay, self.local
+        )
+        self.joins = Joins(
+            config,
+            store=self.store,
+            local=self.local,
+            verifier=verifier,
+            bindings=bindings,
+            audit=audit,
+            metrics=metrics,
+            replies=self.replies,
+            relay=self.relay,
+            revocations=self.revocations,
+        )
+        self.messages = Messages(
+            local=self.local,
+            audit=audit,
+            metrics=metrics,
+            replies=self.replies,
+            relay=self.relay,
+            joins=self.joins,
+            revocations=self.revocations,
+        )
+        self.sweeper = Sweeper(
+            config,
+            store=self.store,
+            local=self.local,
+            revoked=revocations,
+            audit=audit,
+            metrics=metrics,
+            relay=self.relay,
+            joins=self.joins,
+            revocations=self.revocations,
+        )
+        self.closing = False
+        self.connections: set[web.WebSocketResponse] = set()
+        self.guard: ConnectionGuard | None = None  # per-IP cap before the upgrade (listen.py)
+        metrics.attach(self.snapshot)
+
+    def snapshot(self) -> dict[str, Any]:
+        connected = waiting = disconnected = 0
+        queued = queued_max = 0
+        for e in self.local.all():
+            if e.ws is None:
+                disconnected += 1
+            elif not e.admitted:
+                waiting += 1
+            else:
+                connected += 1
+            queued += e.qframes
+            queued_max = max(queued_max, e.qframes)
+        return {
+            "sessions": self.store.session_count(),
+            "endpoints": {
+                "admitted": connected,
+                "waiting": waiting,
+                "disconnected": disconnected,
+            },
+            "relay_frames": self.relay.frames,
+            "relay_bytes": self.relay.nbytes,
+            "queued": queued,
+            "queued_max": queued_max,
+            "unjoined": self.guard.total() if self.guard is not None else 0,
+            "audit_head_seq": max(self.audit.head_seq, 0),
+        }
+
+    def endpoint(self, session: str, endpoint_id: str) -> Endpoint | None:
+        """The endpoint this server holds, connected or within its reconnect grace."""
+        return self.local.get(session, endpoint_id)
+
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(
             max_msg_size=self.limits.max_msg_size,
@@ -51,16 +158,14 @@ class Hub(Messages, Sweeper):
         )
         await ws.prepare(request)
         if self.closing:
-            await self.send_now(
-                ws, {"type": "reconnect", "after_ms": self.config.shutdown_reconnect_ms}
-            )
+            await send_now(ws, {"type": "reconnect", "after_ms": self.config.shutdown_reconnect_ms})
             await shut(ws, cc.SERVICE_RESTART, b"shutting down")
             return ws
         ip = request.remote or "?"
         self.connections.add(ws)
         ep: Endpoint | None = None
         try:
-            ep = await self._await_join(ws, ip)
+            ep = await self.joins.await_join(ws, ip)
             if ep is not None:
                 if self.guard is not None:
                     self.guard.joined(request.transport)  # no longer counts against its IP
@@ -69,17 +174,17 @@ class Hub(Messages, Sweeper):
                 ep.transport = tr
                 await self._serve(ws, ep)
         except Closing as c:
-            await self.close_ws(ws, c.code, c.err, c.message)
+            await self.replies.close_ws(ws, c.code, c.err, c.message)
         except asyncio.CancelledError:
             raise
         except Exception:
             # a bug must cost one connection, never the server
             logs.log.exception("connection-error")
-            await self.close_ws(ws, cc.INTERNAL, "internal-error", "internal server error")
+            await self.replies.close_ws(ws, cc.INTERNAL, "internal-error", "internal server error")
         finally:
             self.connections.discard(ws)
             if ep is not None and ep.ws is ws and not ep.gone:
-                self._disconnected(ep)
+                self.joins.disconnected(ep)
             if not ws.closed:
                 await shut(ws, cc.NORMAL, b"")
         return ws
@@ -91,7 +196,8 @@ class Hub(Messages, Sweeper):
         msg_bucket = TokenBucket(lim.msg_rate, lim.msg_burst)
         rate, burst = lim.relay_rate, lim.relay_burst
         tokens, last = burst, time.monotonic()
-        by_bytes, pairs, prefix = ep.session.by_bytes, ep.relay_pairs, ep.prefix
+        by_bytes, pairs, prefix = self.local.routes(ep.session), ep.relay_pairs, ep.prefix
+        relay, text_message = self.relay, self.messages.text
         monotonic = time.monotonic
         loop = asyncio.get_running_loop()
         binary, text = WSMsgType.BINARY, WSMsgType.TEXT
@@ -118,34 +224,34 @@ class Hub(Messages, Sweeper):
                     or dst is ep
                     or dst.queue
                     or dst.sending
-                    or not (ep.admitted and dst.admitted)
+                    or not (ep.member.admitted and dst.member.admitted)
                     or dst.buffered is None
                     or dst.transport is None
                     or dst.buffered() + dst.batch_bytes >= FAST_PATH_BUFFER
                     or dst.id not in pairs
                 ):
-                    await self._relay(ws, ep, data, errors)
+                    await relay.slow(ws, ep, data, errors)
                     continue
                 # fast path, in order by construction: nothing queued, nobody sending, and
                 # the socket takes it without waiting. Frames for one destination are
                 # written with one syscall at the end of this loop iteration.
                 out = prefix + data[1 + n :]
-                self.relay_frames += 1
-                self.relay_bytes += len(out)
+                relay.frames += 1
+                relay.nbytes += len(out)
                 pair = pairs[dst.id]
                 pair[0] += 1
                 pair[1] += len(out)
                 if not dst.batch:
                     dst.batch_t = time.perf_counter()
-                    loop.call_soon(self._flush, dst)
+                    loop.call_soon(relay.flush, dst)
                 dst.batch.append(out)
                 dst.batch_bytes += len(out)
             elif msg.type is text:
                 if not msg_bucket.take(now):
                     self.metrics.limit_violations.labels("message-rate").inc()
                     raise Closing(cc.RATE_LIMITED, "rate-limited", "too many messages per second")
-                if await self._text(ws, ep, msg.data, errors):
+                if await text_message(ws, ep, msg.data, errors):
                     return
             elif msg.type == WSMsgType.ERROR:
-                self._ws_error(msg.data)
+                self.replies.ws_error(msg.data)
                 return

@@ -15,8 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
+from signaling.audit import AuditLog
+from signaling.config import Limits
 from signaling.endpoint import Endpoint, dumps
-from signaling.hubbase import HubBase
+from signaling.local import LocalEndpoints
+from signaling.metrics import Metrics
+from signaling.replies import Replies, send_now
 
 RELAY_ROLES = {"patient", "clinician", "observer"}
 SAMPLE_EVERY = 16
@@ -36,7 +40,25 @@ def _ws_binary_header(n: int) -> bytes:
     return _HDR64.pack(0x82, 127, n)
 
 
-class Relay(HubBase):
+class Relay:
+    """Owns the relay counters; writes the queues of the endpoints in `local`."""
+
+    def __init__(
+        self,
+        limits: Limits,
+        audit: AuditLog,
+        metrics: Metrics,
+        replies: Replies,
+        local: LocalEndpoints,
+    ) -> None:
+        self.limits = limits
+        self.audit = audit
+        self.metrics = metrics
+        self.replies = replies
+        self.local = local
+        self.frames = 0  # relayed since start
+        self.nbytes = 0
+
     def post(self, ep: Endpoint, msg: dict[str, Any]) -> None:
         """Queue a JSON message for ep, in order with its relay frames."""
         if ep.gone:
@@ -44,7 +66,7 @@ class Relay(HubBase):
         ep.queue.append((None, dumps(msg)))
         ep.wake.set()
 
-    async def _writer(self, ep: Endpoint) -> None:
+    async def writer(self, ep: Endpoint) -> None:
         sample = self.metrics.relay_latency
         low_frames = self.limits.queue_frames // 2
         low_bytes = self.limits.queue_bytes // 2
@@ -52,7 +74,7 @@ class Relay(HubBase):
             await ep.wake.wait()
             ep.wake.clear()
             if ep.batch:
-                self._flush(ep)
+                self.flush(ep)
             while ep.queue and ep.ws is not None and not ep.sending:
                 ws = ep.ws
                 t, item = ep.queue[0]
@@ -79,39 +101,44 @@ class Relay(HubBase):
                     ):
                         ep.space.set()
 
-    async def _relay(
+    async def slow(
         self, ws: web.WebSocketResponse, ep: Endpoint, data: bytes, errors: list[int]
     ) -> None:
+        """One relay frame that the read loop's fast path (hub.py) did not take."""
         n = data[0] if data else 0
         if n == 0 or len(data) <= 1 + n:
             self.metrics.relay_rejected.labels("envelope").inc()
-            await self._error(ws, "bad-envelope", "relay frame needs u8 n, n-byte id and a frame")
-            self._bad(errors, "bad-envelope")
+            await self.replies.error(
+                ws, "bad-envelope", "relay frame needs u8 n, n-byte id and a frame"
+            )
+            self.replies.bad(errors, "bad-envelope")
             return
         key = data[1 : 1 + n]
-        dst = ep.session.by_bytes.get(key)
+        dst = self.local.routes(ep.session).get(key)
         if dst is None or dst is ep:
             self.metrics.relay_rejected.labels("unknown-peer").inc()
             to = key.decode("utf-8", "replace")
-            await self._error(ws, "unknown-peer", "relay destination not in session", to=to)
-            self._bad(errors, "unknown-peer")
+            await self.replies.error(ws, "unknown-peer", "relay destination not in session", to=to)
+            self.replies.bad(errors, "unknown-peer")
             return
         if not (ep.admitted and dst.admitted):
             self.metrics.relay_rejected.labels("not-admitted").inc()
-            await self._error(ws, "not-admitted", "both endpoints must be admitted", to=dst.id)
-            self._bad(errors, "not-admitted")
+            await self.replies.error(
+                ws, "not-admitted", "both endpoints must be admitted", to=dst.id
+            )
+            self.replies.bad(errors, "not-admitted")
             return
         lim = self.limits
         if dst.qframes >= lim.queue_frames or dst.qbytes >= lim.queue_bytes:
             await self._hold(ws, ep, dst)
             if dst.gone:
                 self.metrics.relay_rejected.labels("peer-gone").inc()
-                await self._error(ws, "unknown-peer", "relay destination left", to=dst.id)
+                await self.replies.error(ws, "unknown-peer", "relay destination left", to=dst.id)
                 return
         out = ep.prefix + memoryview(data)[1 + n :]
         if dst.id not in ep.relay_pairs:
             ep.relay_pairs[dst.id] = [0, 0]
-            self.audit.append("relay-start", session=ep.session.id, src=ep.id, dst=dst.id)
+            self.audit.append("relay-start", session=ep.session, src=ep.id, dst=dst.id)
         if (
             not dst.queue
             and not dst.sending
@@ -123,7 +150,7 @@ class Relay(HubBase):
             await self._send_direct(ep, dst, out)
             return
         self._count(ep, dst, out)
-        t = time.perf_counter() if self.relay_frames % SAMPLE_EVERY == 0 else None
+        t = time.perf_counter() if self.frames % SAMPLE_EVERY == 0 else None
         dst.queue.append((t, out))
         dst.qframes += 1
         dst.qbytes += len(out)
@@ -132,13 +159,13 @@ class Relay(HubBase):
         dst.wake.set()
 
     def _count(self, ep: Endpoint, dst: Endpoint, out: bytes) -> None:
-        self.relay_frames += 1
-        self.relay_bytes += len(out)
+        self.frames += 1
+        self.nbytes += len(out)
         pair = ep.relay_pairs[dst.id]
         pair[0] += 1
         pair[1] += len(out)
 
-    def _flush(self, dst: Endpoint) -> None:
+    def flush(self, dst: Endpoint) -> None:
         """Write the batched relay frames of dst as WebSocket binary frames, one write()."""
         batch = dst.batch
         if not batch:
@@ -164,7 +191,7 @@ class Relay(HubBase):
         self._count(ep, dst, out)
         ws_dst = dst.ws
         assert ws_dst is not None
-        t = time.perf_counter() if self.relay_frames % SAMPLE_EVERY == 0 else None
+        t = time.perf_counter() if self.frames % SAMPLE_EVERY == 0 else None
         dst.sending = True
         try:
             await ws_dst.send_bytes(out)
@@ -189,7 +216,29 @@ class Relay(HubBase):
     async def _hold(self, ws: web.WebSocketResponse, ep: Endpoint, dst: Endpoint) -> None:
         self.metrics.backpressure.inc()
         dst.space.clear()
-        await self.send_now(ws, {"type": "backpressure", "to": dst.id, "paused": True})
+        await send_now(ws, {"type": "backpressure", "to": dst.id, "paused": True})
         while not dst.space.is_set() and not dst.gone and ep.ws is ws:
             await dst.space.wait()
-        await self.send_now(ws, {"type": "backpressure", "to": dst.id, "paused": False})
+        await send_now(ws, {"type": "backpressure", "to": dst.id, "paused": False})
+
+    def end(self, ep: Endpoint, peers: list[Endpoint]) -> None:
+        """ep leaves: relaying ends both ways, ep's own pairs and every pair towards it."""
+        for dst, counts in ep.relay_pairs.items():
+            self._stop(ep.session, ep.id, dst, counts)
+        ep.relay_pairs.clear()
+        for o in peers:
+            if ep.id in o.relay_pairs:
+                self._stop(ep.session, o.id, ep.id, o.relay_pairs.pop(ep.id))
+
+    def stop_all(self) -> None:
+        """At shutdown: a relay-stop entry for every pair still relaying."""
+        for e in self.local.all():
+            for dst, counts in e.relay_pairs.items():
+                self._stop(e.session, e.id, dst, counts)
+            e.relay_pairs.clear()
+
+    def _stop(self, session: str, src: str, dst: str, counts: list[int]) -> None:
+        frames, nbytes = counts
+        self.audit.append(
+            "relay-stop", session=session, src=src, dst=dst, frames=frames, bytes=nbytes
+        )

@@ -13,8 +13,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from signaling.audit import AuditLog
 from signaling.endpoint import Endpoint
-from signaling.sessions import Sessions
+from signaling.local import LocalEndpoints
+from signaling.metrics import Metrics
+from signaling.relay import Relay
 
 # which roles can hold an E2E session with which (the patient offers to everyone else)
 LINKED = {
@@ -36,51 +39,70 @@ class Revoking:
     timed_out: bool = False
 
 
-class Revocations(Sessions):
-    def start_revocation(self, ep: Endpoint) -> None:
+class Revocations:
+    """Owns the revocations that wait for their peers' confirmation."""
+
+    def __init__(
+        self,
+        revoke_timeout: float,
+        audit: AuditLog,
+        metrics: Metrics,
+        relay: Relay,
+        local: LocalEndpoints,
+    ) -> None:
+        self.revoke_timeout = revoke_timeout
+        self.audit = audit
+        self.metrics = metrics
+        self.relay = relay
+        self.local = local
+        self.pending: dict[tuple[str, str], Revoking] = {}  # (session, revoked endpoint)
+
+    def start(self, ep: Endpoint) -> None:
         """Before ep is removed: tell its peers, so `peer-revoked` precedes `peer-left`."""
         waiting: set[str] = set()
-        for o in ep.session.others(ep):
+        for o in self.local.in_session(ep.session):
+            if o is ep:
+                continue
             if not o.admitted:
                 continue
             if o.ws is not None:  # a peer away now is told when it is back (rejoined)
-                self.post(o, {"type": "peer-revoked", "endpoint_id": ep.id})
+                self.relay.post(o, {"type": "peer-revoked", "endpoint_id": ep.id})
             if ep.admitted and o.role in LINKED[ep.role]:
                 waiting.add(o.id)
-        r = Revoking(ep.session.id, ep.id, ep.jti, time.monotonic(), waiting)
+        r = Revoking(ep.session, ep.id, ep.jti, time.monotonic(), waiting)
         if waiting:
-            self.revoking[(r.session, r.endpoint_id)] = r
+            self.pending[(r.session, r.endpoint_id)] = r
         else:
             self._complete(r)
 
     def rejoined(self, ep: Endpoint) -> None:
         """A peer that was away when an endpoint was revoked still holds its direct paths:
         tell it on its new connection (after its fresh `joined`)."""
-        for r in self.revoking.values():
-            if r.session == ep.session.id and ep.id in r.waiting:
-                self.post(ep, {"type": "peer-revoked", "endpoint_id": r.endpoint_id})
+        for r in self.pending.values():
+            if r.session == ep.session and ep.id in r.waiting:
+                self.relay.post(ep, {"type": "peer-revoked", "endpoint_id": r.endpoint_id})
 
-    def revocation_done(self, ep: Endpoint, revoked_id: str) -> bool:
+    def done(self, ep: Endpoint, revoked_id: str) -> bool:
         """ep's `revocation-done`: False when no revocation of revoked_id waits for it."""
-        r = self.revoking.get((ep.session.id, revoked_id))
+        r = self.pending.get((ep.session, revoked_id))
         if r is None or ep.id not in r.waiting:
             return False
         r.waiting.discard(ep.id)
         r.confirmed.append(ep.id)
         if not r.waiting:
-            del self.revoking[(r.session, r.endpoint_id)]
+            del self.pending[(r.session, r.endpoint_id)]
             self._complete(r)
         return True
 
-    def check_revocations(self, now: float) -> None:
+    def check(self, now: float) -> None:
         """From the sweep: a timeout entry for peers that did not confirm in time."""
-        for key, r in list(self.revoking.items()):
+        for key, r in list(self.pending.items()):
             age = now - r.started
             if r.timed_out:
                 if age > FORGET_AFTER:
-                    del self.revoking[key]
+                    del self.pending[key]
                 continue
-            if age > self.config.revoke_timeout:
+            if age > self.revoke_timeout:
                 r.timed_out = True
                 self.metrics.errors.labels("revoke-timeout").inc()
                 self.audit.append(

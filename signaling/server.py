@@ -29,6 +29,7 @@ from signaling.keys import KeyFileError, audit_key
 from signaling.listen import ConnectionGuard, GuardedSite, log_refusal
 from signaling.metrics import Metrics
 from signaling.origins import normalize
+from signaling.replies import send_now
 from signaling.tokens import REVOCATIONS, RevocationStore, TokenError, Verifier, token_key
 from signaling.turncreds import credentials
 
@@ -77,7 +78,9 @@ async def origin_check(request: web.Request, handler: Handler) -> web.StreamResp
                 ok = False
             if not ok:
                 hub = request.app[HUB]
-                hub.reject("origin", request.remote or "?", origin=urlsplit(origin).netloc[:100])
+                hub.replies.reject(
+                    "origin", request.remote or "?", origin=urlsplit(origin).netloc[:100]
+                )
                 return json_error(403, "origin", "Origin not allowed for WebSocket upgrade")
     return await handler(request)
 
@@ -128,12 +131,12 @@ async def turn_credentials(request: web.Request) -> web.StreamResponse:
     scheme, _, token = auth.partition(" ")
     ip = request.remote or "?"
     if scheme.lower() != "bearer" or not token.strip():
-        hub.reject("token-missing", ip, path="/turn-credentials")
+        hub.replies.reject("token-missing", ip, path="/turn-credentials")
         return json_error(401, "token-missing", "Authorization: Bearer <join token> required")
     try:
         grant = hub.verifier.verify(token.strip())
     except TokenError as e:
-        hub.reject(f"token-{e.reason}", ip, path="/turn-credentials")
+        hub.replies.reject(f"token-{e.reason}", ip, path="/turn-credentials")
         return json_error(401, f"token-{e.reason}", str(e))
     if not config.turn_secret or not config.turn_urls:
         # no TURN here is a normal setup (direct paths and the WebSocket relay remain), not an
@@ -161,9 +164,9 @@ async def _sweeper(app: web.Application) -> None:
         try:
             more = True
             while more:
-                closes, more = hub.sweep()
+                closes, more = hub.sweeper.sweep()
                 for ws, code, err, msg in closes:
-                    await hub.close_ws(ws, code, err, msg)
+                    await hub.replies.close_ws(ws, code, err, msg)
                 if more:
                     await asyncio.sleep(0.005)
             now = asyncio.get_running_loop().time()
@@ -240,11 +243,10 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
-        for s in list(hub.sessions.values()):
-            for e in list(s.endpoints.values()):
-                if e.writer is not None:
-                    e.writer.cancel()
-        hub.stop_relays()
+        for e in hub.local.all():
+            if e.writer is not None:
+                e.writer.cancel()
+        hub.relay.stop_all()
         audit.append("stop")
         audit.close()
         revocations.close()
@@ -265,7 +267,7 @@ async def _shutdown(app: web.Application) -> None:
         after = config.shutdown_reconnect_ms + random.randint(
             0, config.shutdown_reconnect_spread_ms
         )
-        await hub.send_now(ws, {"type": "reconnect", "after_ms": after})
+        await send_now(ws, {"type": "reconnect", "after_ms": after})
         hub.metrics.closes.labels(str(cc.SERVICE_RESTART)).inc()
         await shut(ws, cc.SERVICE_RESTART, b"restart")
 

@@ -100,7 +100,7 @@ async def test_idle_logoff(tmp_path: Path, http: aiohttp.ClientSession) -> None:
         code, seen = await doc.closed()
         assert code == 4408 and seen[-1]["code"] == "idle-timeout"
         assert srv.metric("p2pmed_idle_logoffs_total") == 1
-        assert "doc0" not in srv.hub.sessions["s1"].endpoints
+        assert srv.hub.store.member("s1", "doc0") is None
         audit = (srv.config.data_dir / "audit.jsonl").read_text()
         assert '"event":"logoff"' in audit
 
@@ -133,19 +133,16 @@ async def test_mass_expiry_is_swept_in_bounded_passes(
         for c in clients:
             await c.ws.close()
         hub = srv.hub
-        while sum(len(s.endpoints) for s in hub.sessions.values()) and any(
-            e.ws is not None for s in hub.sessions.values() for e in s.endpoints.values()
-        ):
+        while any(e.ws is not None for e in hub.local.all()):
             await asyncio.sleep(0.01)
         # grace long expired; relative to now, since monotonic() counts from boot and a
         # freshly booted machine has not yet reached the grace (3,600 s)
         expired_at = time.monotonic() - srv.config.reconnect_grace - 1.0
-        for s in hub.sessions.values():
-            for e in s.endpoints.values():
-                e.disconnected_at = expired_at
-        closes, more = hub.sweep(budget=10)
+        for e in hub.local.all():
+            e.disconnected_at = expired_at
+        closes, more = hub.sweeper.sweep(budget=10)
         assert closes == [] and more
-        assert sum(len(s.endpoints) for s in hub.sessions.values()) == 15
-        hub.sweep(budget=10)
-        closes, more = hub.sweep(budget=10)
-        assert not more and not hub.sessions
+        assert len(hub.local.all()) == 15
+        hub.sweeper.sweep(budget=10)
+        closes, more = hub.sweeper.sweep(budget=10)
+        assert not more and hub.store.session_count() == 0

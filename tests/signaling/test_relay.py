@@ -161,10 +161,10 @@ async def test_backpressure_holds_sender_and_loses_nothing(
 async def test_frames_for_reconnecting_endpoint_are_kept(h: Harness) -> None:
     pat, (doc,) = await h.consult()
     await doc.ws.close()
-    await settle(lambda: h.srv.hub.sessions["s1"].endpoints["doc0"].ws is None)
+    await settle(lambda: h.srv.hub.endpoint("s1", "doc0").ws is None)
     for i in range(5):
         await pat.ws.send_bytes(envelope("doc0", bytes([i]) * 60))
-    await settle(lambda: h.srv.hub.sessions["s1"].endpoints["doc0"].qframes == 5)
+    await settle(lambda: h.srv.hub.endpoint("s1", "doc0").qframes == 5)
     doc2, _joined = await h.join("s1", "clinician", "doc0")
     for i in range(5):
         assert await doc2.recv_bytes() == envelope("pat", bytes([i]) * 60)

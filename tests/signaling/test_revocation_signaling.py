@@ -104,7 +104,7 @@ async def test_peer_away_at_revocation_is_told_when_back(
         h = Harness(srv, http)
         pat, doc, _ = await _consult(h, srv)
         await pat.ws.close()
-        await settle(lambda: srv.hub.sessions["s1"].endpoints["pat"].ws is None)
+        await settle(lambda: srv.hub.endpoint("s1", "pat").ws is None)
         srv.revoke("j0")
         code, _ = await doc.closed()
         assert code == 4410

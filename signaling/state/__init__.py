@@ -1,0 +1,1 @@
+"""Where session state lives: the SessionStore interface and its implementations."""
