@@ -7,52 +7,88 @@ import time
 from aiohttp import web
 
 from signaling import closecodes as cc
+from signaling.audit import AuditLog
+from signaling.config import Config
+from signaling.joins import Joins
+from signaling.local import LocalEndpoints
+from signaling.metrics import Metrics
+from signaling.relay import Relay
 from signaling.revoking import Revocations
+from signaling.state.store import SessionStore
+from signaling.tokens import RevocationStore
 
 # Removing an endpoint costs tens of microseconds (audit entry, log line, peer notices); after
 # a mass disconnect thousands expire together, and one pass over all of them stalled joins and
 # relaying for ~350 ms. The caller runs passes of at most SWEEP_BUDGET removals, pausing between.
 SWEEP_BUDGET = 50
 
+Close = tuple[web.WebSocketResponse, int, str, str]
 
-class Sweeper(Revocations):
-    def sweep(
-        self, budget: int = SWEEP_BUDGET
-    ) -> tuple[list[tuple[web.WebSocketResponse, int, str, str]], bool]:
+
+class Sweeper:
+    """Owns how far it has read the revocation store (`revoked_rowid`)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: SessionStore,
+        local: LocalEndpoints,
+        revoked: RevocationStore,
+        audit: AuditLog,
+        metrics: Metrics,
+        relay: Relay,
+        joins: Joins,
+        revocations: Revocations,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.local = local
+        self.revoked = revoked
+        self.audit = audit
+        self.metrics = metrics
+        self.relay = relay
+        self.joins = joins
+        self.revocations = revocations
+        _, self.revoked_rowid = revoked.revoked_since(0)
+
+    def sweep(self, budget: int = SWEEP_BUDGET) -> tuple[list[Close], bool]:
         """Revocation, then idle logoff and reconnect-grace expiry for at most `budget`
         endpoints, resume-token renewals included. Returns the sockets to close and whether
         work remains for another pass."""
         now = time.monotonic()
-        closes: list[tuple[web.WebSocketResponse, int, str, str]] = []
+        config = self.config
+        closes: list[Close] = []
         more = False
         # revocations written since the last sweep (by `p2pmed token revoke`, any process)
-        fresh, self.revoked_rowid = self.revocations.revoked_since(self.revoked_rowid)
-        revoked = {j for j in fresh if j in self.jti_owner}
-        self.check_revocations(now)
-        eps = [e for s in self.sessions.values() for e in s.endpoints.values()]
-        for e in eps:
+        fresh, self.revoked_rowid = self.revoked.revoked_since(self.revoked_rowid)
+        revoked = {j for j in fresh if self.store.owner(j) is not None}
+        self.revocations.check(now)
+        for e in self.local.all():
             if e.jti in revoked:
-                self.audit.append("revoked", session=e.session.id, endpoint_id=e.id, jti=e.jti)
-                self.start_revocation(e)
+                self.audit.append("revoked", session=e.session, endpoint_id=e.id, jti=e.jti)
+                self.revocations.start(e)
                 if e.ws is not None:
                     closes.append((e.ws, cc.REVOKED, "token-revoked", "token was revoked"))
                 e.ws = None
-                self.remove(e, "revoked")
+                self.joins.remove(e, "revoked")
                 continue
-            idle = e.ws is not None and now - e.last_activity > self.config.idle_timeout
+            idle = e.ws is not None and now - e.last_activity > config.idle_timeout
             expired = (
                 e.ws is None
                 and e.disconnected_at is not None
-                and now - e.disconnected_at > self.config.reconnect_grace
+                and now - e.disconnected_at > config.reconnect_grace
             )
             if e.ws is not None and (
-                e.resume_at is None or now - e.resume_at > self.config.resume_ttl / 3
+                e.resume_at is None or now - e.resume_at > config.resume_ttl / 3
             ):
                 # minting costs ~0.1 ms: endpoints that joined together renew together, so
                 # renewals share the pass budget like removals do
                 if budget > 0:
                     budget -= 1
-                    self.post(e, {"type": "resume-token", "token": self.resume_token(e)})
+                    self.relay.post(
+                        e, {"type": "resume-token", "token": self.joins.resume_token(e)}
+                    )
                 else:
                     more = True
             if not (idle or expired):
@@ -63,10 +99,10 @@ class Sweeper(Revocations):
             budget -= 1
             if idle and e.ws is not None:
                 self.metrics.idle_logoffs.inc()
-                self.audit.append("logoff", session=e.session.id, endpoint_id=e.id, role=e.role)
+                self.audit.append("logoff", session=e.session, endpoint_id=e.id, role=e.role)
                 closes.append((e.ws, cc.TIMEOUT, "idle-timeout", "logged off after inactivity"))
                 e.ws = None
-                self.remove(e, "idle")
+                self.joins.remove(e, "idle")
             else:
-                self.remove(e, "disconnected")
+                self.joins.remove(e, "disconnected")
         return closes, more
