@@ -122,6 +122,13 @@ def _register_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "lifetime (s) of the resume tokens given to endpoints",
         type=_positive_float,
     )
+    _opt(
+        p,
+        "--token-key-previous",
+        "during a token key rotation: the old token-key file; tokens signed with it still"
+        " verify, new ones are signed with DATA_DIR/token-key",
+        type=_file,
+    )
     _opt(p, "--turn-urls", "TURN URLs, comma-separated", type=_csv)
     _opt(p, "--turn-ttl", "TURN credential lifetime (s)", type=_positive_int)
     _opt(p, "--max-msg-size", "max WebSocket message bytes", type=_positive_int)
@@ -189,6 +196,7 @@ def _build_config(args: argparse.Namespace) -> Any:
         "reconnect_grace",
         "revoke_timeout",
         "resume_ttl",
+        "token_key_previous",
         "turn_urls",
         "turn_ttl",
     ):

@@ -79,6 +79,8 @@ class Config:
     issuer: str = "p2pmed-signaling"
     audience: str = "p2pmed-join"
     max_token_ttl: float = 24 * 3600.0
+    # during a token key rotation: the key file tokens were signed with before (verify only)
+    token_key_previous: Path | None = None
     # A joined endpoint gets a resume token of this lifetime, renewed every third of it while
     # connected, so a node that outlives its join token can still reconnect (after a server
     # restart or a network drop). Revoking the join token's jti revokes its resume tokens.
@@ -93,6 +95,8 @@ class Config:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
+        if self.token_key_previous is not None:
+            self.token_key_previous = Path(self.token_key_previous)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key must be given together")
         for o in [*self.public_origins, *self.allowed_origins]:
@@ -166,6 +170,7 @@ class Config:
             "reconnect_grace": self.reconnect_grace,
             "revoke_timeout": self.revoke_timeout,
             "resume_ttl": self.resume_ttl,
+            "previous_key": self.token_key_previous is not None,  # no "token" in logs
             "limits": asdict(self.limits),
         }
 

@@ -30,7 +30,14 @@ from signaling.listen import ConnectionGuard, GuardedSite, log_refusal
 from signaling.metrics import Metrics
 from signaling.origins import normalize
 from signaling.replies import send_now
-from signaling.tokens import REVOCATIONS, RevocationStore, TokenError, Verifier, token_key
+from signaling.tokens import (
+    REVOCATIONS,
+    RevocationStore,
+    TokenError,
+    Verifier,
+    previous_token_key,
+    token_key,
+)
 from signaling.turncreds import credentials
 
 CONFIG = web.AppKey("config", Config)
@@ -194,6 +201,11 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     if fixed:
         logs.event("data-dir-permissions-fixed", level=logging.WARNING, changed=fixed)
     tkey = token_key(config.data_dir, create=True)
+    previous = (
+        None
+        if config.token_key_previous is None
+        else previous_token_key(config.token_key_previous, tkey)
+    )
     audit = AuditLog(
         config.data_dir / AUDIT_FILE,
         audit_key(config.data_dir),
@@ -204,6 +216,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     bindings.prune()
     verifier = Verifier(
         tkey,
+        previous=previous,
         issuer=config.issuer,
         audience=config.audience,
         max_ttl=config.max_token_ttl,
@@ -289,7 +302,9 @@ def preflight(config: Config) -> DataDirLock:
     except OSError as e:
         raise StartupError(str(e)) from None
     try:
-        token_key(config.data_dir, create=True)
+        tkey = token_key(config.data_dir, create=True)
+        if config.token_key_previous is not None:
+            previous_token_key(config.token_key_previous, tkey)
         audit_key(config.data_dir)
         AuditLog.check(config.data_dir / AUDIT_FILE, audit_key(config.data_dir).public_key())
         RevocationStore(config.data_dir / REVOCATIONS).close()

@@ -25,7 +25,7 @@ from typing import Any
 
 import jwt
 
-from signaling.keys import TOKEN_KEY, load_or_create_secret, load_secret
+from signaling.keys import TOKEN_KEY, KeyFileError, load_or_create_secret, load_secret
 
 ALGORITHM = "HS256"
 TOKEN_TYPE = "p2pmed-join+jwt"
@@ -133,14 +133,15 @@ def _number(claims: dict[str, Any], name: str) -> float:
 
 
 def _decode(
-    token: str, key: bytes, issuer: str, audience: str, leeway: float, now: float
+    token: str, keys: tuple[bytes, ...], issuer: str, audience: str, leeway: float, now: float
 ) -> dict[str, Any]:
     """Strict JWS compact HS256 verification (RFC 7515/7519, RFC 8725).
 
     Written out rather than calling jwt.decode because PyJWT spends ~250 us per token
     (per-character base64 checks), which dominates a join storm; PyJWT still mints the
     tokens, and the tests check that both agree. Order: algorithm allowlist and
-    explicit type, then the MAC (constant-time), only then the claims.
+    explicit type, then the MAC (constant-time, against each key: the current one and,
+    during a key rotation, the previous one), only then the claims.
     """
     parts = token.split(".")
     if len(parts) != 3:
@@ -153,8 +154,11 @@ def _decode(
     if not header.keys() <= _HEADER_KEYS:
         raise TokenError("malformed", "token header has unsupported parameters")
     signature = _b64(parts[2])
-    mac = hmac.new(key, f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
-    if not hmac.compare_digest(mac, signature):
+    signed = f"{parts[0]}.{parts[1]}".encode("ascii")
+    if not any(
+        hmac.compare_digest(hmac.new(key, signed, hashlib.sha256).digest(), signature)
+        for key in keys
+    ):
         raise TokenError("signature", "token signature does not verify")
     claims = _json_object(_b64(parts[1]), "claims")
     for name in REQUIRED:
@@ -177,13 +181,15 @@ def _decode(
 class Verifier:
     """Checks tokens; remembers good ones (bounded) so a reconnect storm costs little.
 
-    Time claims and revocation are re-checked on every use, cached or not.
+    Time claims and revocation are re-checked on every use, cached or not. `key` mints the
+    server's resume tokens; `previous`, during a key rotation, only verifies.
     """
 
     def __init__(
         self,
         key: bytes,
         *,
+        previous: bytes | None = None,
         issuer: str,
         audience: str,
         max_ttl: float,
@@ -192,6 +198,7 @@ class Verifier:
         cache_size: int = 20_000,
     ) -> None:
         self.key, self.issuer, self.audience = key, issuer, audience
+        self._keys = (key,) if previous is None else (key, previous)
         self.max_ttl, self.leeway, self.revoked = max_ttl, leeway, revoked
         self.cache_size = cache_size
         self._cache: dict[str, Grant] = {}
@@ -204,7 +211,7 @@ class Verifier:
         now = time.time() if now is None else now
         grant = self._cache.get(token)
         if grant is None:
-            claims = _decode(token, self.key, self.issuer, self.audience, self.leeway, now)
+            claims = _decode(token, self._keys, self.issuer, self.audience, self.leeway, now)
             grant = self._check_claims(claims, now)
             if len(self._cache) >= self.cache_size:
                 del self._cache[next(iter(self._cache))]
@@ -336,3 +343,15 @@ class RevocationStore:
 def token_key(data_dir: Path, *, create: bool) -> bytes:
     path = data_dir / TOKEN_KEY
     return load_or_create_secret(path) if create else load_secret(path)
+
+
+def previous_token_key(path: Path, current: bytes) -> bytes:
+    """The key tokens were signed with before the rotation (verify only); KeyFileError when
+    it is unreadable, too open, not a key, or the current key itself."""
+    key = load_secret(path)
+    if hmac.compare_digest(key, current):
+        raise KeyFileError(
+            f"{path}: the previous token key is the current one; move token-key to it and"
+            " let the server make a new token-key (docs/operations.md, rotating the token key)"
+        )
+    return key
