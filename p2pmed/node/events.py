@@ -83,12 +83,15 @@ class TechnicalAlarmCleared(NodeEvent):
 # ---- paths ----
 @dataclass(frozen=True, slots=True)
 class PathActive(NodeEvent):
-    """The path carrying traffic changed."""
+    """The path carrying traffic changed; for the direct path, the ICE candidate types of
+    the pair it runs on (relay: through TURN)."""
 
     NAME: ClassVar[str] = "path"
     peer: str
     active: str | None
     previous: str | None
+    local_candidate: str | None = field(default=None, metadata=_OPTIONAL)
+    remote_candidate: str | None = field(default=None, metadata=_OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True)

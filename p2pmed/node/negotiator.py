@@ -71,6 +71,23 @@ class DirectNegotiator:
         if dp is not None and dp.bound:
             dp.send(frame)
 
+    def candidate_types(self) -> tuple[str, str] | None:
+        """(local, remote) type (host, srflx, prflx or relay) of the ICE candidate pair the
+        direct connection uses: "relay" proves the path goes through TURN. None before ICE
+        nominated a pair. aiortc has no getSelectedCandidatePair(): read aioice's
+        nominated pair (component 1: data channels are multiplexed on it)."""
+        dp = self.direct
+        sctp = dp.pc.sctp if dp is not None else None
+        if sctp is None:
+            return None
+        try:
+            pair = sctp.transport.transport._connection._nominated.get(1)
+        except AttributeError:  # another aiortc/aioice layout: say nothing rather than fail
+            return None
+        if pair is None:
+            return None
+        return str(pair.local_candidate.type), str(pair.remote_candidate.type)
+
     # ---- events of the session about the direct path ----
     def bound(self, event: ev.PathBound) -> None:
         """The peer's PATH_BIND matched what our DTLS verified: the path carries data."""

@@ -10,6 +10,7 @@ changes (PathManager) and hands session events to the node's hooks.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Protocol
 
 from p2pmed.core import events as ev
@@ -161,7 +162,12 @@ class PeerLink:
         if self.closed or self.ctx.exit_code:
             return  # shutting down (or revoked: exiting): paths going away is not an alarm
         for item in items:
-            self.ctx.events.publish(ne.path_report(self.peer_id, item))
+            event = ne.path_report(self.peer_id, item)
+            if isinstance(event, ne.PathActive) and event.active == "direct":
+                types = self.negotiator.candidate_types()
+                if types is not None:  # how the direct path runs: relay = through TURN
+                    event = replace(event, local_candidate=types[0], remote_candidate=types[1])
+            self.ctx.events.publish(event)
 
     # ---- relay path ----
     def _relay_send(self, data: bytes) -> bool:
