@@ -22,8 +22,10 @@ class SessionState(enum.Enum):
 OPEN_STATES = (SessionState.ESTABLISHED, SessionState.REKEYING)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SessionConfig:
+    """What a Session is built with. Frozen: derive a changed copy with dataclasses.replace."""
+
     session_id: str
     initiator: bool
     identity: Identity

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -10,8 +11,9 @@ from p2pmed.core.errors import LocalProtocolError, StateError
 from p2pmed.core.events import FrameRejected, MessageReceived
 from p2pmed.core.frame import FrameType, MessageClass
 from p2pmed.core.receiver import Receiver
+from p2pmed.core.session import SessionConfig
 from tests.core.sessionkit import establish, of
-from tests.core.simnet import make_pair
+from tests.core.simnet import make_identity, make_pair
 
 
 def test_commit_frame_is_the_accepted_hs_commit(sim_start: float) -> None:
@@ -57,3 +59,13 @@ def test_an_internal_bug_is_logged_with_its_traceback_and_counted(
     assert not of(net.ends["b"].events, MessageReceived)
     record = next(r for r in caplog.records if r.name == "p2pmed.core")
     assert record.exc_info is not None and "a bug in the receiver" in str(record.exc_info[1])
+
+
+def test_session_config_is_frozen_and_replace_derives_a_copy() -> None:
+    cfg = SessionConfig("frozen", True, make_identity(1))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.persist = True  # type: ignore[misc]
+    durable = dataclasses.replace(cfg, persist=True)
+    assert durable.persist and not cfg.persist and durable.session_id == "frozen"
+    with pytest.raises(ValueError):
+        dataclasses.replace(cfg, chunk_bytes=10)  # still validated
