@@ -30,7 +30,7 @@ from p2pmed.node.driver import SessionDriver
 from p2pmed.node.tasks import TaskSet
 from p2pmed.transport.datachannel import DirectPath, dtls_fingerprints, own_certificate_fp
 from p2pmed.transport.paths import Backoff
-from p2pmed.transport.sdp import SdpError, check_sdp
+from p2pmed.transport.sdp import SdpError
 
 log = logging.getLogger("p2pmed.node.negotiator")
 
@@ -47,12 +47,14 @@ class DirectNegotiator:
         *,
         path_gone: Callable[[str], None],
         on_rejected: Callable[[ev.FrameRejected], None],
+        check_sdp: Callable[[str], None],
     ) -> None:
         self.ctx = ctx
         self.peer_id = peer_id
         self.driver = driver
         self._path_gone = path_gone  # the link reports a bound direct path going away
         self._on_rejected = on_rejected
+        self._check_sdp = check_sdp  # raises SdpError for a description we refuse
         self.direct: DirectPath | None = None  # the open connection (carries data once bound)
         self.pending: DirectPath | None = None  # the connection being negotiated
         self.generation = 0
@@ -326,7 +328,7 @@ class DirectNegotiator:
         if self._answer is None or self._answer.done() or dp is None:
             return
         try:
-            check_sdp(sdp)
+            self._check_sdp(sdp)
         except SdpError as exc:
             self._sdp_refused("answer", exc)
             self._answer.set_exception(ValueError(f"answer refused: {exc}"))
@@ -350,7 +352,7 @@ class DirectNegotiator:
         self.driver.session.expect_direct(own_certificate_fp(dp.pc))
         try:
             try:
-                check_sdp(sdp)
+                self._check_sdp(sdp)
             except SdpError as exc:
                 self._sdp_refused("offer", exc)
                 raise ValueError(f"offer refused: {exc}") from None

@@ -25,8 +25,15 @@ from p2pmed.node.tasks import TaskSet
 from p2pmed.transport.datachannel import DirectPath
 from p2pmed.transport.paths import PathManager
 from p2pmed.transport.relay import RelayPath
+from p2pmed.transport.sdp import check_sdp
 
 log = logging.getLogger("p2pmed.node.peer")
+
+
+def _check_sdp(sdp: str) -> None:
+    """The SDP policy of a link's negotiations (looked up at call time: a test switches the
+    strict check off to show that the DTLS binding alone defeats a man in the middle)."""
+    check_sdp(sdp)
 
 
 class LinkHooks(Protocol):
@@ -55,6 +62,7 @@ class PeerLink:
             self.driver,
             path_gone=lambda path: self._report(self.paths.forget(path)),
             on_rejected=lambda event: self.hooks.on_rejected(self, event),
+            check_sdp=_check_sdp,
         )
         self.relay = RelayPath(peer_id, self._relay_send)
         self.paths = PathManager(thresholds=ctx.config.thresholds)
