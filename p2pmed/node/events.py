@@ -219,3 +219,100 @@ def path_report(peer: str, item: dict[str, object]) -> NodeEvent:
     if name == "technical-alarm-cleared":
         return TechnicalAlarmCleared(peer, s("code"))
     raise ValueError(f"unknown path report {name!r}")
+
+
+# ---- the node ----
+@dataclass(frozen=True, slots=True)
+class Joined(NodeEvent):
+    NAME: ClassVar[str] = "joined"
+    role: str
+    session: str
+    endpoint_id: str
+    waiting: bool
+    fingerprint: str
+    ice_servers: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignalingState(NodeEvent):
+    NAME: ClassVar[str] = "signaling"
+    state: str  # up | down
+
+
+@dataclass(frozen=True, slots=True)
+class PeerState(NodeEvent):
+    """A peer is present, back, left, restored from the store or revoked."""
+
+    NAME: ClassVar[str] = "peer"
+    peer: str
+    role: str | None = field(default=None, metadata=_OPTIONAL)
+    state: str = ""
+    sas: str | None = field(default=None, metadata=_OPTIONAL)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeErrorEvent(NodeEvent):
+    NAME: ClassVar[str] = "error"
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError(NodeEvent):
+    """An error message from the signaling server (`to`: the peer it was about, or None)."""
+
+    NAME: ClassVar[str] = "error"
+    code: str
+    message: str
+    to: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRejected(NodeEvent):
+    NAME: ClassVar[str] = "rejected"
+    kind: str
+    reason: str
+    detail: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppRejected(NodeEvent):
+    NAME: ClassVar[str] = "rejected"
+    peer: str
+    kind: str
+    reason: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRejected(NodeEvent):
+    NAME: ClassVar[str] = "rejected"
+    peer: str
+    kind: str
+    reason: str
+    path: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class FingerprintMismatch(NodeEvent):
+    NAME: ClassVar[str] = "fingerprint-mismatch"
+    peer: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Status(NodeEvent):
+    NAME: ClassVar[str] = "status"
+    peers: list[dict[str, Any]]
+    rejected: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class TrustVerified(NodeEvent):
+    NAME: ClassVar[str] = "trust"
+    action: str
+    peer: str
+    role: str
+    fingerprint: str

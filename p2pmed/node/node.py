@@ -17,6 +17,7 @@ from p2pmed.core.identity import Identity
 from p2pmed.core.session import Session
 from p2pmed.media import MediaSink, MediaSource
 from p2pmed.node import clock, datadir, persist, revocation
+from p2pmed.node import events as ne
 from p2pmed.node.app import App
 from p2pmed.node.clinician import ClinicianApp
 from p2pmed.node.config import NodeConfig
@@ -170,10 +171,11 @@ class Node:
         if self.config.ice_relay_only and not any(
             "turn" in str(s.get("urls")) for s in self.ice_servers
         ):
-            self.events.emit(
-                "error",
-                code="no-turn",
-                message="--ice-relay-only but the server offers no TURN relay: relay path only",
+            self.events.publish(
+                ne.NodeErrorEvent(
+                    "no-turn",
+                    "--ice-relay-only but the server offers no TURN relay: relay path only",
+                )
             )
         try:
             self._open_store()
@@ -191,14 +193,15 @@ class Node:
                 scope = self.session_id
             self.app = TrustGate(self.app, self, self.trust, scope)
         self._restore_links()
-        self.events.emit(
-            "joined",
-            role=self.role,
-            session=self.session_id,
-            endpoint_id=self.endpoint_id,
-            waiting=bool(joined.get("waiting")),
-            fingerprint=self.identity.fingerprint(),
-            ice_servers=len(self.ice_servers),
+        self.events.publish(
+            ne.Joined(
+                self.role,
+                self.session_id,
+                self.endpoint_id,
+                bool(joined.get("waiting")),
+                self.identity.fingerprint(),
+                len(self.ice_servers),
+            )
         )
         self.app.on_joined()
         self._consider_peers(joined)
@@ -260,9 +263,7 @@ class Node:
             link = self.peers[peer_id] = PeerLink(self.ctx, self, peer_id, peer_role, session)
             pos = store.peer(peer_id).get_meta("source_pos")
             link.source_pos = pos if isinstance(pos, int) else 0
-            self.events.emit(
-                "peer", peer=peer_id, role=peer_role, state="restored", sas=session.sas
-            )
+            self.events.publish(ne.PeerState(peer_id, peer_role, "restored", session.sas))
             pending = store.peer(peer_id).inbox()
             for row in pending:
                 link.driver.session_event(
@@ -332,7 +333,7 @@ class Node:
         wrong field types, a handler that raised): counted; visible as a `rejected` event."""
         n = self.ctx.count(f"signal/{reason}")
         if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: visible without flooding stdout
-            self.events.emit("rejected", kind="signal", reason=reason, detail=detail, count=n)
+            self.events.publish(ne.SignalRejected("signal", reason, detail, n))
 
     async def _stop_signaling(self) -> None:
         await self.signaling.close()
@@ -345,7 +346,7 @@ class Node:
         return self._tasks.spawn(coro)
 
     def _task_failed(self, exc: BaseException) -> None:
-        self.events.emit("error", code="internal", message=repr(exc))
+        self.events.publish(ne.NodeErrorEvent("internal", repr(exc)))
 
     # ---- peers ----
     def _consider_peers(self, joined: dict[str, Any]) -> None:
@@ -372,9 +373,9 @@ class Node:
         if link is None or link.closed:  # new peer, or its session ended: a fresh session
             session = self.ctx.new_session(peer_id)
             link = self.peers[peer_id] = PeerLink(self.ctx, self, peer_id, role, session)
-            self.events.emit("peer", peer=peer_id, role=role, state="present")
+            self.events.publish(ne.PeerState(peer_id, role, "present"))
         else:
-            self.events.emit("peer", peer=peer_id, role=role, state="back")
+            self.events.publish(ne.PeerState(peer_id, role, "back"))
         link.present = True
         link.add_relay()
         if self.role == "patient":
@@ -412,27 +413,21 @@ class Node:
     def on_app_rejected(self, link: PeerLink, exc: Exception) -> None:
         reason = getattr(exc, "reason", type(exc).__name__)
         n = self.ctx.count(f"app/{reason}")
-        self.events.emit("rejected", peer=link.peer_id, kind="app", reason=reason, count=n)
+        self.events.publish(ne.AppRejected(link.peer_id, "app", reason, n))
 
     def on_rejected(self, link: PeerLink, event: ev.FrameRejected) -> None:
         n = self.ctx.count(f"{event.kind}/{event.reason}")
         if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: visible without flooding stdout
-            self.events.emit(
-                "rejected",
-                peer=link.peer_id,
-                kind=event.kind,
-                reason=event.reason,
-                path=event.path_id,
-                count=n,
+            self.events.publish(
+                ne.FrameRejected(link.peer_id, event.kind, event.reason, event.path_id, n)
             )
         if event.reason == "fingerprint":
-            self.events.emit(
-                "fingerprint-mismatch",
-                peer=link.peer_id,
-                message=(
+            self.events.publish(
+                ne.FingerprintMismatch(
+                    link.peer_id,
                     "the peer's PATH_BIND names other certificates than the ones our DTLS"
-                    " verified: direct path refused, session closed"
-                ),
+                    " verified: direct path refused, session closed",
+                )
             )
             if link.direct is not None:  # refuse the direct path it came with
                 link.drop_direct("fingerprint mismatch")
@@ -441,7 +436,7 @@ class Node:
     def _on_signal_state(self, up: bool) -> None:
         if not self._ready:
             return
-        self.events.emit("signaling", state="up" if up else "down")
+        self.events.publish(ne.SignalingState("up" if up else "down"))
         if self.exit_code == EXIT_REVOKED:
             return  # stopping: the relay going away is no alarm (all-paths-down) now
         self.app.on_signaling(up)
@@ -468,7 +463,7 @@ class Node:
             role = str(msg.get("role") or self._role_of(peer_id))
             self._peer_present(peer_id, role, rejoined=True)
         elif kind == "peer-left":
-            self.events.emit("peer", peer=peer_id, state="left")
+            self.events.publish(ne.PeerState(peer_id, state="left"))
             self.app.on_peer_left(peer_id)
             link = self.peers.get(peer_id)
             if link is not None:
@@ -494,7 +489,7 @@ class Node:
         elif kind == "error":
             code = str(msg.get("code"))[:64]
             to = msg.get("to") if isinstance(msg.get("to"), str) else None
-            self.events.emit("error", code=code, message=str(msg.get("message"))[:300], to=to)
+            self.events.publish(ne.ServerError(code, str(msg.get("message"))[:300], to))
             link = self.peers.get(str(msg.get("to") or ""))
             if link is not None and code in ("unknown-peer", "not-admitted"):
                 link.present = False  # stop relaying until the server says it is back
@@ -541,10 +536,8 @@ class Node:
     def command(self, cmd: dict[str, Any]) -> None:
         name = cmd.get("cmd")
         if name == "status":
-            self.events.emit(
-                "status",
-                peers=[link.status() for link in self.peers.values()],
-                rejected=dict(self.rejected),
+            self.events.publish(
+                ne.Status([link.status() for link in self.peers.values()], dict(self.rejected))
             )
         elif name == "cut-direct":
             for link in self.peers.values():
@@ -577,26 +570,24 @@ class Node:
         ]
         if len(links) != 1:
             what = "no established peer" if not links else 'several peers: give "peer"'
-            self.events.emit("error", code="bad-command", message=f"verify: {what}")
+            self.events.publish(ne.NodeErrorEvent("bad-command", f"verify: {what}"))
             return
         link = links[0]
         if sas is not None and sas != link.sas:
-            self.events.emit("error", code="bad-command", message="verify: SAS does not match")
+            self.events.publish(ne.NodeErrorEvent("bad-command", "verify: SAS does not match"))
             return
         if not isinstance(self.app, TrustGate):
-            self.events.emit("error", code="bad-command", message="verify: needs --data-dir")
+            self.events.publish(ne.NodeErrorEvent("bad-command", "verify: needs --data-dir"))
             return
         try:
             self.app.verify(link)
         except TrustError as exc:
-            self.events.emit("error", code="trust-store", message=str(exc))
+            self.events.publish(ne.NodeErrorEvent("trust-store", str(exc)))
             return
-        self.events.emit(
-            "trust",
-            action="verified",
-            peer=link.peer_id,
-            role=link.peer_role,
-            fingerprint=link.session.peer_fingerprint,
+        self.events.publish(
+            ne.TrustVerified(
+                "verified", link.peer_id, link.peer_role, link.session.peer_fingerprint
+            )
         )
 
 

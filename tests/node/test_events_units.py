@@ -50,3 +50,21 @@ def test_path_manager_reports_keep_their_fields() -> None:
         fields = {k: v for k, v in item.items() if k != "event"}
         want = json.dumps({"event": item["event"], "peer": "n1", **fields}, separators=(",", ":"))
         assert line(ne.path_report("n1", item)) == want
+
+
+def test_node_events_print_as_before() -> None:
+    assert line(ne.PeerState("n1", "patient", "restored", "")) == (
+        '{"event":"peer","peer":"n1","role":"patient","state":"restored","sas":""}'
+    )
+    assert line(ne.PeerState("n1", "clinician", "present")) == (
+        '{"event":"peer","peer":"n1","role":"clinician","state":"present"}'
+    )
+    assert line(ne.PeerState("n1", state="left")) == '{"event":"peer","peer":"n1","state":"left"}'
+    # a server error names the peer it was about, or says null
+    assert line(ne.ServerError("unknown-peer", "gone", None)) == (
+        '{"event":"error","code":"unknown-peer","message":"gone","to":null}'
+    )
+    assert line(ne.Joined("patient", "s1", "n1", False, "p2pmed:ab", 1)) == (
+        '{"event":"joined","role":"patient","session":"s1","endpoint_id":"n1","waiting":false,'
+        '"fingerprint":"p2pmed:ab","ice_servers":1}'
+    )
