@@ -316,3 +316,43 @@ class TrustVerified(NodeEvent):
     peer: str
     role: str
     fingerprint: str
+
+
+# ---- trust and revocation ----
+@dataclass(frozen=True, slots=True)
+class IdentityPinned(NodeEvent):
+    NAME: ClassVar[str] = "identity-pinned"
+    peer: str
+    role: str
+    fingerprint: str
+    new: bool
+    identities: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityAlarm(NodeEvent):
+    """A refused peer identity (identity-changed, unknown-identity, trust-store)."""
+
+    NAME: ClassVar[str] = "technical-alarm"
+    peer: str
+    code: str
+    priority: str
+    role: str
+    fingerprint: str
+    expected: list[str]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked(NodeEvent):
+    NAME: ClassVar[str] = "revoked"
+    message: str
+    detail: str
+    exit_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationDone(NodeEvent):
+    NAME: ClassVar[str] = "revocation-done"
+    peer: str
+    closed_ms: float

@@ -18,6 +18,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from p2pmed.node import clock
+from p2pmed.node import events as ne
 from p2pmed.node.errors import EXIT_REVOKED
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def self_revoked(node: NodeHandle, message: str) -> None:
         "access revoked by the signaling server: this consultation has ended "
         f"(exit code {EXIT_REVOKED}); ask for a new join URL to continue"
     )
-    node.events.emit("revoked", message=text, detail=message[:300], exit_code=EXIT_REVOKED)
+    node.events.publish(ne.Revoked(text, message[:300], EXIT_REVOKED))
     if not node.config.json_out:
         print(f"p2pmed node: {text}", file=sys.stderr, flush=True)
     node.stop()  # Node.close() sends CLOSE on every path of every session
@@ -51,7 +52,7 @@ def self_revoked(node: NodeHandle, message: str) -> None:
 def peer_revoked(node: NodeHandle, peer_id: str) -> None:
     node.revoked_peers.add(peer_id)
     link = node.peers.pop(peer_id, None)  # from now on nothing is queued for it
-    node.events.emit("peer", peer=peer_id, state="revoked")
+    node.events.publish(ne.PeerState(peer_id, state="revoked"))
     node.spawn(_end(node, peer_id, link))
 
 
@@ -71,12 +72,13 @@ async def _end(node: NodeHandle, peer_id: str, link: PeerLink | None) -> None:
             await asyncio.sleep(0.02)
         _persist(link)
         await link.close()  # the direct and any pending peer connection
-    node.events.emit("revocation-done", peer=peer_id, closed_ms=round((loop.time() - t0) * 1000, 1))
+    node.events.publish(ne.RevocationDone(peer_id, round((loop.time() - t0) * 1000, 1)))
     if not node.signaling.send_json({"type": "revocation-done", "endpoint_id": peer_id}):
-        node.events.emit(
-            "error",
-            code="revocation-done",
-            message=f"signaling down: could not confirm that {peer_id}'s paths are closed",
+        node.events.publish(
+            ne.NodeErrorEvent(
+                "revocation-done",
+                f"signaling down: could not confirm that {peer_id}'s paths are closed",
+            )
         )
 
 

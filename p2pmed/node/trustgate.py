@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from p2pmed.core import events as ev
 from p2pmed.node import clock
+from p2pmed.node import events as ne
 from p2pmed.node.truststore import TrustError, TrustStore
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class TrustGate:
                 fp, role, self._scope, require_known=node.config.require_known_peers
             )
         except TrustError as exc:  # fail closed: no peer gets in past a broken store
-            node.events.emit("error", code="trust-store", message=str(exc))
+            node.events.publish(ne.NodeErrorEvent("trust-store", str(exc)))
             self._refuse(link, fp, "trust-store", str(exc), (), close)
             return False
         if decision.verdict == "pinned":
@@ -68,13 +69,8 @@ class TrustGate:
                     fp,
                     len(decision.expected),
                 )
-            node.events.emit(
-                "identity-pinned",
-                peer=link.peer_id,
-                role=role,
-                fingerprint=fp,
-                new=decision.new,
-                identities=len(decision.expected) + 1,
+            node.events.publish(
+                ne.IdentityPinned(link.peer_id, role, fp, decision.new, len(decision.expected) + 1)
             )
         if decision.accepted:
             return True
@@ -145,19 +141,14 @@ class TrustGate:
             self._refused.add(link)
             link.established = False  # the patient app queues vitals only to established links
         n = node.ctx.count(f"trust/{code}")
-        node.events.emit("rejected", peer=link.peer_id, kind="trust", reason=code, count=n)
+        node.events.publish(ne.AppRejected(link.peer_id, "trust", code, n))
         if (code, fp) not in self._alarmed:  # once per presented key, not per retry
             self._alarmed.add((code, fp))
             log.error("%s", message)
-            node.events.emit(
-                "technical-alarm",
-                peer=link.peer_id,
-                code=code,
-                priority="HIGH",
-                role=link.peer_role,
-                fingerprint=fp,
-                expected=list(expected),
-                message=message,
+            node.events.publish(
+                ne.IdentityAlarm(
+                    link.peer_id, code, "HIGH", link.peer_role, fp, list(expected), message
+                )
             )
         if close:
             link.session.close(clock.now(), CLOSE_IDENTITY, code)

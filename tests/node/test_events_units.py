@@ -68,3 +68,17 @@ def test_node_events_print_as_before() -> None:
         '{"event":"joined","role":"patient","session":"s1","endpoint_id":"n1","waiting":false,'
         '"fingerprint":"p2pmed:ab","ice_servers":1}'
     )
+
+
+def test_trust_and_revocation_events_print_as_before() -> None:
+    alarm = ne.IdentityAlarm("n1", "identity-changed", "HIGH", "patient", "p2pmed:cd", ["ab"], "m")
+    assert line(alarm) == (
+        '{"event":"technical-alarm","peer":"n1","code":"identity-changed","priority":"HIGH",'
+        '"role":"patient","fingerprint":"p2pmed:cd","expected":["ab"],"message":"m"}'
+    )
+    assert line(ne.Revoked("ended", "4410", 5)) == (
+        '{"event":"revoked","message":"ended","detail":"4410","exit_code":5}'
+    )
+    assert line(ne.RevocationDone("n1", 12.5)) == (
+        '{"event":"revocation-done","peer":"n1","closed_ms":12.5}'
+    )
