@@ -15,7 +15,8 @@ Exit status 1 if the bar is missed. `--json` prints machine-readable results.
 REF and on the working tree, side by side in one run. Each round runs one subprocess per
 side (the order alternates) that measures core and bare for every size `--reps` times;
 the best of all rounds and reps of each side counts. Prints the added cost per message
-of both and their ratio; exit status 1 if the tree's added cost exceeds REF's by more than 10 % for any size.
+of both and their ratio; exit status 1 if the tree's added cost exceeds REF's by more than
+10 % for any size.
 """
 
 from __future__ import annotations

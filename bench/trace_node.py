@@ -11,7 +11,7 @@ exit, one JSON document to P2PMED_TRACE_OUT:
     t3       T3 (retransmission timer) expiries: [t, rto]
     persist  Node.persist() calls that took >= 2 ms: [t_start, ms]
     gc       collections that took >= 2 ms: [t_start, ms, generation]
-    flush    PeerLink._flush_once calls that took >= 5 ms: [t_start, ms, peer, has_direct]
+    flush    SessionDriver._flush_once calls that took >= 5 ms: [t_start, ms, peer, has_direct]
     commit   SessionStore.apply calls that wrote (one SQLite transaction, fsync): [t, ms, peer]
     stall    samples of the loop thread's stack while the loop is stalled >= 50 ms:
              [t, stalled_ms, innermost frames first]
@@ -115,18 +115,19 @@ def install() -> None:
 
     T._t3_expired = t3_expired  # type: ignore[method-assign]
 
-    import p2pmed.node.peer as peer_mod
+    import p2pmed.node.driver as driver_mod
 
-    orig_flush = peer_mod.PeerLink._flush_once
+    orig_flush = driver_mod.SessionDriver._flush_once
 
     def flush_once(self: Any) -> None:
         t0 = time.time()
         orig_flush(self)
         ms = (time.time() - t0) * 1000
         if ms >= 5:
-            TRACE["flush"].append([t0, round(ms, 2), self.peer_id[:8], self.direct is not None])
+            direct = self.handler.direct is not None
+            TRACE["flush"].append([t0, round(ms, 2), self.peer_id[:8], direct])
 
-    peer_mod.PeerLink._flush_once = flush_once  # type: ignore[method-assign]
+    driver_mod.SessionDriver._flush_once = flush_once  # type: ignore[method-assign]
 
     from p2pmed.store import sqlite as store_mod
 
@@ -216,52 +217,7 @@ def _rto_min(sctp: Any) -> None:
     sctp.SCTP_RTO_MIN = 0.12
 
 
-def _group_commit(_sctp: Any) -> None:
-    """Hypothesis test: Node.persist() commits every peer's changes in ONE transaction (one
-    fsync) instead of one transaction per peer store. Same durability: all of it is durable
-    before any frame leaves."""
-    import p2pmed.node.node as node_mod
-    from p2pmed.store import sqlite as store_mod
-
-    def persist(self: Any) -> None:
-        store = self.store
-        if store is None:
-            return
-        work = []
-        for link in self.peers.values():
-            ps = store.peer(link.peer_id)
-            changes = list(link.session.take_changes())
-            if changes or ps._meta:
-                work.append((ps, changes))
-        if not work:
-            return
-        db = work[0][0]._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for ps, changes in work:
-                own, ps._db = ps._db, db
-                try:
-                    pending, ps._meta = ps._meta, {}
-                    for ch in changes:
-                        ps._apply_one(ch)
-                    rows = store_mod._check_meta(pending) if pending else []
-                    if rows:
-                        db.executemany(
-                            "INSERT OR REPLACE INTO meta (key, name, value) VALUES (?,?,?)",
-                            [(ps.key, name, value) for name, value in rows],
-                        )
-                finally:
-                    ps._db = own
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        TRACE["commit"].append([time.time(), 0.0, "group"])
-
-    node_mod.Node.persist = persist  # type: ignore[method-assign]
-
-
-EXPERIMENTS = {"rto-min": _rto_min, "group-commit": _group_commit}
+EXPERIMENTS = {"rto-min": _rto_min}
 
 
 def _dump() -> None:

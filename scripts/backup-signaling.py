@@ -18,7 +18,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-KEYS = ("token-key", "audit-key.pem", "audit-key.pub")
+KEYS = ("token-key", "token-key.previous", "audit-key.pem", "audit-key.pub")  # .previous: mid-rotation
 AUDIT = ("audit.head", "audit.jsonl")  # head first
 STORES = ("revocations.sqlite", "bindings.sqlite")
 

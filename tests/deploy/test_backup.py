@@ -5,7 +5,9 @@ revocation made just before it, and a server starts from it."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,3 +51,17 @@ async def test_backup_of_a_running_server(tmp_path: Path) -> None:
     backup.rename(restored)
     async with server_process(restored) as srv2:  # starts: keys, log and head agree
         assert await srv2.stop() == 0
+
+
+def test_backup_during_a_token_key_rotation_keeps_the_previous_key(tmp_path: Path) -> None:
+    """A backup taken between "Rotating the token key"'s two steps must restore a server
+    that starts: its env still names token-key.previous."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    for name in ("token-key", "token-key.previous"):
+        (data / name).write_bytes(os.urandom(32))
+    dest = tmp_path / "backup"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "backup-signaling.py"
+    subprocess.run([sys.executable, str(script), str(data), str(dest)], check=True, timeout=30)
+    for name in ("token-key", "token-key.previous"):
+        assert (dest / name).read_bytes() == (data / name).read_bytes()
