@@ -18,7 +18,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-KEYS = ("token-key", "token-key.previous", "audit-key.pem", "audit-key.pub")  # .previous: mid-rotation
+# token-key.previous exists only during a token key rotation
+KEYS = ("token-key", "token-key.previous", "audit-key.pem", "audit-key.pub")
 AUDIT = ("audit.head", "audit.jsonl")  # head first
 STORES = ("revocations.sqlite", "bindings.sqlite")
 
