@@ -4,6 +4,7 @@ completes its handshake, sees every alarm, and sees every acknowledgement with w
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,8 @@ from playwright.async_api import Browser, expect
 
 from signaling.testing import running_server
 from tests.web.node_proc import NodeProc
+
+ENDPOINT_ID_JS = "sessionStorage.getItem('p2pmed-endpoint')"
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -39,9 +42,12 @@ async def test_page_and_terminal_clinicians_share_alarms_and_acks(browser: Brows
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 await page.goto(url("clinician"))  # the patient is already admitted (by c1)
                 # the page picks its endpoint id once its identity key is loaded (IndexedDB),
-                # which can be after the load event that goto waits for
-                await page.wait_for_function("sessionStorage.getItem('p2pmed-endpoint')")
-                eid = await page.evaluate("sessionStorage.getItem('p2pmed-endpoint')")
+                # which can be after the load event that goto waits for. Polled with
+                # evaluate: wait_for_function compiles its predicate with new Function, which
+                # the page's CSP (no unsafe-eval) refuses.
+                async with asyncio.timeout(30):
+                    while not (eid := await page.evaluate(ENDPOINT_ID_JS)):
+                        await asyncio.sleep(0.05)
                 await patient.wait_for(
                     lambda e: e.get("event") == "handshake" and e.get("peer") == eid, timeout=30
                 )
