@@ -30,9 +30,12 @@ async def test_direct_path_killed_then_restored(server) -> None:  # type: ignore
         await clinician.w.wait_for("message", path="direct", after=n)
         assert link.direct is not None and link.direct is not first_pc
         assert back
+        # frames still in flight when a side stops are rejected once its session closed
+        # (kind "state", counted): only rejections up to here concern the failover
+        rejected = clinician.w.of("rejected") + patient.w.of("rejected")
     finally:
         await patient.stop()
         await clinician.stop()
     check_stream(patient.w.of("sent", peer=clinician.node.endpoint_id), clinician.w.of("message"))
     assert not clinician.w.of("waveform-gap")
-    assert not clinician.w.of("rejected") and not patient.w.of("rejected")
+    assert not rejected
