@@ -12,6 +12,8 @@ if [ "$want_apt" = "test" ]; then
     command -v ip >/dev/null || need+=(iproute2)
     command -v npm >/dev/null || need+=(npm)
     command -v certutil >/dev/null || need+=(libnss3-tools)
+    command -v redis-server >/dev/null || need+=(redis-server)
+    command -v haproxy >/dev/null || need+=(haproxy)
 fi
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
