@@ -38,7 +38,7 @@ from signaling.relay import FAST_PATH_BUFFER, RELAY_ROLES, SAMPLE_EVERY, SAMPLE_
 from signaling.replies import Replies, send_now
 from signaling.revoking import Revocations
 from signaling.state.memory import MemorySessionStore
-from signaling.state.store import SessionStore
+from signaling.state.store import Bus, SessionStore
 from signaling.sweep import Sweeper
 from signaling.tokens import RevocationStore, Verifier
 
@@ -67,6 +67,7 @@ class Hub:
         audit: AuditLog,
         metrics: Metrics,
         store: SessionStore | None = None,
+        bus: Bus | None = None,
     ) -> None:
         self.config = config
         self.limits = config.limits
@@ -74,7 +75,8 @@ class Hub:
         self.bindings = bindings
         self.audit = audit
         self.metrics = metrics
-        self.store: SessionStore = MemorySessionStore() if store is None else store
+        self.store: SessionStore = MemorySessionStore(bindings) if store is None else store
+        self.bus = bus
         self.local = LocalEndpoints()
         self.replies = Replies(config.limits, audit, metrics)
         self.relay = Relay(config.limits, audit, metrics, self.replies, self.local)
@@ -86,12 +88,12 @@ class Hub:
             store=self.store,
             local=self.local,
             verifier=verifier,
-            bindings=bindings,
             audit=audit,
             metrics=metrics,
             replies=self.replies,
             relay=self.relay,
             revocations=self.revocations,
+            bus=bus,
         )
         self.messages = Messages(
             local=self.local,
@@ -114,6 +116,7 @@ class Hub:
             revocations=self.revocations,
         )
         self.closing = False
+        self.sweep_now = asyncio.Event()  # set to run the sweep at once (a revocation came)
         self.connections: set[web.WebSocketResponse] = set()
         self.guard: ConnectionGuard | None = None  # per-IP cap before the upgrade (listen.py)
         metrics.attach(self.snapshot)

@@ -13,7 +13,6 @@ from aiohttp import WSMsgType, web
 from signaling import closecodes as cc
 from signaling import logs
 from signaling.audit import AuditLog
-from signaling.bindings import BindingStore
 from signaling.config import Config
 from signaling.endpoint import Closing, Endpoint, dumps
 from signaling.limits import PerKeyLimiter
@@ -23,7 +22,7 @@ from signaling.relay import Relay
 from signaling.replies import Replies
 from signaling.revoking import Revocations
 from signaling.schema import SchemaError, validate
-from signaling.state.store import Member, Refused, SessionStore
+from signaling.state.store import Bus, Member, Refused, SessionStore, StoreUnavailable
 from signaling.tokens import Grant, TokenError, Verifier, mint
 
 # limit_violations label of each store refusal that is a capacity limit
@@ -36,7 +35,11 @@ _CLOSE = {
 
 
 class Joins:
-    """Owns the per-IP join limiter; writes the session store and the local endpoints."""
+    """Owns the per-IP join limiter; writes the session store and the local endpoints.
+
+    In a cluster (`bus` given) a session's endpoints may be held by other servers: what they
+    must be told goes to their server over the bus, and an endpoint held elsewhere that
+    joins here is taken over from that server (it resumed here)."""
 
     def __init__(
         self,
@@ -45,25 +48,26 @@ class Joins:
         store: SessionStore,
         local: LocalEndpoints,
         verifier: Verifier,
-        bindings: BindingStore,
         audit: AuditLog,
         metrics: Metrics,
         replies: Replies,
         relay: Relay,
         revocations: Revocations,
+        bus: Bus | None = None,
     ) -> None:
         self.config = config
         self.limits = config.limits
         self.store = store
         self.local = local
         self.verifier = verifier
-        self.bindings = bindings  # join token -> endpoint, on disk (survives leave/restart)
         self.audit = audit
         self.metrics = metrics
         self.replies = replies
         self.relay = relay
         self.revocations = revocations
         self.limiter = PerKeyLimiter(self.limits.join_rate, self.limits.join_burst)
+        self.bus = bus
+        self.server_id = "" if bus is None else bus.server_id
 
     async def await_join(self, ws: web.WebSocketResponse, ip: str) -> Endpoint | None:
         errors = [0]
@@ -96,14 +100,26 @@ class Joins:
                 await self.replies.error(ws, "not-joined", f"{data['type']} before join")
                 self.replies.bad(errors, "not-joined")
                 continue
-            return await self._join(ws, data, ip)
+            try:
+                return await self._join(ws, data, ip)
+            except StoreUnavailable as e:
+                self.replies.reject("store-unavailable", ip, endpoint_id=data["endpoint_id"])
+                logs.event("store-unavailable", error=str(e)[:200])
+                raise Closing(
+                    cc.SERVICE_RESTART,
+                    "store-unavailable",
+                    "the session store is unreachable: join another server or retry",
+                ) from None
 
     async def _join(self, ws: web.WebSocketResponse, data: dict[str, Any], ip: str) -> Endpoint:
         t0 = time.perf_counter()
         eid = data["endpoint_id"]
         now = time.monotonic()
         reject = self.replies.reject
-        if not self.limiter.take(ip, now):
+        lim = self.limits
+        if not self.limiter.take(ip, now) or not await self.store.join_allowed(
+            ip, lim.join_rate, lim.join_burst
+        ):
             self.metrics.limit_violations.labels("join-rate").inc()
             reject("join-rate", ip)
             raise Closing(
@@ -114,6 +130,9 @@ class Joins:
         except TokenError as e:
             reject(f"token-{e.reason}", ip, endpoint_id=eid)
             raise Closing(cc.UNAUTHORIZED, f"token-{e.reason}", str(e)) from None
+        if await self.store.is_revoked(*{grant.jti, grant.root_jti}):
+            reject("token-revoked", ip, endpoint_id=eid)
+            raise Closing(cc.UNAUTHORIZED, "token-revoked", "token revoked")
         fields = {
             "session": grant.session,
             "endpoint_id": eid,
@@ -128,11 +147,11 @@ class Joins:
         if data.get("session", grant.session) != grant.session:
             reject("wrong-session", ip, **fields)
             raise Closing(cc.UNAUTHORIZED, "wrong-session", "token is for another session")
-        owner = self._owner(grant.root_jti)
+        owner = await self._owner(grant.root_jti)
         if owner is not None and owner != (grant.session, eid):
             reject("token-in-use", ip, **fields)
             raise Closing(cc.UNAUTHORIZED, "token-in-use", "token already used by another endpoint")
-        present = self.store.member(grant.session, eid)
+        present = await self.store.member(grant.session, eid)
         if present is not None:
             if present.role != grant.role:
                 reject("role-mismatch", ip, **fields)
@@ -140,11 +159,23 @@ class Joins:
                     cc.FORBIDDEN, "role-mismatch", "endpoint_id is in use with another role"
                 )
             old = self.local.get(grant.session, eid)
-            if old is None:  # held by another server: only a shared store can say so
+            if old is not None:
+                return await self._takeover(ws, old, grant, ip, t0)
+            if self.bus is None or present.server in ("", self.server_id):
                 raise RuntimeError(f"endpoint {eid!r} is in the store but not held here")
-            return await self._takeover(ws, old, grant, ip, t0)
-        member = Member(grant.session, eid, grant.role, grant.root_jti, grant.role != "patient")
-        refused, started = self.store.add(
+            ep = await self._take_from(ws, present, grant, ip, t0)
+            if ep is not None:
+                return ep
+            # it left in the meantime: a new join
+        member = Member(
+            grant.session,
+            eid,
+            grant.role,
+            grant.root_jti,
+            grant.role != "patient",
+            self.server_id,
+        )
+        refused, started = await self.store.add(
             member,
             max_sessions=self.limits.max_sessions,
             max_endpoints=self.limits.max_endpoints_per_session,
@@ -157,10 +188,16 @@ class Joins:
             raise Closing(code, refused.value, message)
         if owner is None:
             try:
-                self._bind(grant, eid)
+                holder = await self._bind(grant, eid)
             except BaseException:
-                self.store.remove(grant.session, eid)
+                await self.store.remove(grant.session, eid)
                 raise
+            if holder != (grant.session, eid):  # another server bound it first
+                await self.store.remove(grant.session, eid)
+                reject("token-in-use", ip, **fields)
+                raise Closing(
+                    cc.UNAUTHORIZED, "token-in-use", "token already used by another endpoint"
+                )
         if started:
             self.audit.append("session-start", session=grant.session)
         ep = Endpoint(member, ip)
@@ -170,42 +207,50 @@ class Joins:
         self.audit.append("join", ip=ip, waiting=not ep.admitted, **fields)
         self.metrics.joins.labels(grant.role).inc()
         logs.event("join", session=ep.session, endpoint_id=eid, role=grant.role)
-        others = self._others(ep)
-        post = self.relay.post
-        post(ep, self._joined(ep))
+        members = await self.store.members(ep.session)
+        others = [m for m in members if m.endpoint_id != eid]
+        post, tell = self.relay.post, self.tell
+        post(ep, self._joined(ep, members))
         if not ep.admitted:
             for o in others:
                 if o.role == "clinician" and o.admitted:
-                    post(o, {"type": "peer-waiting", "endpoint_id": eid, "role": ep.role})
+                    await tell(o, {"type": "peer-waiting", "endpoint_id": eid, "role": ep.role})
         else:
             for o in others:
                 if o.admitted:
-                    post(o, {"type": "peer-joined", "endpoint_id": eid, "role": ep.role})
-                    post(ep, {"type": "peer-joined", "endpoint_id": o.id, "role": o.role})
+                    await tell(o, {"type": "peer-joined", "endpoint_id": eid, "role": ep.role})
+                    post(ep, {"type": "peer-joined", "endpoint_id": o.endpoint_id, "role": o.role})
                 elif ep.role == "clinician":
-                    post(ep, {"type": "peer-waiting", "endpoint_id": o.id, "role": o.role})
+                    post(ep, {"type": "peer-waiting", "endpoint_id": o.endpoint_id, "role": o.role})
         self.metrics.join_latency.observe(time.perf_counter() - t0)
         return ep
 
-    def _others(self, ep: Endpoint) -> list[Endpoint]:
-        return [o for o in self.local.in_session(ep.session) if o is not ep]
+    async def tell(self, m: Member, msg: dict[str, Any]) -> None:
+        """Queue msg for the endpoint m, on this server or, over the bus, on the one holding it."""
+        o = self.local.get(m.session, m.endpoint_id)
+        if o is not None:
+            self.relay.post(o, msg)
+        elif self.bus is not None and m.server not in ("", self.server_id):
+            await self.bus.send(
+                m.server, {"op": "post", "session": m.session, "to": m.endpoint_id, "msg": msg}
+            )
 
-    def _owner(self, jti: str) -> tuple[str, str] | None:
-        return self.store.owner(jti) or self.bindings.owner(jti)
+    async def _owner(self, jti: str) -> tuple[str, str] | None:
+        return await self.store.owner(jti) or await self.store.bound(jti)
 
-    def _bind(self, grant: Grant, eid: str) -> None:
-        # the check above saw no other owner; this process is the only writer (the data dir
-        # is locked), so the insert cannot lose a race
-        self.bindings.bind(grant.root_jti, grant.session, eid, grant.exp)
+    async def _bind(self, grant: Grant, eid: str) -> tuple[str, str]:
+        """Bind the join token to eid for its lifetime; the binding that holds (another one
+        if another server bound it between the check in _join and now)."""
+        return await self.store.bind(grant.root_jti, grant.session, eid, grant.exp)
 
-    def _joined(self, ep: Endpoint) -> dict[str, Any]:
+    def _joined(self, ep: Endpoint, members: list[Member]) -> dict[str, Any]:
         return {
             "type": "joined",
             "session": ep.session,
             "role": ep.role,
             "endpoint_id": ep.id,
             "waiting": not ep.admitted,
-            "peers": [m.info() for m in self.store.members(ep.session) if m.endpoint_id != ep.id],
+            "peers": [m.info() for m in members if m.endpoint_id != ep.id],
             "resume_token": self.resume_token(ep),
         }
 
@@ -232,9 +277,9 @@ class Joins:
         ep.disconnected_at = None
         ep.last_activity = time.monotonic()
         if ep.jti != grant.root_jti:
-            if self._owner(grant.root_jti) is None:  # checked in _join: free or ep's own
-                self._bind(grant, ep.id)
-            ep.member = self.store.rebind(ep.session, ep.id, grant.root_jti)
+            if await self._owner(grant.root_jti) is None:  # checked in _join: free or ep's own
+                await self._bind(grant, ep.id)
+            ep.member = await self.store.rebind(ep.session, ep.id, grant.root_jti)
         ep.ip = ip
         # JSON queued for the old connection is stale (the new one gets a fresh "joined");
         # relay frames stay queued and go to the new connection in order.
@@ -252,36 +297,98 @@ class Joins:
             ip=ip,
         )
         logs.event("reconnect", session=ep.session, endpoint_id=ep.id, role=ep.role)
-        ep.queue.appendleft((None, dumps(self._joined(ep))))
+        members = await self.store.members(ep.session)
+        ep.queue.appendleft((None, dumps(self._joined(ep, members))))
         ep.wake.set()
-        for o in self._others(ep):
-            if ep.admitted or o.role == "clinician":
-                self.relay.post(o, {"type": "peer-reconnected", "endpoint_id": ep.id})
-        self.revocations.rejoined(ep)
+        await self._reconnected(ep, members)
         self.metrics.join_latency.observe(time.perf_counter() - t0)
         return ep
+
+    async def _reconnected(self, ep: Endpoint, members: list[Member]) -> None:
+        for o in members:
+            if o.endpoint_id != ep.id and (ep.admitted or o.role == "clinician"):
+                await self.tell(o, {"type": "peer-reconnected", "endpoint_id": ep.id})
+        self.revocations.rejoined(ep)
+
+    async def _take_from(
+        self, ws: web.WebSocketResponse, present: Member, grant: Grant, ip: str, t0: float
+    ) -> Endpoint | None:
+        """The endpoint is held by another server (it resumed here, its server may be dead):
+        claim it, tell that server to let go, and serve it here. None if it left meanwhile."""
+        assert self.bus is not None
+        member = await self.store.claim(present.session, present.endpoint_id, self.server_id)
+        if member is None:
+            return None
+        await self.bus.send(
+            present.server,
+            {"op": "drop", "session": member.session, "to": member.endpoint_id},
+        )
+        ep = Endpoint(member, ip)
+        ep.ws = ws
+        self.local.add(ep)
+        ep.writer = asyncio.get_running_loop().create_task(self.relay.writer(ep))
+        if ep.jti != grant.root_jti:
+            if await self._owner(grant.root_jti) is None:
+                await self._bind(grant, ep.id)
+            ep.member = await self.store.rebind(ep.session, ep.id, grant.root_jti)
+        self.audit.append(
+            "reconnect",
+            session=ep.session,
+            endpoint_id=ep.id,
+            role=ep.role,
+            jti=ep.jti,
+            ip=ip,
+            from_server=present.server,
+        )
+        logs.event("reconnect", session=ep.session, endpoint_id=ep.id, role=ep.role)
+        members = await self.store.members(ep.session)
+        self.relay.post(ep, self._joined(ep, members))
+        await self._reconnected(ep, members)
+        self.metrics.join_latency.observe(time.perf_counter() - t0)
+        return ep
+
+    async def dropped(self, session: str, endpoint_id: str) -> None:
+        """Another server took the endpoint over: let go of it here, store untouched."""
+        ep = self.local.get(session, endpoint_id)
+        if ep is None or ep.gone:
+            return
+        ep.gone = True
+        self.local.discard(ep)
+        self.relay.end(ep, self.local.in_session(session))
+        self.audit.append("moved", session=session, endpoint_id=endpoint_id, role=ep.role)
+        ws, ep.ws = ep.ws, None
+        ep.space.set()
+        if ep.writer is not None:
+            ep.writer.cancel()
+        ep.queue.clear()
+        ep.qframes = ep.qbytes = 0
+        if ws is not None and not ws.closed:
+            await self.replies.close_ws(ws, cc.REPLACED, "replaced", "another server took over")
 
     def disconnected(self, ep: Endpoint) -> None:
         ep.ws = None
         ep.disconnected_at = time.monotonic()
         logs.event("disconnected", session=ep.session, endpoint_id=ep.id)
 
-    def remove(self, ep: Endpoint, why: str) -> None:
+    async def remove(self, ep: Endpoint, why: str) -> None:
         if ep.gone:
             return
         ep.gone = True
         sid = ep.session
-        ended = self.store.remove(sid, ep.id)
         self.local.discard(ep)
         others = self.local.in_session(sid)
         self.relay.end(ep, others)
-        self.audit.append("leave", session=sid, endpoint_id=ep.id, role=ep.role, why=why)
-        logs.event("leave", session=sid, endpoint_id=ep.id, role=ep.role, why=why)
-        for o in others:
-            self.relay.post(o, {"type": "peer-left", "endpoint_id": ep.id})
         ep.space.set()  # release senders held on this queue; they find the peer gone
         if ep.writer is not None:
             ep.writer.cancel()
+        ended = await self.store.remove(sid, ep.id, self.server_id)
+        self.audit.append("leave", session=sid, endpoint_id=ep.id, role=ep.role, why=why)
+        logs.event("leave", session=sid, endpoint_id=ep.id, role=ep.role, why=why)
+        for m in await self.store.members(sid) if self.bus is not None else []:
+            if self.local.get(sid, m.endpoint_id) is None:
+                await self.tell(m, {"type": "peer-left", "endpoint_id": ep.id})
+        for o in others:
+            self.relay.post(o, {"type": "peer-left", "endpoint_id": ep.id})
         ep.queue.clear()
         ep.qframes = ep.qbytes = 0
         if ended:
@@ -290,17 +397,31 @@ class Joins:
     async def admit(
         self, ws: web.WebSocketResponse, ep: Endpoint, target: str, errors: list[int]
     ) -> None:
-        member = self.store.admit(ep.session, target)
-        p = self.local.get(ep.session, target)
-        if member is None or p is None:
+        member = await self.store.admit(ep.session, target)
+        if member is None:
             await self.replies.error(ws, "not-waiting", f"{target!r} is not in the waiting room")
             self.replies.bad(errors, "not-waiting")
             return
+        self.audit.append("admit", session=ep.session, endpoint_id=target, by=ep.id)
+        logs.event("admit", session=ep.session, endpoint_id=target, by=ep.id)
+        if self.local.get(ep.session, target) is not None:
+            await self.admitted(member, ep.id)
+        elif self.bus is not None and member.server not in ("", self.server_id):
+            await self.bus.send(
+                member.server,
+                {"op": "admitted", "session": ep.session, "to": target, "by": ep.id},
+            )
+
+    async def admitted(self, member: Member, by: str) -> None:
+        """On the server holding the admitted endpoint: tell it and its admitted peers."""
+        p = self.local.get(member.session, member.endpoint_id)
+        if p is None:
+            return
         p.member = member
-        self.audit.append("admit", session=ep.session, endpoint_id=p.id, by=ep.id)
-        logs.event("admit", session=ep.session, endpoint_id=p.id, by=ep.id)
-        self.relay.post(p, {"type": "admitted", "by": ep.id})
-        for o in self._others(p):
-            if o.admitted:
-                self.relay.post(o, {"type": "peer-joined", "endpoint_id": p.id, "role": p.role})
-                self.relay.post(p, {"type": "peer-joined", "endpoint_id": o.id, "role": o.role})
+        self.relay.post(p, {"type": "admitted", "by": by})
+        for o in await self.store.members(p.session):
+            if o.endpoint_id != p.id and o.admitted:
+                await self.tell(o, {"type": "peer-joined", "endpoint_id": p.id, "role": p.role})
+                self.relay.post(
+                    p, {"type": "peer-joined", "endpoint_id": o.endpoint_id, "role": o.role}
+                )

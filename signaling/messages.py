@@ -83,7 +83,7 @@ class Messages:
             self.replies.bad(errors, "forbidden")
             return False
         if kind == "leave":
-            self.joins.remove(ep, "leave")
+            await self.joins.remove(ep, "leave")
             await shut(ws, cc.NORMAL, b"left")
             return True
         if kind == "ping":  # keeps an active user's endpoint from the idle logoff
@@ -113,6 +113,8 @@ class Messages:
             return False
         # offer / answer / candidate
         dst = self.local.get(ep.session, data["to"])
+        if dst is None and self.joins.bus is not None and data["to"] != ep.id:
+            return await self._forward(ws, ep, data, errors, t0)
         if dst is None or dst is ep:
             await self.replies.error(
                 ws, "unknown-peer", f"no endpoint {data['to']!r} here", to=data["to"]
@@ -132,5 +134,32 @@ class Messages:
             return False
         data["from"] = ep.id
         self.relay.post(dst, data)
+        self.metrics.signaling_latency.observe(time.perf_counter() - t0)
+        return False
+
+    async def _forward(
+        self,
+        ws: web.WebSocketResponse,
+        ep: Endpoint,
+        data: dict[str, Any],
+        errors: list[int],
+        t0: float,
+    ) -> bool:
+        """A signaling message for an endpoint another server of the cluster holds."""
+        m = await self.joins.store.member(ep.session, data["to"])
+        if m is None:
+            await self.replies.error(
+                ws, "unknown-peer", f"no endpoint {data['to']!r} here", to=data["to"]
+            )
+            self.replies.bad(errors, "unknown-peer")
+            return False
+        if not (ep.admitted and m.admitted):
+            await self.replies.error(
+                ws, "not-admitted", "both endpoints must be admitted", to=m.endpoint_id
+            )
+            self.replies.bad(errors, "not-admitted")
+            return False
+        data["from"] = ep.id
+        await self.joins.tell(m, data)
         self.metrics.signaling_latency.observe(time.perf_counter() - t0)
         return False

@@ -167,11 +167,13 @@ async def _sweeper(app: web.Application) -> None:
     # not `while True`: on Python 3.11 asyncio.wait_for (in close_ws) can swallow the
     # cancellation at shutdown, and the loop would then run forever with the server waiting
     while not hub.closing:
-        await asyncio.sleep(tick)
+        with contextlib.suppress(TimeoutError):  # a revocation from the cluster wakes it
+            await asyncio.wait_for(hub.sweep_now.wait(), tick)
+        hub.sweep_now.clear()
         try:
             more = True
             while more:
-                closes, more = hub.sweeper.sweep()
+                closes, more = await hub.sweeper.sweep()
                 for ws, code, err, msg in closes:
                     await hub.replies.close_ws(ws, code, err, msg)
                 if more:

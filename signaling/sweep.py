@@ -52,7 +52,7 @@ class Sweeper:
         self.revocations = revocations
         _, self.revoked_rowid = revoked.revoked_since(0)
 
-    def sweep(self, budget: int = SWEEP_BUDGET) -> tuple[list[Close], bool]:
+    async def sweep(self, budget: int = SWEEP_BUDGET) -> tuple[list[Close], bool]:
         """Revocation, then idle logoff and reconnect-grace expiry for at most `budget`
         endpoints, resume-token renewals included. Returns the sockets to close and whether
         work remains for another pass."""
@@ -62,16 +62,20 @@ class Sweeper:
         more = False
         # revocations written since the last sweep (by `p2pmed token revoke`, any process)
         fresh, self.revoked_rowid = self.revoked.revoked_since(self.revoked_rowid)
-        revoked = {j for j in fresh if self.store.owner(j) is not None}
+        revoked = set(fresh)
+        for j in fresh:  # the other servers of a cluster close it if they hold it
+            await self.store.announce_revoked(j, self.config.max_token_ttl)
         self.revocations.check(now)
         for e in self.local.all():
+            if e.gone:  # removed while an earlier removal awaited the store
+                continue
             if e.jti in revoked:
                 self.audit.append("revoked", session=e.session, endpoint_id=e.id, jti=e.jti)
                 self.revocations.start(e)
                 if e.ws is not None:
                     closes.append((e.ws, cc.REVOKED, "token-revoked", "token was revoked"))
                 e.ws = None
-                self.joins.remove(e, "revoked")
+                await self.joins.remove(e, "revoked")
                 continue
             idle = e.ws is not None and now - e.last_activity > config.idle_timeout
             expired = (
@@ -102,7 +106,7 @@ class Sweeper:
                 self.audit.append("logoff", session=e.session, endpoint_id=e.id, role=e.role)
                 closes.append((e.ws, cc.TIMEOUT, "idle-timeout", "logged off after inactivity"))
                 e.ws = None
-                self.joins.remove(e, "idle")
+                await self.joins.remove(e, "idle")
             else:
-                self.joins.remove(e, "disconnected")
+                await self.joins.remove(e, "disconnected")
         return closes, more

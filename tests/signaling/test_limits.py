@@ -100,7 +100,7 @@ async def test_idle_logoff(tmp_path: Path, http: aiohttp.ClientSession) -> None:
         code, seen = await doc.closed()
         assert code == 4408 and seen[-1]["code"] == "idle-timeout"
         assert srv.metric("p2pmed_idle_logoffs_total") == 1
-        assert srv.hub.store.member("s1", "doc0") is None
+        assert await srv.hub.store.member("s1", "doc0") is None
         audit = (srv.config.data_dir / "audit.jsonl").read_text()
         assert '"event":"logoff"' in audit
 
@@ -140,9 +140,9 @@ async def test_mass_expiry_is_swept_in_bounded_passes(
         expired_at = time.monotonic() - srv.config.reconnect_grace - 1.0
         for e in hub.local.all():
             e.disconnected_at = expired_at
-        closes, more = hub.sweeper.sweep(budget=10)
+        closes, more = await hub.sweeper.sweep(budget=10)
         assert closes == [] and more
         assert len(hub.local.all()) == 15
-        hub.sweeper.sweep(budget=10)
-        closes, more = hub.sweeper.sweep(budget=10)
+        await hub.sweeper.sweep(budget=10)
+        closes, more = await hub.sweeper.sweep(budget=10)
         assert not more and hub.store.session_count() == 0

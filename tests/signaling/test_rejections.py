@@ -57,7 +57,7 @@ async def test_bad_tokens_refused(h: Harness, make: object, reason: str) -> None
     assert h.srv.metric("p2pmed_rejected_joins_total", reason=reason) == 1
     ev = audit_events(h.srv)[-1]
     assert ev["event"] == "reject" and ev["reason"] == reason
-    assert not h.srv.hub.store.has_session("s1")
+    assert not await h.srv.hub.store.has_session("s1")
 
 
 async def test_missing_token_field(h: Harness) -> None:
@@ -80,7 +80,7 @@ async def test_revoked_token_refused_by_running_server(h: Harness) -> None:
 
 async def test_revocation_kicks_connected_endpoint(h: Harness) -> None:
     pat, (doc,) = await h.consult()
-    member = h.srv.hub.store.member("s1", "doc0")
+    member = await h.srv.hub.store.member("s1", "doc0")
     assert member is not None
     h.srv.revoke(member.jti)
     code, seen = await doc.closed()

@@ -26,7 +26,7 @@ async def test_waiting_room_and_admit(h: Harness) -> None:
     assert await pat.recv() == {"type": "admitted", "by": "doc"}
     assert await pat.recv() == {"type": "peer-joined", "endpoint_id": "doc", "role": "clinician"}
     assert await doc.recv() == {"type": "peer-joined", "endpoint_id": "pat", "role": "patient"}
-    assert h.srv.hub.store.member("s1", "pat").admitted
+    assert (await h.srv.hub.store.member("s1", "pat")).admitted
 
 
 async def test_clinician_first_then_patient(h: Harness) -> None:
@@ -85,7 +85,7 @@ async def test_roles_enforced(h: Harness, srv: object) -> None:
     await obs.send(type="admit", endpoint_id="pat")
     assert (await obs.recv_type("error"))["code"] == "forbidden"
     assert h.srv.metric("p2pmed_rejected_joins_total", reason="role-action") == 3
-    assert not h.srv.hub.store.member("s1", "pat").admitted
+    assert not (await h.srv.hub.store.member("s1", "pat")).admitted
     audit = (h.srv.config.data_dir / "audit.jsonl").read_text()
     assert audit.count('"event":"forbidden"') == 3
     # the connection stays up after an error
@@ -145,7 +145,7 @@ async def test_leave(h: Harness) -> None:
     code, _ = await doc.closed()
     assert code == 1000
     await pat.send(type="leave")
-    await settle(lambda: not h.srv.hub.store.has_session("s1"))
+    await settle(lambda: h.srv.hub.store.session_count() == 0)
     audit = (h.srv.config.data_dir / "audit.jsonl").read_text()
     assert '"event":"session-end"' in audit
 
@@ -159,7 +159,7 @@ async def test_reconnect_takes_over(h: Harness) -> None:
     code, seen = await doc.closed()
     assert code == 4409 and seen[-1]["code"] == "replaced"
     assert await pat.recv() == {"type": "peer-reconnected", "endpoint_id": "doc0"}
-    assert len(h.srv.hub.store.members("s1")) == 2
+    assert len(await h.srv.hub.store.members("s1")) == 2
     # signaling reaches the new connection, once
     await pat.send(type="offer", to="doc0", sdp="v=0 again")
     assert (await doc2.recv())["sdp"] == "v=0 again"
