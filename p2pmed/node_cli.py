@@ -220,6 +220,7 @@ def _node(args: argparse.Namespace) -> int:
 
 async def _node_main(config: Any) -> int:
     from p2pmed.node import Node, NodeError
+    from p2pmed.node.events import NodeErrorEvent
 
     try:
         node = Node(config)
@@ -232,7 +233,7 @@ async def _node_main(config: Any) -> int:
     try:
         joined = await node.start()
     except NodeError as exc:
-        node.events.emit("error", code="join", message=str(exc))
+        node.events.publish(NodeErrorEvent("join", str(exc)))
         return _fail(str(exc), exc.exit_code)
     if not config.json_out and not config.ui:
         print(
@@ -267,6 +268,8 @@ def stdin_is_pollable() -> bool:
 
 async def _stdin_commands(node: Any) -> None:
     """--json mode: one JSON command per stdin line, e.g. {"cmd":"ack","alarm_id":3}."""
+    from p2pmed.node.events import NodeErrorEvent
+
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     try:
@@ -280,10 +283,10 @@ async def _stdin_commands(node: Any) -> None:
         try:
             cmd = json.loads(line)
         except ValueError:
-            node.events.emit("error", code="bad-command", message="stdin line is not JSON")
+            node.events.publish(NodeErrorEvent("bad-command", "stdin line is not JSON"))
             continue
         if not isinstance(cmd, dict) or not isinstance(cmd.get("cmd"), str):
-            node.events.emit("error", code="bad-command", message='expected {"cmd": ...}')
+            node.events.publish(NodeErrorEvent("bad-command", 'expected {"cmd": ...}'))
             continue
         node.command(cmd)
 

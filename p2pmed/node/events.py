@@ -1,7 +1,8 @@
 """Typed node events: the peer layer (session driver, direct path negotiator, peer link)
 hands these to Events.publish, which prints them with --json exactly as the named events
 always were: {"event": NAME, "ts": ..., then the fields in the order declared here}. A field
-marked `optional` is left out while it is None."""
+marked `optional` is left out while it is None; a field marked `inline` (a message summary,
+always the last field) is a dict whose keys are printed as fields of their own."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 _OPTIONAL = {"optional": True}
+_INLINE = {"inline": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +22,9 @@ class NodeEvent:
         for f in fields(self):
             value = getattr(self, f.name)
             if value is None and f.metadata.get("optional"):
+                continue
+            if f.metadata.get("inline"):
+                out.update(value)
                 continue
             out[f.name] = value
         return out
@@ -356,3 +361,165 @@ class RevocationDone(NodeEvent):
     NAME: ClassVar[str] = "revocation-done"
     peer: str
     closed_ms: float
+
+
+# ---- the patient role ----
+@dataclass(frozen=True, slots=True)
+class HrDetectionInThread(NodeEvent):
+    NAME: ClassVar[str] = "hr-detection-in-thread"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStarted(NodeEvent):
+    NAME: ClassVar[str] = "source-started"
+    skip: int
+    hr_source: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceEnded(NodeEvent):
+    NAME: ClassVar[str] = "source-ended"
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSent(NodeEvent):
+    """A vitals message queued (and durable) for one peer; `summary`: p2pmed.vitals.summary."""
+
+    NAME: ClassVar[str] = "sent"
+    peer: str
+    id: int
+    cls: str
+    len: int
+    crc: int
+    summary: dict[str, Any] = field(metadata=_INLINE)
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmSent(NodeEvent):
+    """An alarm the patient's engine raised, changed or cleared."""
+
+    NAME: ClassVar[str] = "alarm"
+    alarm_id: int
+    condition: str
+    priority: str
+    state: str
+    category: str
+    value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ControlApplied(NodeEvent):
+    NAME: ClassVar[str] = "control"
+    peer: str
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnexpectedMessage(NodeEvent):
+    NAME: ClassVar[str] = "unexpected"
+    peer: str
+    summary: dict[str, Any] = field(metadata=_INLINE)
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmAcked(NodeEvent):
+    """A clinician's ALARM_ACK reached the patient (`first`: the first for this alarm)."""
+
+    NAME: ClassVar[str] = "alarm-ack"
+    alarm_id: int
+    by: str
+    first: bool
+    latency_ms: float | None
+
+
+# ---- the clinician role ----
+@dataclass(frozen=True, slots=True)
+class PeerWaiting(NodeEvent):
+    NAME: ClassVar[str] = "peer-waiting"
+    peer: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted(NodeEvent):
+    NAME: ClassVar[str] = "admit"
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDelivered(NodeEvent):
+    """A vitals message delivered by a peer's session (path "store": replayed from the inbox)."""
+
+    NAME: ClassVar[str] = "message"
+    peer: str
+    id: int
+    cls: str
+    seq: int
+    path: str
+    len: int
+    crc: int
+    latency_ms: float
+    replayed: bool
+    summary: dict[str, Any] = field(metadata=_INLINE)
+
+
+@dataclass(frozen=True, slots=True)
+class WaveformGap(NodeEvent):
+    NAME: ClassVar[str] = "waveform-gap"
+    signal: str
+    expected: int
+    got: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmReceived(NodeEvent):
+    NAME: ClassVar[str] = "alarm"
+    peer: str
+    alarm_id: int
+    condition: str
+    priority: str
+    state: str
+    category: str
+    value: float | None
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmAckedElsewhere(NodeEvent):
+    NAME: ClassVar[str] = "alarm-acked-elsewhere"
+    alarm_id: int
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class PatientStatusReceived(NodeEvent):
+    NAME: ClassVar[str] = "patient-status"
+    peer: str
+    label: str | None
+    shown_as: str
+    stream: str
+    hr_source: str | None
+    subject: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded(NodeEvent):
+    NAME: ClassVar[str] = "stream-ended"
+    peer: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class FhirSubjectDefault(NodeEvent):
+    NAME: ClassVar[str] = "fhir-subject-default"
+    peer: str
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class AckSent(NodeEvent):
+    NAME: ClassVar[str] = "ack-sent"
+    peer: str
+    alarm_id: int

@@ -15,6 +15,7 @@ from p2pmed.core import events as ev
 from p2pmed.core.errors import ProtocolError
 from p2pmed.core.frame import MessageClass
 from p2pmed.node import clock
+from p2pmed.node import events as ne
 from p2pmed.node.errors import NodeError
 from p2pmed.vitals import codec, hr
 from p2pmed.vitals.alarms import AlarmEngine
@@ -79,7 +80,7 @@ class PatientApp:
         try:
             return await loop.run_in_executor(pool, beat_track, spec.path)
         except Exception as exc:  # no process (limits, sandbox): the thread does it instead
-            self.node.events.emit("hr-detection-in-thread", reason=repr(exc)[:200])
+            self.node.events.publish(ne.HrDetectionInThread(repr(exc)[:200]))
             return None
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -120,7 +121,7 @@ class PatientApp:
         n = skip
         beats = await self._beats()
         source = await asyncio.to_thread(self._source, start, skip, beats)
-        self.node.events.emit("source-started", skip=skip, hr_source=self.hr_source)
+        self.node.events.publish(ne.SourceStarted(skip, self.hr_source))
         self._send_status()  # now with the HR source
         for due, msg in source:
             n += 1
@@ -141,7 +142,7 @@ class PatientApp:
                 now = clock.now()
                 for alarm in self.engine.feed(msg, now) + self.engine.tick(now):
                     self.send_alarm(alarm)
-        self.node.events.emit("source-ended", messages=n)
+        self.node.events.publish(ne.SourceEnded(n))
         self.stream = Stream.ENDED  # the clinicians are told: over, not lost
         self._send_status()
 
@@ -190,8 +191,8 @@ class PatientApp:
                 info["hr_source"] = self.hr_source
             crc = zlib.crc32(data)
             for peer_id, msg_id in sent:
-                self.node.events.emit(
-                    "sent", peer=peer_id, id=msg_id, cls=cls.name, len=len(data), crc=crc, **info
+                self.node.events.publish(
+                    ne.MessageSent(peer_id, msg_id, cls.name, len(data), crc, info)
                 )
 
     def send_alarm(self, alarm: Alarm) -> None:
@@ -200,14 +201,15 @@ class PatientApp:
             self.first_acks.pop(alarm.alarm_id, None)
         if self.node.store is not None:
             self.node.store.set_meta("next_alarm_id", alarm.alarm_id + 1)
-        self.node.events.emit(
-            "alarm",
-            alarm_id=alarm.alarm_id,
-            condition=alarm.condition,
-            priority=alarm.priority.name,
-            state=alarm.state.name,
-            category=alarm.category.name,
-            value=alarm.value,
+        self.node.events.publish(
+            ne.AlarmSent(
+                alarm.alarm_id,
+                alarm.condition,
+                alarm.priority.name,
+                alarm.state.name,
+                alarm.category.name,
+                alarm.value,
+            )
         )
         self.broadcast(MessageClass.CRITICAL, alarm)
 
@@ -246,11 +248,11 @@ class PatientApp:
         elif isinstance(msg, codec.Control):
             try:
                 self.engine.apply_control(msg)
-                self.node.events.emit("control", peer=link.peer_id, command=msg.command.name)
+                self.node.events.publish(ne.ControlApplied(link.peer_id, msg.command.name))
             except ProtocolError as exc:
                 self.node.on_app_rejected(link, exc)
         else:
-            self.node.events.emit("unexpected", peer=link.peer_id, **summary(msg))
+            self.node.events.publish(ne.UnexpectedMessage(link.peer_id, summary(msg)))
 
     def _on_ack(self, link: PeerLink, ack: AlarmAck) -> None:
         if ack.who != link.peer_id:  # an endpoint acknowledges in its own name only
@@ -265,13 +267,8 @@ class PatientApp:
         first = ack.alarm_id not in self.acked_alarms
         self.acked_alarms.add(ack.alarm_id)
         sent = self.alarm_sent.get(ack.alarm_id)
-        self.node.events.emit(
-            "alarm-ack",
-            alarm_id=ack.alarm_id,
-            by=link.peer_id,
-            first=first,
-            latency_ms=None if sent is None else round((now - sent) * 1000, 1),
-        )
+        latency_ms = None if sent is None else round((now - sent) * 1000, 1)
+        self.node.events.publish(ne.AlarmAcked(ack.alarm_id, link.peer_id, first, latency_ms))
         if first:
             self.first_acks[ack.alarm_id] = ack
             self.pending_audit.append(
