@@ -25,6 +25,7 @@ from typing import Literal
 
 from p2pmed.core.errors import ProtocolError
 from p2pmed.vitals.codec import (
+    DEVICE_CATEGORIES,
     Alarm,
     AlarmAck,
     AlarmCategory,
@@ -206,6 +207,8 @@ class AlarmEngine:
             return []
         out: list[Alarm] = []
         for a in self._open.values():
+            if a.category in DEVICE_CATEGORIES:  # the device owns its alarms' priority
+                continue
             if a.acked or now - a.announced_at < self.escalate_after_s:
                 continue
             a.priority = Priority(min(Priority.HIGH, a.priority + 1))
@@ -239,6 +242,30 @@ class AlarmEngine:
         return self._update(
             code, True, value, now, priority, None, 0.0, category=AlarmCategory.TECHNICAL
         )
+
+    def device_alert(
+        self,
+        code: str,
+        active: bool,
+        now: float,
+        priority: Priority,
+        *,
+        technical: bool = False,
+    ) -> list[Alarm]:
+        """A bedside device's own alert condition, forwarded as it is: the device decides when
+        it starts, changes priority and ends; p2pmed never escalates or latches it."""
+        category = (
+            AlarmCategory.DEVICE_TECHNICAL if technical else AlarmCategory.DEVICE_PHYSIOLOGICAL
+        )
+        a = self._open.get(code)
+        if active and a is not None and a.priority is not priority:
+            a.priority = priority
+            a.state = AlarmState.ACTIVE
+            a.announced_at = now
+            return [self._message(a, now)]
+        if not active and (a is None or a.category not in DEVICE_CATEGORIES):
+            return []
+        return self._update(code, active, None, now, priority, False, 0.0, category=category)
 
     def clear_technical(self, code: str, now: float) -> list[Alarm]:
         a = self._open.get(code)

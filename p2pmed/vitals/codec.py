@@ -37,6 +37,8 @@ class Kind(enum.IntEnum):
     ALARM = 0x03
     ALARM_ACK = 0x04
     CONTROL = 0x05
+    METRIC = 0x06
+    DEVICE = 0x07
 
 
 class Param(enum.IntEnum):
@@ -106,6 +108,11 @@ class AlarmState(enum.IntEnum):
 class AlarmCategory(enum.IntEnum):
     PHYSIOLOGICAL = 0
     TECHNICAL = 1
+    DEVICE_PHYSIOLOGICAL = 2  # a bedside device's own alert condition, forwarded
+    DEVICE_TECHNICAL = 3
+
+
+DEVICE_CATEGORIES = frozenset({AlarmCategory.DEVICE_PHYSIOLOGICAL, AlarmCategory.DEVICE_TECHNICAL})
 
 
 class Command(enum.IntEnum):
@@ -143,6 +150,11 @@ _CODE_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 _UNIT_RE = re.compile(r"[\x21-\x7e]{1,8}")
 _SUBJECT_RE = re.compile(r"[\x21-\x7e]{0,255}")  # MAX_SUBJECT
 _HR_SOURCE_RE = re.compile(r"[a-z0-9-]{0,32}")  # MAX_HR_SOURCE
+_METRIC_UNIT_RE = re.compile(r"[\x21-\x7e]{1,32}")
+_METRIC_LABEL_RE = re.compile(r"[\x21-\x7e]{0,64}")
+_PROTOCOL_RE = re.compile(r"[a-z0-9-]{1,16}")
+MAX_DEVICE_ID = 255
+MAX_DEVICE_TEXT = 64
 
 
 def _check(cond: bool, reason: str, detail: str = "") -> None:
@@ -412,13 +424,94 @@ class PatientStatus:
         _check_match(_HR_SOURCE_RE, self.hr_source, "hr-source")
 
 
-Message = Numerics | Waveform | Alarm | AlarmAck | Control | PatientStatus
+class MetricFlags(enum.IntFlag):
+    NONE = 0
+    INVALID = 0x01  # the device says the value is not valid: show it flagged, never alarm on it
+
+
+VALID_METRIC_FLAGS = 0x01
+
+
+@dataclass(frozen=True)
+class DeviceMetric:
+    """One numeric a bedside device reported that NUMERICS has no field for (pulse rate,
+    mean and arterial pressures, any other MDC metric), or one the device flagged invalid.
+
+    code: IEEE 11073-10101 MDC code (u32). unit: UCUM after conversion, or the device's own
+    unit id when it has no known conversion. label: the device's reference id
+    (e.g. MDC_PULS_OXIM_PULS_RATE), may be empty.
+    """
+
+    time_us: int
+    code: int
+    value: float
+    flags: MetricFlags
+    unit: str
+    label: str
+    patient_id: str
+
+    def __post_init__(self) -> None:
+        _check_u64(self.time_us, "timestamp")
+        _check(isinstance(self.code, int) and 0 <= self.code <= 0xFFFFFFFF, "code", "must be a u32")
+        _check(
+            isinstance(self.value, (int, float)) and math.isfinite(self.value),
+            "value",
+            "metric value must be finite",
+        )
+        object.__setattr__(self, "value", float(self.value))
+        f = int(self.flags)
+        _check(0 <= f <= 0xFF and f & ~VALID_METRIC_FLAGS == 0, "flags", "undefined flag bits")
+        object.__setattr__(self, "flags", MetricFlags(f))
+        _check_match(_METRIC_UNIT_RE, self.unit, "unit")
+        _check_match(_METRIC_LABEL_RE, self.label, "label")
+        _check_text(self.patient_id, "patient", MAX_ID)
+
+    @property
+    def valid(self) -> bool:
+        return not self.flags & MetricFlags.INVALID
+
+
+class DeviceState(enum.IntEnum):
+    CONNECTED = 0
+    LOST = 1
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """Which bedside device feeds this patient node, and which patient the device itself
+    says it is attached to (patient_reported "" = it did not say). Sent when the device
+    identifies itself and when it goes away (LOST)."""
+
+    time_us: int
+    state: DeviceState
+    protocol: str  # "sdc" | "hl7"
+    device_id: str
+    model: str = ""
+    serial: str = ""
+    manufacturer: str = ""
+    patient_reported: str = ""
+
+    def __post_init__(self) -> None:
+        _check_u64(self.time_us, "timestamp")
+        _check(self.state in set(DeviceState), "state", repr(self.state))
+        object.__setattr__(self, "state", DeviceState(self.state))
+        _check_match(_PROTOCOL_RE, self.protocol, "protocol")
+        _check_text(self.device_id, "device", MAX_DEVICE_ID)
+        for name in ("model", "serial", "manufacturer", "patient_reported"):
+            _check_text(getattr(self, name), "device", MAX_DEVICE_TEXT, min_bytes=0)
+
+
+Message = (
+    Numerics | Waveform | Alarm | AlarmAck | Control | PatientStatus | DeviceMetric | DeviceStatus
+)
 
 _NUM = struct.Struct(">6HH")
 _WAVE_MID = struct.Struct(">HQQf")
 _ALARM_MID = struct.Struct(">QBBBQ")
 _ACK_MID = struct.Struct(">QQ")
 _CTRL_MID = struct.Struct(">BI")
+_METRIC_MID = struct.Struct(">QI")
+_DEVICE_MID = struct.Struct(">QB")
 _NAN = bytes.fromhex("7ff8000000000000")  # canonical quiet NaN = "no value"
 
 
@@ -460,6 +553,21 @@ def encode(msg: Message) -> bytes:
         for text in (msg.label, msg.subject, msg.hr_source):
             body += _short(text.encode())
         kind = Kind.CONTROL
+    elif isinstance(msg, DeviceMetric):
+        body = (
+            _METRIC_MID.pack(msg.time_us, msg.code)
+            + struct.pack(">dB", msg.value, int(msg.flags))
+            + _short(msg.unit.encode("ascii"))
+            + _short(msg.label.encode("ascii"))
+            + _short(msg.patient_id.encode())
+        )
+        kind = Kind.METRIC
+    elif isinstance(msg, DeviceStatus):
+        body = _DEVICE_MID.pack(msg.time_us, msg.state) + _short(msg.protocol.encode("ascii"))
+        for text in (msg.device_id, msg.model, msg.serial, msg.manufacturer):
+            body += _short(text.encode())
+        body += _short(msg.patient_reported.encode())
+        kind = Kind.DEVICE
     elif isinstance(msg, Control):
         body = _CTRL_MID.pack(msg.command, msg.request_id)
         if msg.command in (Command.START_STREAM, Command.STOP_STREAM):
@@ -574,6 +682,21 @@ def _decode(data: bytes) -> Message:
     elif kind is Kind.ALARM_ACK:
         aid, t = r.unpack(_ACK_MID)
         msg = AlarmAck(aid, t, r.ascii("who"))  # type: ignore[arg-type]
+    elif kind is Kind.METRIC:
+        t, code = r.unpack(_METRIC_MID)
+        value = _f64(r.take(8), "value")
+        flags = r.u8()
+        unit = r.ascii("unit")
+        label = r.ascii("label")
+        pid = r.utf8("patient")
+        if value is None:
+            raise CodecError("value", "a metric needs a value")
+        msg = DeviceMetric(t, code, value, flags, unit, label, pid)  # type: ignore[arg-type]
+    elif kind is Kind.DEVICE:
+        t, state = r.unpack(_DEVICE_MID)
+        protocol = r.ascii("protocol")
+        texts = [r.utf8("device") for _ in range(5)]
+        msg = DeviceStatus(t, state, protocol, *texts)  # type: ignore[arg-type]
     else:
         cmd, rid = r.unpack(_CTRL_MID)
         if cmd in (Command.START_STREAM, Command.STOP_STREAM):

@@ -12,6 +12,7 @@ import numpy as np
 
 from p2pmed.core.errors import CodecError
 from p2pmed.vitals.codec import (
+    DEVICE_CATEGORIES,
     PLETH,
     Alarm,
     AlarmCategory,
@@ -235,8 +236,10 @@ def alarm_to_detected_issue(
 
     source: endpoint id of the patient node that raised it (alarm ids are unique per
     sender); raised_us: when it was first raised, if known; acknowledged: (who, time_us)."""
-    technical = alarm.category is AlarmCategory.TECHNICAL
+    technical = alarm.category in (AlarmCategory.TECHNICAL, AlarmCategory.DEVICE_TECHNICAL)
     kind = "Technical" if technical else "Physiological"
+    if alarm.category in DEVICE_CATEGORIES:
+        kind = f"Device {kind.lower()}"  # the bedside device's own alert, forwarded
     value = "" if alarm.value is None else f", value {alarm.value:g}"
     issue: dict[str, Any] = {
         "resourceType": "DetectedIssue",

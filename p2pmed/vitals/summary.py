@@ -12,6 +12,8 @@ from typing import Any
 from p2pmed.vitals.codec import (
     Alarm,
     AlarmAck,
+    DeviceMetric,
+    DeviceStatus,
     Message,
     Numerics,
     Param,
@@ -64,6 +66,27 @@ def summary(msg: Message) -> dict[str, Any]:
         }
     if isinstance(msg, AlarmAck):
         return {"kind": "alarm-ack", "alarm_id": msg.alarm_id, "who": msg.who}
+    if isinstance(msg, DeviceMetric):
+        return {
+            "kind": "metric",
+            "t_us": msg.time_us,
+            "code": msg.code,
+            "label": msg.label,
+            "value": msg.value,
+            "unit": msg.unit,
+            "valid": msg.valid,
+        }
+    if isinstance(msg, DeviceStatus):  # the patient id the device reports is patient data
+        return {
+            "kind": "device",
+            "state": msg.state.name,
+            "protocol": msg.protocol,
+            "device_id": msg.device_id,
+            "model": msg.model,
+            "serial": msg.serial,
+            "manufacturer": msg.manufacturer,
+            "patient_reported": bool(msg.patient_reported),
+        }
     return {"kind": type(msg).__name__.lower()}
 
 

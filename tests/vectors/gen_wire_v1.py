@@ -390,6 +390,23 @@ def vitals_vectors() -> list[dict[str, Any]]:
         {**al, "priority": 2, "state": 3, "category": 1, "value": None, "condition": "comms-lost"},
     )
     ok(
+        "alarm forwarded from a device (category 2)",
+        alarm(2, 0, 2, NAN, b"dev-spo2-lo"),
+        {**al, "priority": 2, "category": 2, "value": None, "condition": "dev-spo2-lo"},
+    )
+    ok(
+        "device technical alarm (category 3)",
+        alarm(1, 3, 3, NAN, b"dev-lead-off"),
+        {
+            **al,
+            "priority": 1,
+            "state": 3,
+            "category": 3,
+            "value": None,
+            "condition": "dev-lead-off",
+        },
+    )
+    ok(
         "alarm_ack (section 7.4 example)",
         alarm_ack(),
         {"kind": "alarm_ack", "alarm_id": 42, "time_us": t + 5_000_000, "who": "clin-1"},
@@ -429,7 +446,7 @@ def vitals_vectors() -> list[dict[str, Any]]:
     bad("kind only", b"\x01", "truncated")
     bad("16385 bytes", b"\x01\x01" + bytes(16383), "oversized")
     bad("kind 0", b"\x00\x01", "kind")
-    bad("kind 6", b"\x06\x01" + bytes(20), "kind")
+    bad("kind 8", b"\x08\x01" + bytes(20), "kind")
     bad("version 2", b"\x01\x02" + numerics()[2:], "version")
     bad("kind checked before version", b"\x09\x02", "kind")
     bad("numerics cut short", numerics()[:-1], "truncated")
@@ -500,7 +517,7 @@ def vitals_vectors() -> list[dict[str, Any]]:
     bad("alarm priority 0", alarm(prio=0), "priority")
     bad("alarm priority 4", alarm(prio=4), "priority")
     bad("alarm state 4", alarm(state=4), "state")
-    bad("alarm category 2", alarm(cat=2), "category")
+    bad("alarm category 4", alarm(cat=4), "category")
     bad("alarm value infinite", alarm(value=struct.pack(">d", float("inf"))), "value")
     bad("alarm value a non-canonical NaN", alarm(value=bytes.fromhex("7ff8000000000001")), "value")
     bad("alarm condition uppercase", alarm(cond=b"SpO2-low"), "condition")
@@ -661,6 +678,136 @@ def patient_status_vectors() -> list[dict[str, Any]]:
     return v
 
 
+def metric(
+    code: int = 149530,
+    value: bytes = struct.pack(">d", 71.0),
+    flags: int = 0,
+    unit: bytes = b"/min",
+    label: bytes = b"MDC_PULS_OXIM_PULS_RATE",
+    pid: bytes = b"bed-7",
+) -> bytes:
+    return (
+        b"\x06\x01"
+        + struct.pack(">QI", 1_700_000_000_000_000, code)
+        + value
+        + bytes([flags])
+        + short(unit)
+        + short(label)
+        + short(pid)
+    )
+
+
+def device(
+    state: int = 0,
+    protocol: bytes = b"hl7",
+    dev: bytes = b"MON-1",
+    model: bytes = b"VS-9",
+    serial: bytes = b"SN42",
+    maker: bytes = b"ACME",
+    patient: bytes = b"PID-7",
+) -> bytes:
+    return (
+        b"\x07\x01"
+        + struct.pack(">QB", 1_700_000_000_000_000, state)
+        + short(protocol)
+        + b"".join(short(x) for x in (dev, model, serial, maker, patient))
+    )
+
+
+def device_vectors() -> list[dict[str, Any]]:
+    """METRIC (0x06) and DEVICE (0x07), section 7.8 and 7.9: what a bedside device reported."""
+    v: list[dict[str, Any]] = []
+    t = 1_700_000_000_000_000
+
+    def ok(name: str, data: bytes, msg: dict) -> None:
+        v.append({"name": name, "hex": data.hex(), "message": msg})
+
+    def bad(name: str, data: bytes, reason: str, why: str = "") -> None:
+        v.append({"name": name, "hex": data.hex(), "error": ["codec", reason], "why": why})
+
+    m = {
+        "kind": "metric",
+        "time_us": t,
+        "code": 149530,
+        "value": 71.0,
+        "flags": 0,
+        "unit": "/min",
+        "label": "MDC_PULS_OXIM_PULS_RATE",
+        "patient_id": "bed-7",
+    }
+    ok("metric (section 7.8 example)", metric(), m)
+    ok(
+        "metric flagged invalid, empty label, largest code, negative value",
+        metric(0xFFFFFFFF, struct.pack(">d", -2.5), 1, b"MDC_DIM_X", b""),
+        {**m, "code": 0xFFFFFFFF, "value": -2.5, "flags": 1, "unit": "MDC_DIM_X", "label": ""},
+    )
+    d = {
+        "kind": "device",
+        "time_us": t,
+        "state": 0,
+        "protocol": "hl7",
+        "device_id": "MON-1",
+        "model": "VS-9",
+        "serial": "SN42",
+        "manufacturer": "ACME",
+        "patient_reported": "PID-7",
+    }
+    ok("device (section 7.9 example)", device(), d)
+    ok(
+        "device lost, nothing but its id",
+        device(1, b"sdc", "urn:uuid:ä".encode(), b"", b"", b"", b""),
+        {
+            **d,
+            "state": 1,
+            "protocol": "sdc",
+            "device_id": "urn:uuid:ä",
+            "model": "",
+            "serial": "",
+            "manufacturer": "",
+            "patient_reported": "",
+        },
+    )
+    bad("metric value is the no-value NaN", metric(value=NAN), "value")
+    bad("metric value infinite", metric(value=struct.pack(">d", float("inf"))), "value")
+    bad("metric flag bit 1", metric(flags=2), "flags")
+    bad("metric unit empty", metric(unit=b""), "unit")
+    bad("metric unit with a space", metric(unit=b"mm Hg"), "unit")
+    bad("metric unit of 33 bytes", metric(unit=b"u" * 33), "unit")
+    bad("metric label of 65 bytes", metric(label=b"L" * 65), "label")
+    bad("metric label not printable", metric(label=b"a\x01"), "label")
+    bad("metric patient empty", metric(pid=b""), "patient")
+    bad("metric cut short", metric()[:-1], "truncated")
+    bad("metric trailing byte", metric() + b"\x00", "trailing")
+    bad(
+        "metric bad flags and bad unit",
+        metric(flags=0x80, unit=b""),
+        "flags",
+        "flags are checked before unit",
+    )
+    bad(
+        "metric bad value, cut short",
+        metric(value=NAN)[:-1],
+        "truncated",
+        "all fields are read before any is validated",
+    )
+    bad("device state 2", device(2), "state")
+    bad("device protocol empty", device(protocol=b""), "protocol")
+    bad("device protocol uppercase", device(protocol=b"HL7"), "protocol")
+    bad("device id empty", device(dev=b""), "device")
+    bad("device model with a newline", device(model=b"a\nb"), "device")
+    bad("device serial not UTF-8", device(serial=b"\xff"), "device")
+    bad("device patient of 65 bytes", device(patient=b"p" * 65), "device")
+    bad("device cut short", device()[:-1], "truncated")
+    bad("device trailing byte", device() + b"\x00", "trailing")
+    bad(
+        "device bad state and bad protocol",
+        device(9, b""),
+        "state",
+        "state is checked before protocol",
+    )
+    return v
+
+
 def main() -> None:
     doc = {
         "description": (
@@ -673,7 +820,8 @@ def main() -> None:
             "(fixed-point raw values; null = absent), or error = ['codec', reason]. 'why' "
             "says what a vector pins down (often the order of checks). patient_status: "
             "PATIENT_STATUS (CONTROL command 5, section 7.5) in the same form as vitals; a "
-            "section of its own so that a decoder can adopt command 5 separately."
+            "section of its own so that a decoder can adopt command 5 separately. devices: "
+            "METRIC (0x06) and DEVICE (0x07), section 7.8 and 7.9, in the same form."
         ),
         "version": 1,
         "frames": frame_vectors(),
@@ -681,6 +829,7 @@ def main() -> None:
         "control": control_vectors(),
         "vitals": vitals_vectors(),
         "patient_status": patient_status_vectors(),
+        "devices": device_vectors(),
     }
     OUT.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 

@@ -58,6 +58,29 @@ def neutral(msg: codec.Message) -> dict[str, Any]:
             "time_us": msg.time_us,
             "who": msg.who,
         }
+    if isinstance(msg, codec.DeviceMetric):
+        return {
+            "kind": "metric",
+            "time_us": msg.time_us,
+            "code": msg.code,
+            "value": msg.value,
+            "flags": int(msg.flags),
+            "unit": msg.unit,
+            "label": msg.label,
+            "patient_id": msg.patient_id,
+        }
+    if isinstance(msg, codec.DeviceStatus):
+        return {
+            "kind": "device",
+            "time_us": msg.time_us,
+            "state": int(msg.state),
+            "protocol": msg.protocol,
+            "device_id": msg.device_id,
+            "model": msg.model,
+            "serial": msg.serial,
+            "manufacturer": msg.manufacturer,
+            "patient_reported": msg.patient_reported,
+        }
     if isinstance(msg, codec.PatientStatus):
         return {
             "kind": "patient_status",

@@ -202,6 +202,22 @@ EXAMPLES: dict[str, codec.Message] = {
     "control-ping": Control(Command.PING_TEXT, 9, text="hi"),
     "patient-status": PatientStatus(2, Stream.ENDED, "Bed 7", "Patient/p-1", "annotations"),
     "patient-status-empty": PatientStatus(),
+    "alarm-device": Alarm(
+        44,
+        Priority.MEDIUM,
+        AlarmState.ACTIVE,
+        AlarmCategory.DEVICE_PHYSIOLOGICAL,
+        T,
+        None,
+        "dev-spo2-lo",
+        "bed-7",
+    ),
+    "metric": codec.DeviceMetric(
+        T, 149530, 71.0, codec.MetricFlags.NONE, "/min", "MDC_PULS_OXIM_PULS_RATE", "bed-7"
+    ),
+    "device": codec.DeviceStatus(
+        T, codec.DeviceState.CONNECTED, "hl7", "MON-1", "VS-9", "SN42", "ACME", "PID-7"
+    ),
 }
 
 
@@ -248,7 +264,8 @@ def test_empty_oversized_kind_version() -> None:
     assert _reason(b"\x01") == "truncated"
     assert _reason(b"\x02\x01" + b"\x00" * codec.MAX_MESSAGE) == "oversized"
     assert _reason(b"\x00\x01") == "kind"
-    assert _reason(b"\x06\x01") == "kind"
+    assert _reason(b"\x08\x01") == "kind"
+    assert _reason(b"\x06\x01") == "truncated"  # METRIC
     assert _reason(b"\x01\x02" + bytes(28)) == "version"
 
 
@@ -348,7 +365,7 @@ def test_alarm_rejections() -> None:
     raw[11] = 4
     assert _reason(bytes(raw)) == "state"
     raw = _example("alarm")
-    raw[12] = 2
+    raw[12] = 4  # 2 and 3 are the device categories
     assert _reason(bytes(raw)) == "category"
     raw = _example("alarm")
     raw[21:29] = struct.pack(">d", math.inf)

@@ -56,3 +56,17 @@ def test_command_5_only_in_its_own_section() -> None:
     """The page's vitals decoder is held to "vitals" and does not know command 5 yet."""
     assert not [v["name"] for v in VECTORS["vitals"] if v["hex"].startswith("0501" + "05")]
     assert all(v["hex"][4:6] == "05" for v in VECTORS["patient_status"] if "message" in v)
+
+
+@pytest.mark.parametrize("v", VECTORS["devices"], ids=ids("devices"))
+def test_device_vector(v: dict[str, Any]) -> None:
+    test_vitals_vector(v)
+
+
+def test_device_vectors_cover_every_reason() -> None:
+    reasons = {v["error"][1] for v in VECTORS["devices"] if "error" in v}
+    # `timestamp` and `code` guard the constructors only: every wire value is valid
+    assert reasons == {
+        "truncated", "trailing", "value", "flags", "unit", "label", "patient", "state",
+        "protocol", "device",
+    }  # fmt: skip

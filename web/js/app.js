@@ -794,6 +794,11 @@ class App {
     } else if (msg.kind === "alarm") {
       this.alarms.upsert(msg);
       if (this.tiles.last) this.alarms.updateNow(this.tiles.last);
+    } else if (msg.kind === "metric" || msg.kind === "device") {
+      // from a bedside device (docs/devices.md): kept for the metrics view; no tile of its own yet
+      const dev = (metrics.device ||= { metrics: {}, status: null });
+      if (msg.kind === "metric") dev.metrics[msg.code] = { value: msg.value, unit: msg.unit, label: msg.label, invalid: (msg.flags & 1) === 1 };
+      else dev.status = { state: msg.state, protocol: msg.protocol, device_id: msg.device_id };
     } else if (msg.kind === "alarm_ack") {
       // another clinician's acknowledgement, forwarded by the patient node (ours are confirmed by acks)
       metrics.ackedElsewhere = (metrics.ackedElsewhere || 0) + 1;

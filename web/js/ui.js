@@ -1,5 +1,5 @@
 // DOM rendering: numeric tiles, alarm list, connection status, error and waiting views.
-import { PRIORITY_NAME, STATE_NAME, AlarmState } from "./vitals.js";
+import { PRIORITY_NAME, STATE_NAME, AlarmState, isDeviceAlarm, isTechnicalAlarm } from "./vitals.js";
 
 export const $ = (id) => document.getElementById(id);
 
@@ -285,14 +285,17 @@ export class AlarmList {
   _render(it) {
     const a = it.alarm;
     const prio = PRIORITY_NAME[a.priority] || "high";
-    it.li.className = `alarm alarm-${prio}${a.category === 1 ? " alarm-technical" : ""}${it.acked ? " acked" : ""}`;
+    const device = isDeviceAlarm(a);
+    it.li.className = `alarm alarm-${prio}${isTechnicalAlarm(a) ? " alarm-technical" : ""}${device ? " alarm-device" : ""}${it.acked ? " acked" : ""}`;
+    it.li.dataset.source = device ? "device" : "p2pmed";
     it.li.dataset.priority = prio;
     it.li.dataset.alarmId = String(a.alarm_id);
     it.li.dataset.state = STATE_NAME[a.state];
     const r = (v) => Math.round(v * 10) / 10;
     const now = it.now === undefined || it.now === null ? "" : `, now ${r(it.now)}`;
     const value = a.value === null ? (now ? ` (${now.slice(2)})` : "") : ` (${r(a.value)}${now})`;
-    it.text.textContent = `${prio.toUpperCase()} priority: ${a.condition}${value} — ${STATE_NAME[a.state]}`;
+    const from = device ? "DEVICE ALARM, " : "";
+    it.text.textContent = `${from}${prio.toUpperCase()} priority: ${a.condition}${value} — ${STATE_NAME[a.state]}`;
     it.btn.setAttribute("aria-label", `Acknowledge ${prio} priority alarm ${a.condition}`);
   }
 

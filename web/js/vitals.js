@@ -1,7 +1,7 @@
 // Application messages (docs/protocol.md section 7). Mirrors p2pmed/vitals/codec.py.
 import { CodecError } from "./frame.js";
 
-export const Kind = Object.freeze({ NUMERICS: 1, WAVEFORM: 2, ALARM: 3, ALARM_ACK: 4, CONTROL: 5 });
+export const Kind = Object.freeze({ NUMERICS: 1, WAVEFORM: 2, ALARM: 3, ALARM_ACK: 4, CONTROL: 5, METRIC: 6, DEVICE: 7 });
 export const VERSION = 1;
 export const MAX_MESSAGE = 16 * 1024;
 export const MAX_SAMPLES = 4096;
@@ -16,7 +16,9 @@ export const Priority = Object.freeze({ LOW: 1, MEDIUM: 2, HIGH: 3 });
 export const PRIORITY_NAME = { 1: "low", 2: "medium", 3: "high" };
 export const AlarmState = Object.freeze({ ACTIVE: 0, LATCHED: 1, ESCALATED: 2, CLEARED: 3 });
 export const STATE_NAME = { 0: "active", 1: "latched", 2: "escalated", 3: "cleared" };
-export const Category = Object.freeze({ PHYSIOLOGICAL: 0, TECHNICAL: 1 });
+export const Category = Object.freeze({ PHYSIOLOGICAL: 0, TECHNICAL: 1, DEVICE_PHYSIOLOGICAL: 2, DEVICE_TECHNICAL: 3 });
+export const isDeviceAlarm = (a) => a.category === 2 || a.category === 3;
+export const isTechnicalAlarm = (a) => a.category === 1 || a.category === 3;
 const ECG_LEADS = new Set(["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6", "MLII", "MLIII"]);
 
 export function rateLimits(signal) {
@@ -92,13 +94,13 @@ function checkText([text, size], reason, min, max) {
 // Same order of checks as p2pmed/vitals/codec.py: every field of the message is read first
 // (truncated, and the per-field checks the reader does), then the fields are validated in
 // declaration order, then trailing bytes. tests/vectors/wire_v1.json pins the order.
-// Returns {kind: "numerics"|"waveform"|"alarm"|"alarm_ack"|"control"|"patient_status", ...} or throws
+// Returns {kind: "numerics"|"waveform"|"alarm"|"alarm_ack"|"control"|"patient_status"|"metric"|"device", ...} or throws
 // CodecError.
 export function decode(bytes) {
   check(bytes.length <= MAX_MESSAGE, "oversized", `${bytes.length} bytes`);
   check(bytes.length >= 2, "truncated", "shorter than kind + version");
   const kind = bytes[0];
-  check(kind >= 1 && kind <= 5, "kind", `unknown kind 0x${kind.toString(16)}`);
+  check(kind >= 1 && kind <= 7, "kind", `unknown kind 0x${kind.toString(16)}`);
   check(bytes[1] === VERSION, "version", `unsupported version ${bytes[1]}`);
   const r = new Reader(bytes);
   r.pos = 2;
@@ -149,7 +151,7 @@ export function decode(bytes) {
     const pid = r.utf8("patient");
     check(priority >= 1 && priority <= 3, "priority", String(priority));
     check(state <= 3, "state", String(state));
-    check(category <= 1, "category", String(category));
+    check(category <= 3, "category", String(category));
     check(CODE_RE.test(condition), "condition", condition);
     const patient_id = checkText(pid, "patient", 1, 64);
     msg = { kind: "alarm", alarm_id, priority, state, category, time_us, value, condition, patient_id };
@@ -159,6 +161,10 @@ export function decode(bytes) {
     const who = r.ascii("who");
     check(WHO_RE.test(who), "who", who);
     msg = { kind: "alarm_ack", alarm_id, time_us, who };
+  } else if (kind === Kind.METRIC) {
+    msg = metric(r);
+  } else if (kind === Kind.DEVICE) {
+    msg = device(r);
   } else {
     const command = r.u8();
     const request_id = r.u32();
@@ -219,4 +225,38 @@ export function encodeAlarmAck(alarmId, timeUs, who) {
   out[18] = who.length;
   for (let i = 0; i < who.length; i++) out[19 + i] = who.charCodeAt(i);
   return out;
+}
+
+// METRIC (0x06): a device numeric with its MDC code; flags bit 0 = INVALID (shown flagged, never
+// alarmed on). Python's order: all fields read, then value (canonical NaN), flags, unit, label, patient.
+const METRIC_UNIT_RE = /^[\x21-\x7e]{1,32}$/;
+const METRIC_LABEL_RE = /^[\x21-\x7e]{0,64}$/;
+function metric(r) {
+  const time_us = r.u64();
+  const code = r.u32();
+  const value = r.f64opt("value");
+  const flags = r.u8();
+  const unit = r.ascii("unit");
+  const label = r.ascii("label");
+  const pid = r.utf8("patient");
+  check(value !== null, "value", "a metric needs a value");
+  check((flags & ~1) === 0, "flags", "undefined flag bits");
+  check(METRIC_UNIT_RE.test(unit), "unit", unit);
+  check(METRIC_LABEL_RE.test(label), "label", label);
+  const patient_id = checkText(pid, "patient", 1, 64);
+  return { kind: "metric", time_us, code, value, flags, unit, label, patient_id };
+}
+
+// DEVICE (0x07): which bedside device feeds the patient node and which patient it reports.
+export const DeviceState = Object.freeze({ CONNECTED: 0, LOST: 1 });
+const PROTOCOL_RE = /^[a-z0-9-]{1,16}$/;
+function device(r) {
+  const time_us = r.u64();
+  const state = r.u8();
+  const protocol = r.ascii("protocol");
+  const texts = [0, 1, 2, 3, 4].map(() => r.utf8("device"));
+  check(state <= 1, "state", String(state));
+  check(PROTOCOL_RE.test(protocol), "protocol", protocol);
+  const [device_id, model, serial, manufacturer, patient_reported] = texts.map((t, i) => checkText(t, "device", i === 0 ? 1 : 0, i === 0 ? 255 : 64));
+  return { kind: "device", time_us, state, protocol, device_id, model, serial, manufacturer, patient_reported };
 }
