@@ -64,8 +64,11 @@ class AuditLog:
         key: Ed25519PrivateKey,
         *,
         checkpoint_every: int = 100,
+        server: str = "",
     ) -> None:
         self.path = path
+        # in a cluster every entry names the server that wrote it (each keeps its own chain)
+        self._server = {"server": server} if server else {}
         self._key = key
         self._every = checkpoint_every
         self._seq, self._prev = self._resume()
@@ -143,6 +146,7 @@ class AuditLog:
             "seq": self._seq,
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "event": event,
+            **self._server,
             **fields,
             "prev": self._prev,
         }

@@ -129,6 +129,21 @@ def _register_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         " verify, new ones are signed with DATA_DIR/token-key",
         type=_file,
     )
+    p.add_argument(
+        "--redis",
+        metavar="URL",
+        default=os.environ.get(ENV_PREFIX + "REDIS_URL"),
+        help="share sessions with the other servers of a cluster through this Redis"
+        " (redis://[:password@]host:port/db or rediss://); needs --token-key"
+        f" [env {ENV_PREFIX}REDIS_URL]",
+    )
+    _opt(p, "--server-id", "this server's name in the cluster (default: hostname:port)")
+    _opt(
+        p,
+        "--token-key",
+        "token signing key file (default: DATA_DIR/token-key, created); a cluster shares one",
+        type=_file,
+    )
     _opt(p, "--turn-urls", "TURN URLs, comma-separated", type=_csv)
     _opt(p, "--turn-ttl", "TURN credential lifetime (s)", type=_positive_int)
     _opt(p, "--max-msg-size", "max WebSocket message bytes", type=_positive_int)
@@ -197,6 +212,8 @@ def _build_config(args: argparse.Namespace) -> Any:
         "revoke_timeout",
         "resume_ttl",
         "token_key_previous",
+        "server_id",
+        "token_key",
         "turn_urls",
         "turn_ttl",
     ):
@@ -208,6 +225,8 @@ def _build_config(args: argparse.Namespace) -> Any:
     if public:
         kw["public_origins"] = public
     secret = os.environ.get("P2PMED_TURN_SECRET")
+    if args.redis is not None:
+        kw["redis_url"] = args.redis
     return Config(
         data_dir=args.data_dir,
         host=args.host,

@@ -89,6 +89,12 @@ class Config:
     turn_secret: str | None = None
     turn_urls: list[str] = field(default_factory=list)
     turn_ttl: int = 3600
+    # issue #15: a cluster shares its sessions through this Redis; None: in memory (one server)
+    redis_url: str | None = None
+    server_id: str = ""  # this server's name in the cluster (default: host name and port)
+    # the token signing key file; None: DATA_DIR/token-key (created). A cluster needs one key
+    # on every server, so --redis requires it.
+    token_key: Path | None = None
     audit_checkpoint_every: int = 100
     audit_checkpoint_interval: float = 60.0
     limits: Limits = field(default_factory=Limits)
@@ -97,6 +103,14 @@ class Config:
         self.data_dir = Path(self.data_dir)
         if self.token_key_previous is not None:
             self.token_key_previous = Path(self.token_key_previous)
+        if self.token_key is not None:
+            self.token_key = Path(self.token_key)
+        if self.redis_url is not None and self.token_key is None:
+            raise ValueError(
+                "--redis needs the cluster's shared token key: give --token-key FILE (or"
+                " P2PMED_TOKEN_KEY), the same file on every server; a key generated per server"
+                " would refuse the other servers' tokens"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key must be given together")
         for o in [*self.public_origins, *self.allowed_origins]:
@@ -171,6 +185,8 @@ class Config:
             "revoke_timeout": self.revoke_timeout,
             "resume_ttl": self.resume_ttl,
             "previous_key": self.token_key_previous is not None,  # no "token" in logs
+            "cluster": self.redis_url is not None,
+            "server_id": self.server_id or None,
             "limits": asdict(self.limits),
         }
 

@@ -72,6 +72,7 @@ class Hub:
         self.config = config
         self.limits = config.limits
         self.verifier = verifier
+        self.revoked = revocations  # the revocation store (tokens.py), read by the sweep
         self.bindings = bindings
         self.audit = audit
         self.metrics = metrics

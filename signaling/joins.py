@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import deque
@@ -381,11 +382,22 @@ class Joins:
         ep.space.set()  # release senders held on this queue; they find the peer gone
         if ep.writer is not None:
             ep.writer.cancel()
-        ended = await self.store.remove(sid, ep.id, self.server_id)
+        ended, remote = False, []
+        try:
+            ended = await self.store.remove(sid, ep.id, self.server_id)
+            if self.bus is not None:
+                remote = [
+                    m
+                    for m in await self.store.members(sid)
+                    if not self.local.get(sid, m.endpoint_id)
+                ]
+        except StoreUnavailable:
+            # left in the shared store; re-registration after Redis is back drops it
+            self.metrics.errors.labels("store-unavailable").inc()
         self.audit.append("leave", session=sid, endpoint_id=ep.id, role=ep.role, why=why)
         logs.event("leave", session=sid, endpoint_id=ep.id, role=ep.role, why=why)
-        for m in await self.store.members(sid) if self.bus is not None else []:
-            if self.local.get(sid, m.endpoint_id) is None:
+        for m in remote:
+            with contextlib.suppress(StoreUnavailable):
                 await self.tell(m, {"type": "peer-left", "endpoint_id": ep.id})
         for o in others:
             self.relay.post(o, {"type": "peer-left", "endpoint_id": ep.id})

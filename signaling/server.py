@@ -22,10 +22,11 @@ from signaling import closecodes as cc
 from signaling import logs
 from signaling.audit import AUDIT_FILE, AuditError, AuditLog
 from signaling.bindings import BINDINGS, BindingStore
+from signaling.cluster import on_bus
 from signaling.config import Config
 from signaling.datadir import DataDirError, DataDirInUse, DataDirLock, secure_data_dir
 from signaling.hub import Hub, shut
-from signaling.keys import KeyFileError, audit_key
+from signaling.keys import KeyFileError, audit_key, load_secret
 from signaling.listen import ConnectionGuard, GuardedSite, log_refusal
 from signaling.metrics import Metrics
 from signaling.origins import normalize
@@ -162,7 +163,10 @@ async def turn_credentials(request: web.Request) -> web.StreamResponse:
 
 async def _sweeper(app: web.Application) -> None:
     hub, config = app[HUB], app[CONFIG]
-    tick = max(0.05, min(1.0, config.idle_timeout / 4, config.reconnect_grace / 4))
+    # a cluster closes a revoked endpoint within 1 s wherever it is: the revoking server
+    # must notice `p2pmed token revoke` (a SQLite write) well within that
+    top = 1.0 if config.redis_url is None else 0.25
+    tick = max(0.05, min(top, config.idle_timeout / 4, config.reconnect_grace / 4))
     last_cp = asyncio.get_running_loop().time()
     # not `while True`: on Python 3.11 asyncio.wait_for (in close_ws) can swallow the
     # cancellation at shutdown, and the loop would then run forever with the server waiting
@@ -202,16 +206,18 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     lock = app.get(LOCK) or DataDirLock(config.data_dir)  # before anything is written
     if fixed:
         logs.event("data-dir-permissions-fixed", level=logging.WARNING, changed=fixed)
-    tkey = token_key(config.data_dir, create=True)
+    tkey = server_token_key(config)
     previous = (
         None
         if config.token_key_previous is None
         else previous_token_key(config.token_key_previous, tkey)
     )
+    server_id = config.server_id or f"{socket.gethostname()}:{config.port}"
     audit = AuditLog(
         config.data_dir / AUDIT_FILE,
         audit_key(config.data_dir),
         checkpoint_every=config.audit_checkpoint_every,
+        server=server_id if config.redis_url else "",
     )
     revocations = RevocationStore(config.data_dir / REVOCATIONS)
     bindings = BindingStore(config.data_dir / BINDINGS)
@@ -225,6 +231,11 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         leeway=config.clock_leeway,
         revoked=revocations,
     )
+    shared = None
+    if config.redis_url is not None:
+        from signaling.state.redis import RedisSessionStore  # only a cluster needs redis-py
+
+        shared = RedisSessionStore(config.redis_url, server_id)
     hub = Hub(
         config,
         verifier=verifier,
@@ -232,8 +243,16 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         bindings=bindings,
         audit=audit,
         metrics=app[METRICS],
+        store=shared,
+        bus=shared,
     )
     app[HUB] = hub
+    if shared is not None:
+
+        async def handle(msg: dict[str, Any]) -> None:
+            await on_bus(hub, msg)
+
+        await shared.start(handle)
     hub.guard = guard = app[GUARD]
 
     def refused(ip: str, limit: str, first: bool) -> None:
@@ -246,7 +265,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     guard.on_refused = refused
     if audit.head_missing:
         logs.event("audit-head-missing", level=logging.WARNING, path=str(audit.head_path))
-    audit.append("start", host=config.host, port=config.port)
+    audit.append("start", host=config.host, port=config.port, cluster=shared is not None)
     logs.event("start", host=config.host, port=config.port, tls=config.tls_cert is not None)
     logs.event("config", **config.summary())
     if config.turn_secret and not config.turn_urls:
@@ -258,6 +277,8 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        if shared is not None:
+            await shared.close()
         for e in hub.local.all():
             if e.writer is not None:
                 e.writer.cancel()
@@ -293,6 +314,30 @@ class StartupError(Exception):
     pass
 
 
+def server_token_key(config: Config) -> bytes:
+    """The key tokens are signed with: --token-key (a cluster's shared one), else the data
+    dir's own (created on first start)."""
+    if config.token_key is not None:
+        return load_secret(config.token_key)
+    return token_key(config.data_dir, create=True)
+
+
+def check_redis(url: str) -> None:
+    """Refuse to start when the cluster's Redis cannot be reached (one clear line)."""
+    import redis
+
+    from signaling.state.redis import redact
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=3.0, socket_connect_timeout=3.0)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError) as e:
+        raise StartupError(f"cannot reach Redis at {redact(url)}: {e}") from None
+
+
 def preflight(config: Config) -> DataDirLock:
     """Lock and check the data dir before serving, so a bad start fails with one clear
     message; the lock is for create_app (held until the process ends)."""
@@ -304,7 +349,7 @@ def preflight(config: Config) -> DataDirLock:
     except OSError as e:
         raise StartupError(str(e)) from None
     try:
-        tkey = token_key(config.data_dir, create=True)
+        tkey = server_token_key(config)
         if config.token_key_previous is not None:
             previous_token_key(config.token_key_previous, tkey)
         audit_key(config.data_dir)
@@ -314,6 +359,12 @@ def preflight(config: Config) -> DataDirLock:
     except (OSError, KeyFileError, AuditError, sqlite3.Error, ValueError) as e:
         lock.release()
         raise StartupError(str(e)) from None
+    if config.redis_url is not None:
+        try:
+            check_redis(config.redis_url)
+        except StartupError:
+            lock.release()
+            raise
     if fixed:
         logs.event("data-dir-permissions-fixed", level=logging.WARNING, changed=fixed)
     return lock

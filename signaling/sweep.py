@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from aiohttp import web
 
 from signaling import closecodes as cc
+from signaling import logs
 from signaling.audit import AuditLog
 from signaling.config import Config
 from signaling.joins import Joins
@@ -14,7 +16,7 @@ from signaling.local import LocalEndpoints
 from signaling.metrics import Metrics
 from signaling.relay import Relay
 from signaling.revoking import Revocations
-from signaling.state.store import SessionStore
+from signaling.state.store import SessionStore, StoreUnavailable
 from signaling.tokens import RevocationStore
 
 # Removing an endpoint costs tens of microseconds (audit entry, log line, peer notices); after
@@ -64,7 +66,11 @@ class Sweeper:
         fresh, self.revoked_rowid = self.revoked.revoked_since(self.revoked_rowid)
         revoked = set(fresh)
         for j in fresh:  # the other servers of a cluster close it if they hold it
-            await self.store.announce_revoked(j, self.config.max_token_ttl)
+            try:
+                await self.store.announce_revoked(j, self.config.max_token_ttl)
+            except StoreUnavailable:
+                self.metrics.errors.labels("revocation-not-shared").inc()
+                logs.event("revocation-not-shared", level=logging.WARNING, jti=j)
         self.revocations.check(now)
         for e in self.local.all():
             if e.gone:  # removed while an earlier removal awaited the store

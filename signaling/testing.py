@@ -28,6 +28,7 @@ from aiohttp import web
 
 from signaling.config import Config
 from signaling.hub import Hub
+from signaling.keys import load_secret
 from signaling.listen import bind
 from signaling.metrics import Metrics
 from signaling.server import (
@@ -59,7 +60,8 @@ class RunningServer:
         return self.app[METRICS]
 
     def mint(self, session: str, role: str, ttl: float = 600.0, **kw: Any) -> str:
-        key = token_key(self.config.data_dir, create=False)
+        cfg = self.config
+        key = load_secret(cfg.token_key) if cfg.token_key else token_key(cfg.data_dir, create=False)
         token, _ = mint(
             key,
             session=session,

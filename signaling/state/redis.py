@@ -1,0 +1,342 @@
+"""The shared SessionStore of a cluster, in Redis, and the bus between its servers.
+
+Keys (prefix `p2pmed:`; one Redis, or one shard per group of sessions, docs/scaling.md):
+  sessions            SET of session ids
+  s:{session}         HASH endpoint id -> JSON [join order, role, jti, admitted 0/1, server]
+  o:{jti}             "session\\nendpoint" of the endpoint present now that descends from jti
+  b:{jti}             the join token's binding, expiring with the token (+60 s)
+  r:{jti}             revoked (expires after the longest token lifetime)
+  ip:{address}        the per-IP join token bucket
+  srv:{server}        a server's heartbeat (expires 3 s after its last beat)
+Channels: ctl:{server} (messages for one server), revoked (jtis revoked anywhere).
+Every write that checks something is one Lua script, so two servers cannot interleave.
+A Redis error becomes StoreUnavailable: the server refuses joins until Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from signaling import logs
+from signaling.state.store import Member, Refused, StoreUnavailable
+
+PREFIX = "p2pmed:"
+BEAT = 1.0  # seconds between heartbeats
+BEAT_TTL = 3  # a server whose heartbeat key expired is presumed dead
+
+T = TypeVar("T")
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+_ADD = """
+local p, sid, eid, role, jti = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local adm, srv = ARGV[6], ARGV[7]
+local maxs, maxe = tonumber(ARGV[8]), tonumber(ARGV[9])
+local h = p .. 's:' .. sid
+local n = redis.call('HLEN', h)
+if n == 0 then
+  if redis.call('SCARD', p .. 'sessions') >= maxs then return 'server-full' end
+else
+  if redis.call('HEXISTS', h, eid) == 1 then return 'dup' end
+  if n >= maxe then return 'session-full' end
+  if role == 'patient' then
+    for _, v in ipairs(redis.call('HVALS', h)) do
+      if cjson.decode(v)[2] == 'patient' then return 'patient-present' end
+    end
+  end
+end
+local seq = redis.call('INCR', p .. 'seq')
+redis.call('HSET', h, eid, cjson.encode({seq, role, jti, tonumber(adm), srv}))
+redis.call('SADD', p .. 'sessions', sid)
+redis.call('SET', p .. 'o:' .. jti, sid .. '\\n' .. eid)
+if n == 0 then return 'started' end
+return 'ok'
+"""
+
+_REMOVE = """
+local p, sid, eid, srv = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local h = p .. 's:' .. sid
+local v = redis.call('HGET', h, eid)
+if not v then return -1 end
+local m = cjson.decode(v)
+if srv ~= '' and m[5] ~= srv then return -1 end
+redis.call('HDEL', h, eid)
+local ok = p .. 'o:' .. m[3]
+if redis.call('GET', ok) == sid .. '\\n' .. eid then redis.call('DEL', ok) end
+if redis.call('HLEN', h) == 0 then
+  redis.call('SREM', p .. 'sessions', sid)
+  return 1
+end
+return 0
+"""
+
+_UPDATE = """
+local p, sid, eid, mode, arg = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local h = p .. 's:' .. sid
+local v = redis.call('HGET', h, eid)
+if not v then return false end
+local m = cjson.decode(v)
+if mode == 'admit' then
+  if m[4] == 1 then return false end
+  m[4] = 1
+elseif mode == 'rebind' then
+  if m[3] ~= arg then
+    redis.call('DEL', p .. 'o:' .. m[3])
+    m[3] = arg
+    redis.call('SET', p .. 'o:' .. arg, sid .. '\\n' .. eid)
+  end
+elseif mode == 'claim' then
+  m[5] = arg
+end
+v = cjson.encode(m)
+redis.call('HSET', h, eid, v)
+return v
+"""
+
+_BUCKET = """
+local key, rate, burst = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local b = redis.call('HMGET', key, 'tok', 't')
+local tok = tonumber(b[1]) or burst
+local last = tonumber(b[2]) or now
+tok = math.min(burst, tok + (now - last) * rate)
+local ok = 0
+if tok >= 1 then
+  tok = tok - 1
+  ok = 1
+end
+redis.call('HSET', key, 'tok', tostring(tok), 't', tostring(now))
+redis.call('EXPIRE', key, math.ceil(burst / rate) + 1)
+return ok
+"""
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and errors."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    u = urlsplit(url)
+    if u.password is None:
+        return url
+    host = u.hostname or ""
+    netloc = f"{u.username or ''}:***@{host}" + (f":{u.port}" if u.port else "")
+    return urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
+
+
+def _member(session: str, endpoint_id: str, raw: str | bytes) -> tuple[int, Member]:
+    order, role, jti, admitted, server = json.loads(raw)
+    return int(order), Member(session, endpoint_id, role, jti, bool(admitted), server)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _pair(raw: bytes | str | None) -> tuple[str, str] | None:
+    if raw is None:
+        return None
+    s = raw.decode() if isinstance(raw, bytes) else raw
+    session, _, endpoint = s.partition("\n")
+    return session, endpoint
+
+
+class RedisSessionStore:
+    """SessionStore and Bus over one Redis; `start` subscribes and beats, `close` stops."""
+
+    def __init__(self, url: str, server_id: str, prefix: str = PREFIX) -> None:
+        self.url = url
+        self.server_id = server_id
+        self.p = prefix
+        self.r: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+        self._add = self.r.register_script(_ADD)
+        self._remove = self.r.register_script(_REMOVE)
+        self._update = self.r.register_script(_UPDATE)
+        self._bucket = self.r.register_script(_BUCKET)
+        self._count = 0
+        self.healthy = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._handler: Handler | None = None
+        self.on_reconnect: Callable[[], Awaitable[None]] | None = None
+
+    async def _do(self, aw: Awaitable[T]) -> T:
+        try:
+            return await aw
+        except (RedisError, OSError) as e:
+            self.healthy = False
+            raise StoreUnavailable(f"redis: {e}") from None
+
+    # the server side: subscribe, beat
+
+    async def start(self, handler: Handler) -> None:
+        self._handler = handler
+        await self._beat_once()
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        self._tasks = [
+            loop.create_task(self._listen(ready)),
+            loop.create_task(self._beat()),
+        ]
+        await ready
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        with contextlib.suppress(Exception):
+            await self.r.delete(f"{self.p}srv:{self.server_id}")
+        with contextlib.suppress(Exception):
+            await self.r.aclose()
+
+    async def _beat_once(self) -> None:
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.set(f"{self.p}srv:{self.server_id}", "1", ex=BEAT_TTL)
+            pipe.scard(f"{self.p}sessions")
+            _, count = await self._do(pipe.execute())
+        self._count = int(count)
+        if not self.healthy:
+            self.healthy = True
+            logs.event("store-reachable", server=self.server_id)
+            if self.on_reconnect is not None:
+                await self.on_reconnect()
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(BEAT)
+            try:
+                await self._beat_once()
+            except StoreUnavailable as e:
+                logs.event("store-unreachable", error=str(e)[:200])
+            except Exception:
+                logs.log.exception("store-beat-error")
+
+    async def _listen(self, ready: asyncio.Future[None]) -> None:
+        channels = (f"{self.p}ctl:{self.server_id}", f"{self.p}revoked")
+        while True:
+            ps = self.r.pubsub(ignore_subscribe_messages=True)
+            try:
+                await ps.subscribe(*channels)
+                if not ready.done():
+                    ready.set_result(None)
+                while True:
+                    msg = await ps.get_message(timeout=1.0)
+                    if msg is not None:
+                        await self._dispatch(msg)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as e:
+                self.healthy = False
+                if not ready.done():
+                    ready.set_exception(StoreUnavailable(f"redis: {e}"))
+                    return
+                logs.event("bus-lost", error=str(e)[:200])
+            finally:
+                with contextlib.suppress(Exception):
+                    await ps.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(0.2)
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        assert self._handler is not None
+        channel = msg["channel"].decode()
+        data = msg["data"]
+        try:
+            if channel.endswith(":revoked"):
+                await self._handler({"op": "revoked", "jti": data.decode()})
+            else:
+                await self._handler(json.loads(data))
+        except Exception:
+            logs.log.exception("bus-message-error")
+
+    async def send(self, server: str, msg: dict[str, Any]) -> None:
+        await self._do(self.r.publish(f"{self.p}ctl:{server}", json.dumps(msg)))
+
+    async def alive(self, server: str) -> bool:
+        return bool(await self._do(self.r.exists(f"{self.p}srv:{server}")))
+
+    # SessionStore
+
+    def session_count(self) -> int:
+        return self._count
+
+    async def has_session(self, session: str) -> bool:
+        return bool(await self._do(self.r.exists(f"{self.p}s:{session}")))
+
+    async def members(self, session: str) -> list[Member]:
+        raw = await self._do(self.r.hgetall(f"{self.p}s:{session}"))
+        got = sorted(_member(session, _text(k), v) for k, v in raw.items())
+        return [m for _, m in got]
+
+    async def member(self, session: str, endpoint_id: str) -> Member | None:
+        raw = await self._do(self.r.hget(f"{self.p}s:{session}", endpoint_id))
+        return None if raw is None else _member(session, endpoint_id, raw)[1]
+
+    async def owner(self, jti: str) -> tuple[str, str] | None:
+        return _pair(await self._do(self.r.get(f"{self.p}o:{jti}")))
+
+    async def add(
+        self, member: Member, *, max_sessions: int, max_endpoints: int
+    ) -> tuple[Refused | None, bool]:
+        m = member
+        args: list[str | int] = [
+            *(self.p, m.session, m.endpoint_id, m.role, m.jti),
+            *(int(m.admitted), m.server, max_sessions, max_endpoints),
+        ]
+        res = (await self._do(self._add(args=args))).decode()
+        if res == "dup":
+            raise ValueError(f"endpoint {m.endpoint_id!r} is already in the session")
+        if res in ("ok", "started"):
+            if res == "started":
+                self._count += 1
+            return None, res == "started"
+        return Refused(res), False
+
+    async def remove(self, session: str, endpoint_id: str, server: str = "") -> bool:
+        res = await self._do(self._remove(args=[self.p, session, endpoint_id, server]))
+        return int(res) == 1
+
+    async def _up(self, session: str, endpoint_id: str, mode: str, arg: str) -> Member | None:
+        raw = await self._do(self._update(args=[self.p, session, endpoint_id, mode, arg]))
+        return None if raw is None else _member(session, endpoint_id, raw)[1]
+
+    async def admit(self, session: str, endpoint_id: str) -> Member | None:
+        return await self._up(session, endpoint_id, "admit", "")
+
+    async def rebind(self, session: str, endpoint_id: str, jti: str) -> Member:
+        m = await self._up(session, endpoint_id, "rebind", jti)
+        if m is None:
+            raise KeyError(f"{session}/{endpoint_id} is not in the store")
+        return m
+
+    async def claim(self, session: str, endpoint_id: str, server: str) -> Member | None:
+        return await self._up(session, endpoint_id, "claim", server)
+
+    async def bound(self, jti: str) -> tuple[str, str] | None:
+        return _pair(await self._do(self.r.get(f"{self.p}b:{jti}")))
+
+    async def bind(self, jti: str, session: str, endpoint_id: str, exp: float) -> tuple[str, str]:
+        key, value = f"{self.p}b:{jti}", f"{session}\n{endpoint_id}"
+        if await self._do(self.r.set(key, value, nx=True, exat=int(exp) + 60)):
+            return session, endpoint_id
+        return _pair(await self._do(self.r.get(key))) or (session, endpoint_id)
+
+    async def join_allowed(self, ip: str, rate: float, burst: float) -> bool:
+        res = await self._do(self._bucket(keys=[f"{self.p}ip:{ip}"], args=[rate, burst]))
+        return int(res) == 1
+
+    async def is_revoked(self, *jtis: str) -> bool:
+        keys = [f"{self.p}r:{j}" for j in jtis if j]
+        return bool(keys) and bool(await self._do(self.r.exists(*keys)))
+
+    async def announce_revoked(self, jti: str, ttl: float) -> None:
+        if await self._do(self.r.set(f"{self.p}r:{jti}", "1", nx=True, ex=int(ttl) + 60)):
+            await self._do(self.r.publish(f"{self.p}revoked", jti))
