@@ -16,6 +16,7 @@ from p2pmed.core import events as ev
 from p2pmed.core.errors import ProtocolError
 from p2pmed.core.frame import MessageClass
 from p2pmed.node import clock
+from p2pmed.node import events as ne
 from p2pmed.ui import PatientLine, TerminalUI
 from p2pmed.vitals import codec, fhir
 from p2pmed.vitals.codec import (
@@ -139,7 +140,7 @@ class ClinicianApp:
             self._ui = TerminalUI(self)
 
     def on_peer_waiting(self, peer_id: str, role: str) -> None:
-        self.node.events.emit("peer-waiting", peer=peer_id, role=role)
+        self.node.events.publish(ne.PeerWaiting(peer_id, role))
         if self.node.role != "clinician":
             return
         if self.node.config.auto_admit:
@@ -165,7 +166,7 @@ class ClinicianApp:
             return
         self._admit_sent.add(peer_id)
         self.node.signaling.send_json({"type": "admit", "endpoint_id": peer_id})
-        self.node.events.emit("admit", peer=peer_id)
+        self.node.events.publish(ne.Admitted(peer_id))
 
     def on_established(self, link: PeerLink) -> None:
         return None
@@ -183,18 +184,19 @@ class ClinicianApp:
             st = self.status.get(link.peer_id)
             info["hr_source"] = st.hr_source or None if st is not None else None
         if self.node.events.json_out or self.node.events.listeners:
-            self.node.events.emit(
-                "message",
-                peer=link.peer_id,
-                id=event.message_id,
-                cls=event.cls.name,
-                seq=event.seq,
-                path=event.path_id,
-                len=len(event.data),
-                crc=zlib.crc32(event.data),
-                latency_ms=round((now - event.sent_timestamp_us / 1e6) * 1000, 3),
-                replayed=event.path_id == "store",
-                **info,
+            self.node.events.publish(
+                ne.MessageDelivered(
+                    link.peer_id,
+                    event.message_id,
+                    event.cls.name,
+                    event.seq,
+                    event.path_id,
+                    len(event.data),
+                    zlib.crc32(event.data),
+                    round((now - event.sent_timestamp_us / 1e6) * 1000, 3),
+                    event.path_id == "store",
+                    info,
+                )
             )
         if isinstance(msg, PatientStatus):
             self._on_status(link, msg)
@@ -205,9 +207,7 @@ class ClinicianApp:
             expected = self.last_seq.get(msg.signal)
             if expected is not None and msg.first_seq != expected:
                 self.gaps += 1
-                self.node.events.emit(
-                    "waveform-gap", signal=msg.signal, expected=expected, got=msg.first_seq
-                )
+                self.node.events.publish(ne.WaveformGap(msg.signal, expected, msg.first_seq))
             self.last_seq[msg.signal] = msg.seq_end()
             if msg.signal != "PLETH":
                 self.trace_signal = msg.signal
@@ -222,40 +222,42 @@ class ClinicianApp:
             if msg.state is not AlarmState.CLEARED:
                 self._raised_us.setdefault(msg.alarm_id, msg.time_us)
             self._export_alarm(msg)
-            self.node.events.emit(
-                "alarm",
-                peer=link.peer_id,
-                alarm_id=msg.alarm_id,
-                condition=msg.condition,
-                priority=msg.priority.name,
-                state=msg.state.name,
-                category=msg.category.name,
-                value=msg.value,
-                latency_ms=round((now - event.sent_timestamp_us / 1e6) * 1000, 3),
+            self.node.events.publish(
+                ne.AlarmReceived(
+                    link.peer_id,
+                    msg.alarm_id,
+                    msg.condition,
+                    msg.priority.name,
+                    msg.state.name,
+                    msg.category.name,
+                    msg.value,
+                    round((now - event.sent_timestamp_us / 1e6) * 1000, 3),
+                )
             )
             if self._ui is not None:
                 self._ui.bell()
         elif isinstance(msg, AlarmAck):  # another clinician acknowledged
             self.acked[msg.alarm_id] = msg.who
-            self.node.events.emit("alarm-acked-elsewhere", alarm_id=msg.alarm_id, by=msg.who)
+            self.node.events.publish(ne.AlarmAckedElsewhere(msg.alarm_id, msg.who))
             self._acked(msg.alarm_id, msg.who, msg.time_us)
 
     def _on_status(self, link: PeerLink, st: PatientStatus) -> None:
         before = self.status.get(link.peer_id)
         self.status[link.peer_id] = st
-        self.node.events.emit(
-            "patient-status",
-            peer=link.peer_id,
-            label=st.label or None,
-            shown_as=label_of(st),
-            stream=st.stream.name,
-            hr_source=st.hr_source or None,
-            subject=st.subject or None,
+        self.node.events.publish(
+            ne.PatientStatusReceived(
+                link.peer_id,
+                st.label or None,
+                label_of(st),
+                st.stream.name,
+                st.hr_source or None,
+                st.subject or None,
+            )
         )
         self._flush_pending(link.peer_id)
         if st.stream is Stream.ENDED and (before is None or before.stream is not Stream.ENDED):
             # the recording is over; the link is still up (a lost link is a "path"/"closed")
-            self.node.events.emit("stream-ended", peer=link.peer_id, label=label_of(st))
+            self.node.events.publish(ne.StreamEnded(link.peer_id, label_of(st)))
             if self._ui is not None:
                 self._ui.bell()
 
@@ -281,7 +283,7 @@ class ClinicianApp:
             if len(pending) < FHIR_PENDING_MAX:
                 return
             subj = f"Patient/{peer_id}"  # a patient that never says: its endpoint id
-            self.node.events.emit("fhir-subject-default", peer=peer_id, subject=subj)
+            self.node.events.publish(ne.FhirSubjectDefault(peer_id, subj))
         self._write([r for b in self._pending.pop(peer_id, [build]) for r in b(subj)])
 
     def _flush_pending(self, peer_id: str) -> None:
@@ -333,7 +335,7 @@ class ClinicianApp:
                     ack = AlarmAck(aid, int(clock.now() * 1e6), self.node.endpoint_id)
                     link.send(MessageClass.CRITICAL, codec.encode(ack))
                     self.acked[aid] = self.node.endpoint_id
-                    self.node.events.emit("ack-sent", peer=link.peer_id, alarm_id=aid)
+                    self.node.events.publish(ne.AckSent(link.peer_id, aid))
                     self._acked(aid, self.node.endpoint_id, ack.time_us)
                     count += 1
         return count
