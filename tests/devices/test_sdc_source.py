@@ -230,3 +230,23 @@ async def test_discover_filters_by_bed(
 def test_bad_target_is_refused() -> None:
     with pytest.raises(ValueError, match="discover"):
         SdcSource("")
+
+
+async def test_queue_overflow_is_reported_then_resubscribes(
+    tmp_path: Path, sims: list[Sim], sources: list[SdcSource]
+) -> None:
+    sim = start_sim(tmp_path, "--bed", unique_bed(), "--patient", "P-9")
+    sims.append(sim)
+    source = SdcSource(sim.epr, queue_size=8)
+    sources.append(source)
+    readings = source.readings()
+    async with asyncio.timeout(60):
+        assert isinstance(await anext(readings), DeviceInfo)
+        await asyncio.sleep(1.0)  # a stalled reader: ~40 waveform reports/s fill 8 slots
+        async for r in readings:
+            if isinstance(r, DeviceLost):
+                break
+        assert r.reason.startswith("overflow"), r
+        assert source.stats.overflows > 0
+        again = await anext(readings)
+        assert isinstance(again, DeviceInfo) and again.device_id == sim.epr
