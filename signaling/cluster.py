@@ -24,10 +24,20 @@ async def on_bus(hub: Hub, msg: dict[str, Any]) -> None:
         m = await hub.store.member(session, to)
         if m is not None:
             await hub.joins.admitted(m, str(msg.get("by", "")))
+    elif op == "credit":
+        if hub.remote is not None:
+            hub.remote.on_credit(session, to, int(msg["n"]))
     elif op == "drop":
+        if hub.remote is not None:
+            hub.remote.forget(session, to)
         await hub.joins.dropped(session, to)
     elif op == "revoked":
         if hub.revoked.revoke(str(msg["jti"])):  # the sweep closes it if held here
             hub.sweep_now.set()
     else:
         hub.metrics.errors.labels("bus-unknown").inc()
+
+
+async def on_frames(hub: Hub, payload: bytes) -> None:
+    if hub.remote is not None:
+        await hub.remote.on_frames(payload)

@@ -35,10 +35,11 @@ from signaling.local import LocalEndpoints
 from signaling.messages import ALLOWED, Messages
 from signaling.metrics import Metrics
 from signaling.relay import FAST_PATH_BUFFER, RELAY_ROLES, SAMPLE_EVERY, SAMPLE_MASK, Relay
+from signaling.remote import FrameBus, RemoteRelay
 from signaling.replies import Replies, send_now
 from signaling.revoking import Revocations
 from signaling.state.memory import MemorySessionStore
-from signaling.state.store import Bus, SessionStore
+from signaling.state.store import SessionStore
 from signaling.sweep import Sweeper
 from signaling.tokens import RevocationStore, Verifier
 
@@ -67,7 +68,7 @@ class Hub:
         audit: AuditLog,
         metrics: Metrics,
         store: SessionStore | None = None,
-        bus: Bus | None = None,
+        bus: FrameBus | None = None,
     ) -> None:
         self.config = config
         self.limits = config.limits
@@ -81,6 +82,19 @@ class Hub:
         self.local = LocalEndpoints()
         self.replies = Replies(config.limits, audit, metrics)
         self.relay = Relay(config.limits, audit, metrics, self.replies, self.local)
+        self.remote: RemoteRelay | None = None
+        if bus is not None:
+            self.remote = RemoteRelay(
+                config.limits,
+                audit=audit,
+                metrics=metrics,
+                replies=self.replies,
+                relay=self.relay,
+                local=self.local,
+                store=self.store,
+                bus=bus,
+            )
+            self.relay.remote = self.remote.send
         self.revocations = Revocations(
             config.revoke_timeout, audit, metrics, self.relay, self.local
         )

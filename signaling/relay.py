@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -58,6 +59,11 @@ class Relay:
         self.local = local
         self.frames = 0  # relayed since start
         self.nbytes = 0
+        # in a cluster: relays a frame to an endpoint another server holds (remote.py)
+        self.remote: (
+            Callable[[web.WebSocketResponse, Endpoint, bytes, bytes, list[int]], Awaitable[None]]
+            | None
+        ) = None
 
     def post(self, ep: Endpoint, msg: dict[str, Any]) -> None:
         """Queue a JSON message for ep, in order with its relay frames."""
@@ -115,6 +121,9 @@ class Relay:
             return
         key = data[1 : 1 + n]
         dst = self.local.routes(ep.session).get(key)
+        if dst is None and self.remote is not None:
+            await self.remote(ws, ep, key, data, errors)
+            return
         if dst is None or dst is ep:
             self.metrics.relay_rejected.labels("unknown-peer").inc()
             to = key.decode("utf-8", "replace")

@@ -22,7 +22,7 @@ from signaling import closecodes as cc
 from signaling import logs
 from signaling.audit import AUDIT_FILE, AuditError, AuditLog
 from signaling.bindings import BINDINGS, BindingStore
-from signaling.cluster import on_bus
+from signaling.cluster import on_bus, on_frames
 from signaling.config import Config
 from signaling.datadir import DataDirError, DataDirInUse, DataDirLock, secure_data_dir
 from signaling.hub import Hub, shut
@@ -252,7 +252,10 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         async def handle(msg: dict[str, Any]) -> None:
             await on_bus(hub, msg)
 
-        await shared.start(handle)
+        async def frames(payload: bytes) -> None:
+            await on_frames(hub, payload)
+
+        await shared.start(handle, frames)
     hub.guard = guard = app[GUARD]
 
     def refused(ip: str, limit: str, first: bool) -> None:
@@ -277,6 +280,8 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        if hub.remote is not None:
+            await hub.remote.close()
         if shared is not None:
             await shared.close()
         for e in hub.local.all():

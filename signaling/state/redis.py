@@ -165,6 +165,7 @@ class RedisSessionStore:
         self.healthy = False
         self._tasks: list[asyncio.Task[None]] = []
         self._handler: Handler | None = None
+        self._frames: Callable[[bytes], Awaitable[None]] | None = None
         self.on_reconnect: Callable[[], Awaitable[None]] | None = None
 
     async def _do(self, aw: Awaitable[T]) -> T:
@@ -176,8 +177,11 @@ class RedisSessionStore:
 
     # the server side: subscribe, beat
 
-    async def start(self, handler: Handler) -> None:
+    async def start(
+        self, handler: Handler, frames: Callable[[bytes], Awaitable[None]] | None = None
+    ) -> None:
         self._handler = handler
+        self._frames = frames
         await self._beat_once()
         loop = asyncio.get_running_loop()
         ready = loop.create_future()
@@ -221,7 +225,11 @@ class RedisSessionStore:
                 logs.log.exception("store-beat-error")
 
     async def _listen(self, ready: asyncio.Future[None]) -> None:
-        channels = (f"{self.p}ctl:{self.server_id}", f"{self.p}revoked")
+        channels = (
+            f"{self.p}ctl:{self.server_id}",
+            f"{self.p}revoked",
+            f"{self.p}rl:{self.server_id}",
+        )
         while True:
             ps = self.r.pubsub(ignore_subscribe_messages=True)
             try:
@@ -250,7 +258,10 @@ class RedisSessionStore:
         channel = msg["channel"].decode()
         data = msg["data"]
         try:
-            if channel.endswith(":revoked"):
+            if channel.startswith(f"{self.p}rl:"):
+                if self._frames is not None:
+                    await self._frames(data)
+            elif channel.endswith(":revoked"):
                 await self._handler({"op": "revoked", "jti": data.decode()})
             else:
                 await self._handler(json.loads(data))
@@ -259,6 +270,9 @@ class RedisSessionStore:
 
     async def send(self, server: str, msg: dict[str, Any]) -> None:
         await self._do(self.r.publish(f"{self.p}ctl:{server}", json.dumps(msg)))
+
+    async def send_frames(self, server: str, payload: bytes) -> None:
+        await self._do(self.r.publish(f"{self.p}rl:{server}", payload))
 
     async def alive(self, server: str) -> bool:
         return bool(await self._do(self.r.exists(f"{self.p}srv:{server}")))
