@@ -8,6 +8,7 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from p2pmed import node_cli, trust_cli
+    from p2pmed.devices import hl7sim
     from signaling import cli as signaling_cli
 
     parser = argparse.ArgumentParser(prog="p2pmed", description=__doc__)
@@ -15,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     signaling_cli.register(sub)
     node_cli.register(sub)
     trust_cli.register(sub)
+    hl7sim.register(sub)
     return parser
 
 

@@ -1,0 +1,373 @@
+"""HL7 v2 over MLLP: IHE PCD-01 (ORU^R01) vitals and IHE PCD-04 (ORU^R40) alerts -> readings.
+
+`Hl7Source` listens on HOST:PORT (python-hl7's asyncio MLLP server), parses each message with
+python-hl7, answers it with an HL7 ACK and yields what it reported as `reading` records:
+
+- AA: accepted; AE: accepted, but some OBX could not be used (ERR says which and why);
+  AR: rejected, nothing of it used (no MSH, wrong encoding characters, not UTF-8, a message
+  type other than ORU^R01/ORU^R40, no observation).
+- Garbage before a frame's start byte is skipped (the frame after it is used); a frame cut
+  off by the end of the connection is dropped; a message over `max_bytes` closes the
+  connection (no ACK: its control id was never read). Every one is counted in `errors`.
+- DeviceInfo on the first message and whenever the equipment id (OBX-18, else MSH-3) or
+  the patient (PID-3) changes; DeviceLost when no message came for `idle_s` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import hl7  # type: ignore[import-untyped]
+from hl7.datatypes import parse_datetime  # type: ignore[import-untyped]
+from hl7.mllp import start_hl7_server  # type: ignore[import-untyped]
+from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK  # type: ignore[import-untyped]
+
+from p2pmed.devices import reading as rd
+
+log = logging.getLogger("p2pmed.devices.hl7")
+
+ENCODING_CHARS = "^~\\&"
+MAX_BYTES = 1 << 20  # a PCD-01 message is a few KiB; anything this large is not one
+MAX_CONNECTIONS = 16
+VALID_STATUS = frozenset({"F", "C", "R"})  # OBX-11 final, corrected, not yet verified
+_PRIORITY = {"PH": rd.Priority.HIGH, "PM": rd.Priority.MEDIUM, "PL": rd.Priority.LOW}
+_PRIORITY["PN"] = rd.Priority.LOW  # "no priority": still shown, at the lowest
+EVENT_PHASE = 68481  # MDC_ATTR_EVENT_PHASE: start, continue, update, end, ...
+ALARM_STATE = 68482  # MDC_ATTR_ALARM_STATE: active, latched, inactive
+_ENDED_PHASES = frozenset({"end", "tpoint"})
+_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class Hl7Error(Exception):
+    """A message the listener answers with AE/AR; reason is the counted name."""
+
+    def __init__(self, ack: str, reason: str, code: int, text: str) -> None:
+        super().__init__(text)
+        self.ack, self.reason, self.code, self.text = ack, reason, code, text
+        self.msg: Any = None  # the parsed message, when it got that far (for MSA-2)
+
+
+@dataclass
+class Parsed:
+    readings: list[rd.Reading]
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (reason, text) for AE
+
+
+def _text(container: Any, *path: int) -> str:
+    """The text at a 1-based field/repetition/component path, "" when it is not there."""
+    try:
+        for i in path:
+            container = container(i)
+    except (IndexError, KeyError, TypeError):
+        return ""
+    return str(container).strip()
+
+
+def _time_us(value: str) -> int | None:
+    if not value:
+        return None
+    try:
+        dt = parse_datetime(value)
+    except (ValueError, TypeError):
+        return None
+    if dt is None:
+        return None
+    if dt.tzinfo is None:  # PCD-01 asks for an offset; without one we take UTC
+        dt = dt.replace(tzinfo=UTC)
+    seconds: float = (dt - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()
+    return round(seconds * 1_000_000)
+
+
+def _code(seg: Any, field_no: int) -> int | None:
+    raw = _text(seg, field_no, 1, 1)
+    return int(raw) if raw.isdigit() and len(raw) <= 10 else None
+
+
+def _unit(seg: Any) -> str:
+    """OBX-6 as the mapping knows units: the MDC reference id (MDC_DIM_...) when coded in MDC,
+    else the code (UCUM)."""
+    code, name = _text(seg, 6, 1, 1), _text(seg, 6, 1, 2)
+    return name if name.startswith("MDC_DIM") else code or name
+
+
+def parse_message(text: str) -> tuple[Any, Parsed]:
+    """One HL7 message -> (the python-hl7 message, its readings); Hl7Error for AE/AR."""
+    if not text.startswith("MSH"):
+        raise Hl7Error("AR", "no-msh", 100, "message does not start with an MSH segment")
+    if text[3:4] != "|" or text[4:8] != ENCODING_CHARS:
+        raise Hl7Error(
+            "AR", "encoding-chars", 102, "MSH-1/MSH-2 must be | and ^~\\& (PCD-01 requires them)"
+        )
+    try:
+        msg = hl7.parse(text)
+    except Exception as exc:  # python-hl7 raises several kinds on malformed text
+        raise Hl7Error("AR", "malformed", 102, f"not parseable as HL7 v2: {exc}") from exc
+    msh = msg.segment("MSH")
+    kind = (_text(msh, 9, 1, 1), _text(msh, 9, 1, 2))
+    try:
+        obx = list(msg.segments("OBX"))
+    except KeyError:
+        obx = []
+    try:
+        if kind == ("ORU", "R01"):
+            parsed = _vitals(msg, msh, obx)
+        elif kind == ("ORU", "R40"):
+            parsed = _alerts(msg, obx)
+        else:
+            raise Hl7Error(
+                "AR", "message-type", 200, f"{'^'.join(kind)} is not ORU^R01 (PCD-01) or ORU^R40"
+            )
+    except Hl7Error as exc:
+        exc.msg = msg
+        raise
+    info = _identity(msg, msh, obx)
+    parsed.readings.insert(0, info)
+    return msg, parsed
+
+
+def _identity(msg: Any, msh: Any, obx: list[Any]) -> rd.DeviceInfo:
+    equipment = next((e for seg in obx if (e := _text(seg, 18, 1, 1))), "")
+    eui = next((e for seg in obx if (e := _text(seg, 18, 1, 3))), "") or _text(msh, 3, 1, 2)
+    try:
+        patient = _text(msg.segment("PID"), 3, 1, 1) or None
+    except KeyError:
+        patient = None
+    return rd.DeviceInfo(
+        protocol="hl7",
+        device_id=equipment or _text(msh, 3, 1, 1) or "unknown",
+        serial=eui,
+        patient_id=patient,
+    )
+
+
+def _vitals(msg: Any, msh: Any, obx: list[Any]) -> Parsed:
+    out = Parsed([])
+    default_time = _time_us(_text(msh, 7))
+    with contextlib.suppress(KeyError):
+        default_time = _time_us(_text(msg.segment("OBR"), 7)) or default_time
+    for seg in obx:
+        vtype = _text(seg, 2)
+        if vtype == "":  # an MDS/VMD/channel row of the containment tree, no observation
+            continue
+        set_id = _text(seg, 1) or "?"
+        code = _code(seg, 3)
+        system = _text(seg, 3, 1, 3)
+        if code is None or system not in ("MDC", ""):
+            out.warnings.append(("obx-not-mdc", f"OBX {set_id}: OBX-3 is not an MDC code"))
+            continue
+        if vtype != "NM":
+            out.warnings.append(("obx-value-type", f"OBX {set_id}: value type {vtype} not NM"))
+            continue
+        try:
+            value = float(_text(seg, 5))
+        except ValueError:
+            out.warnings.append(("obx-value", f"OBX {set_id}: OBX-5 is not a number"))
+            continue
+        out.readings.append(
+            rd.Metric(
+                code=code,
+                value=value,
+                unit=_unit(seg),
+                valid=_text(seg, 11) in VALID_STATUS,
+                time_us=_time_us(_text(seg, 14)) or default_time,
+                label=_text(seg, 3, 1, 2),
+            )
+        )
+    if not out.readings:
+        raise Hl7Error("AR", "no-observation", 101, "ORU^R01 without a usable NM OBX")
+    return out
+
+
+def _alerts(msg: Any, obx: list[Any]) -> Parsed:
+    """PCD-04: one alert per OBR group; facet 1 (the group's first OBX) names the event
+    (OBX-3), its text (OBX-5) and priority and source in OBX-8 (PH/PM/PL, SP/ST);
+    MDC_ATTR_EVENT_PHASE "end" or MDC_ATTR_ALARM_STATE "inactive" ends it."""
+    groups: list[tuple[Any, list[Any]]] = []
+    for seg in msg:
+        sid = _text(seg, 0)
+        if sid == "OBR":
+            groups.append((seg, []))
+        elif sid == "OBX" and groups:
+            groups[-1][1].append(seg)
+    out = Parsed([])
+    for obr, segs in groups:
+        if not segs:
+            out.warnings.append(("alert-empty", "OBR without OBX"))
+            continue
+        first = segs[0]
+        event = _code(first, 3)
+        flags = {_text(first, 8, r) for r in range(1, 6)} - {""}
+        prio = next((_PRIORITY[f] for f in flags if f in _PRIORITY), None)
+        if prio is None:
+            out.warnings.append(("alert-priority", "alert without PH/PM/PL in OBX-8"))
+            prio = rd.Priority.HIGH  # an alert of unknown priority is not played down
+        active = True
+        for seg in segs[1:]:
+            facet, value = _code(seg, 3), _text(seg, 5).lower()
+            if (facet == EVENT_PHASE and value in _ENDED_PHASES) or (
+                facet == ALARM_STATE and value == "inactive"
+            ):
+                active = False
+        key = _text(obr, 3, 1, 1) or f"{event}-{_text(first, 4)}"
+        out.readings.append(
+            rd.DeviceAlert(
+                key=key,
+                code=event,
+                priority=prio,
+                active=active,
+                text=_text(first, 5) or _text(first, 3, 1, 2),
+                time_us=_time_us(_text(first, 14)) or _time_us(_text(obr, 7)),
+                technical="ST" in flags,
+            )
+        )
+    if not out.readings:
+        raise Hl7Error("AR", "no-observation", 101, "ORU^R40 without an alert (OBR + OBX)")
+    return out
+
+
+def ack_for(msg: Any | None, code: str, errors: list[tuple[str, int, str]]) -> bytes:
+    """An HL7 ACK (MSA-1 = code) for `msg`, or a bare one when it had no usable MSH; one ERR
+    segment per (reason, HL7 table 0357 code, text)."""
+    text = ""
+    if msg is not None:
+        with contextlib.suppress(IndexError, KeyError):  # an MSH too short to answer
+            text = str(msg.create_ack(code, application="P2PMED")).rstrip("\r")
+    if not text:
+        stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        text = f"MSH|^~\\&|P2PMED||||{stamp}||ACK|{hl7.generate_message_control_id()}|P|2.6"
+        text += f"\rMSA|{code}|"
+    for reason, err, detail in errors:
+        clean = re.sub(r"[|^~\\&\r\n]", " ", detail)[:200]
+        text += f"\rERR|||{err}^{reason}^HL70357|E||||{clean}"
+    return (text + "\r").encode("ascii", "replace")
+
+
+class Hl7Source:
+    """An MLLP listener as a DeviceSource (see reading.py)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        idle_s: float = 4.0,
+        max_bytes: int = MAX_BYTES,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        self.host, self.port = host, port
+        self.idle_s = idle_s
+        self.max_bytes = max_bytes
+        self.max_connections = max_connections
+        self.errors: Counter[str] = Counter()  # by reason
+        self.acks: Counter[str] = Counter()  # AA / AE / AR sent
+        self.messages = 0
+        self.read_at: float | None = None  # loop time the last message was read (bench)
+        self._queue: asyncio.Queue[tuple[float, list[rd.Reading]]] = asyncio.Queue(1024)
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.StreamWriter] = set()
+        self._identity: rd.DeviceInfo | None = None
+
+    async def start(self) -> tuple[str, int]:
+        """Listen; returns the bound address (port 0 picks a free one)."""
+        if self._server is None:
+            self._server = await start_hl7_server(
+                self._client, self.host, self.port, limit=self.max_bytes
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+        return self.host, self.port
+
+    async def readings(self) -> AsyncIterator[rd.Reading]:
+        await self.start()
+        seen = lost = False
+        while True:
+            try:
+                timeout = self.idle_s if seen and not lost else None
+                _, batch = await asyncio.wait_for(self._queue.get(), timeout)
+            except TimeoutError:
+                lost = True
+                yield rd.DeviceLost(f"no HL7 message for {self.idle_s:g} s")
+                continue
+            seen, lost = True, False
+            for r in batch:
+                yield r
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for w in list(self._conns):
+                w.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._conns) >= self.max_connections:
+            self.errors["too-many-connections"] += 1
+            writer.close()
+            return
+        self._conns.add(writer)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, OSError):
+            self.errors["connection-reset"] += 1
+        finally:
+            self._conns.discard(writer)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: Any) -> None:
+        sep = END_BLOCK + CARRIAGE_RETURN
+        while True:
+            try:
+                block = await reader.readuntil(sep)
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial.strip():
+                    self.errors["truncated"] += 1  # the peer closed in the middle of a frame
+                return
+            except asyncio.LimitOverrunError:
+                self.errors["oversized"] += 1  # over max_bytes: its MSH-10 was never read
+                return
+            start = block.rfind(START_BLOCK)
+            if start < 0:
+                self.errors["garbage"] += 1  # an end marker without a start: no frame
+                continue
+            if block[:start].strip():
+                # bytes outside a frame (garbage, or a frame cut off by a new start byte)
+                self.errors["garbage" if START_BLOCK not in block[:start] else "truncated"] += 1
+            self.read_at = asyncio.get_running_loop().time()
+            writer.writeblock(await self._handle(block[start + 1 : -len(sep)]))
+            await writer.drain()
+
+    async def _handle(self, raw: bytes) -> bytes:
+        self.messages += 1
+        try:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise Hl7Error("AR", "not-utf8", 102, "message is not UTF-8") from exc
+            msg, parsed = parse_message(text.strip())
+        except Hl7Error as exc:
+            self.errors[exc.reason] += 1
+            self.acks[exc.ack] += 1
+            log.info("HL7 message rejected: %s", exc.text)
+            return ack_for(exc.msg, exc.ack, [(exc.reason, exc.code, exc.text)])
+        readings = parsed.readings
+        info = readings[0]
+        if info == self._identity:
+            readings = readings[1:]  # the same device and patient: said once
+        else:
+            assert isinstance(info, rd.DeviceInfo)
+            self._identity = info
+        await self._queue.put((asyncio.get_running_loop().time(), readings))
+        for reason, _ in parsed.warnings:
+            self.errors[reason] += 1
+        code = "AE" if parsed.warnings else "AA"
+        self.acks[code] += 1
+        return ack_for(msg, code, [(r, 207, t) for r, t in parsed.warnings])

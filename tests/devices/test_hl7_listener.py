@@ -1,0 +1,247 @@
+"""p2pmed/devices/hl7.py: PCD-01/PCD-04 parsing and the MLLP listener on a real loopback
+socket, with good and bad input: every message gets an ACK (AA, AE or AR with a reason)
+or its connection is closed, every bad input is counted, and the listener keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import hl7  # type: ignore[import-untyped]
+import pytest
+from hl7.mllp import open_hl7_connection  # type: ignore[import-untyped]
+
+from p2pmed.devices import hl7sim
+from p2pmed.devices import reading as rd
+from p2pmed.devices.hl7 import Hl7Error, Hl7Source, parse_message
+
+VT, FS, CR = b"\x0b", b"\x1c", b"\r"
+
+
+def r01(patient: str = "PID-7") -> str:
+    return hl7sim.oru_r01("C1", time.time(), patient=patient, device="MON-1")
+
+
+def frame(text: str | bytes) -> bytes:
+    raw = text.encode() if isinstance(text, str) else text
+    return VT + raw + FS + CR
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[Hl7Source]:
+    src = Hl7Source("127.0.0.1", 0, idle_s=60.0)
+    await src.start()
+    yield src
+    await src.aclose()
+
+
+async def connect(src: Hl7Source) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(src.host, src.port)
+
+
+async def read_ack(reader: asyncio.StreamReader) -> hl7.Message | None:
+    """The next ACK, or None when the listener closed the connection."""
+    try:
+        block = await asyncio.wait_for(reader.readuntil(FS + CR), 30)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    assert block.startswith(VT)
+    return hl7.parse(block[1:-2].decode())
+
+
+def msa(ack: hl7.Message) -> tuple[str, str]:
+    seg = ack.segment("MSA")
+    return str(seg(1)), str(seg(2))
+
+
+def err_reason(ack: hl7.Message) -> str:
+    return str(ack.segment("ERR")(3)(1)(2))
+
+
+# -- parsing ---------------------------------------------------------------------------
+
+
+def test_pcd01_vitals_identity_and_units() -> None:
+    _, parsed = parse_message(r01())
+    info, *metrics = parsed.readings
+    assert info == rd.DeviceInfo("hl7", "MON-1", serial="0012345678ABCDEF", patient_id="PID-7")
+    by_code = {m.code: m for m in metrics if isinstance(m, rd.Metric)}
+    assert set(by_code) == {c for c, *_ in hl7sim.VITALS}
+    spo2 = by_code[150456]
+    assert spo2.unit == "MDC_DIM_PERCENT" and spo2.valid and spo2.label == "MDC_PULS_OXIM_SAT_O2"
+    assert spo2.time_us is not None and abs(spo2.time_us / 1e6 - time.time()) < 60
+    assert not parsed.warnings
+
+
+def test_obx_status_other_than_final_is_invalid_and_non_mdc_is_an_error() -> None:
+    text = r01().replace("|R|||", "|X|||", 1)  # first NM OBX: result cannot be obtained
+    text += "\rOBX|20|NM|8867-4^Heart rate^LN||70|/min^^UCUM|||||F"
+    text += "\rOBX|21|NM|147842^MDC_ECG_HEART_RATE^MDC||abc|/min^^UCUM|||||F"
+    _, parsed = parse_message(text)
+    metrics = [m for m in parsed.readings if isinstance(m, rd.Metric)]
+    assert [m.valid for m in metrics].count(False) == 1
+    assert [r for r, _ in parsed.warnings] == ["obx-not-mdc", "obx-value"]
+
+
+def test_pcd04_alert_start_and_end() -> None:
+    now = time.time()
+    _, up = parse_message(
+        hl7sim.oru_r40("C2", now, patient="P", device="D", alert_id="A9", active=True)
+    )
+    _, down = parse_message(
+        hl7sim.oru_r40("C3", now, patient="P", device="D", alert_id="A9", active=False)
+    )
+    (a,) = [r for r in up.readings if isinstance(r, rd.DeviceAlert)]
+    (b,) = [r for r in down.readings if isinstance(r, rd.DeviceAlert)]
+    assert (a.key, a.code, a.priority, a.active, a.technical) == (
+        "A9",
+        196674,
+        rd.Priority.MEDIUM,
+        True,
+        False,
+    )
+    assert a.text == "SpO2 low"
+    assert (b.key, b.active) == ("A9", False)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("PID|||1\rOBX|1|NM|150456^X^MDC||97|%|||||F", "no-msh"),
+        ("MSH#^~\\&#A#B###20240101##ORU^R01#C1#P#2.6\rOBX#1#NM#150456^X^MDC##97", "encoding-chars"),
+        ("MSH|^~\\&|A|B|||20240101||ADT^A01|C1|P|2.6\rPID|||1", "message-type"),
+        ("MSH|^~\\&|A|B|||20240101||ORU^R01|C1|P|2.6\rPID|||1", "no-observation"),
+    ],
+)
+def test_rejected_messages(text: str, reason: str) -> None:
+    with pytest.raises(Hl7Error) as exc:
+        parse_message(text)
+    assert exc.value.reason == reason and exc.value.ack == "AR"
+
+
+# -- the listener ------------------------------------------------------------------------
+
+
+async def test_sim_messages_acked_and_read(listener: Hl7Source) -> None:
+    got: list[rd.Reading] = []
+
+    async def consume() -> None:
+        async for r in listener.readings():
+            got.append(r)
+            if sum(isinstance(x, rd.DeviceAlert) for x in got) == 2:
+                return
+
+    task = asyncio.create_task(consume())
+    stats = await hl7sim.run(listener.host, listener.port, rate=0, count=5, alarm_every=0)
+    reader, writer = await open_hl7_connection(listener.host, listener.port)
+    for active in (True, False):
+        msg = hl7sim.oru_r40("C9", time.time(), patient="PID-7", device="MON-1", alert_id="A1",
+                             active=active)  # fmt: skip
+        await hl7sim.send_one(reader, writer, msg, stats)
+    writer.close()
+    await asyncio.wait_for(task, 30)
+    assert stats.acks == {"AA": 7}
+    assert sum(isinstance(x, rd.DeviceInfo) for x in got) == 1  # said once, not per message
+    assert not listener.errors
+
+
+async def test_garbage_between_frames_skipped_frame_after_it_used(listener: Hl7Source) -> None:
+    reader, writer = await connect(listener)
+    writer.write(b"\x00\xffnoise\r\n" + frame(r01()) + b"more noise" + frame(r01()))
+    await writer.drain()
+    for _ in range(2):
+        ack = await read_ack(reader)
+        assert ack is not None and msa(ack) == ("AA", "C1")
+    assert listener.errors["garbage"] == 2
+    writer.close()
+
+
+async def test_bad_messages_get_ar_with_a_reason_and_the_connection_stays(
+    listener: Hl7Source,
+) -> None:
+    reader, writer = await connect(listener)
+    bad = {
+        "no-msh": frame("PID|||1\rOBX|1|NM|150456^X^MDC||97|%|||||F"),
+        "encoding-chars": frame("MSH|^~#&|A|B|||20240101||ORU^R01|C1|P|2.6\rOBX|1|NM|1^X^MDC||1"),
+        "not-utf8": frame(b"MSH|^~\\&|A|B|||20240101||ORU^R01|C1|P|2.6\rPID|||\xff\xfe"),
+        "message-type": frame("MSH|^~\\&|A|B|||20240101||ADT^A01|C7|P|2.6\rPID|||1"),
+    }
+    for reason, data in bad.items():
+        writer.write(data)
+        await writer.drain()
+        ack = await read_ack(reader)
+        assert ack is not None, reason
+        assert msa(ack)[0] == "AR" and err_reason(ack) == reason
+        assert listener.errors[reason] == 1
+    assert msa(ack)[1] == "C7"  # MSA-2 names the rejected message when it could be read
+    writer.write(frame(r01()))
+    await writer.drain()
+    ack = await read_ack(reader)
+    assert ack is not None and msa(ack)[0] == "AA"
+    writer.close()
+
+
+async def test_unmappable_obx_gets_ae_and_the_rest_is_used(listener: Hl7Source) -> None:
+    reader, writer = await connect(listener)
+    writer.write(frame(r01() + "\rOBX|20|NM|8867-4^Heart rate^LN||70|/min^^UCUM|||||F"))
+    await writer.drain()
+    ack = await read_ack(reader)
+    assert ack is not None and msa(ack)[0] == "AE" and err_reason(ack) == "obx-not-mdc"
+    assert listener.errors["obx-not-mdc"] == 1
+    it = listener.readings()
+    first = await asyncio.wait_for(anext(it), 10)
+    assert isinstance(first, rd.DeviceInfo)
+    assert isinstance(await asyncio.wait_for(anext(it), 10), rd.Metric)
+    writer.close()
+
+
+async def test_truncated_frames(listener: Hl7Source) -> None:
+    reader, writer = await connect(listener)
+    # a frame cut off by the next start byte, then one cut off by the end of the connection
+    writer.write(VT + r01()[:40].encode() + frame(r01()) + VT + r01()[:60].encode())
+    await writer.drain()
+    ack = await read_ack(reader)
+    assert ack is not None and msa(ack)[0] == "AA"
+    writer.close()
+    await writer.wait_closed()
+    while listener.errors["truncated"] < 2:
+        await asyncio.sleep(0.01)
+    reader, writer = await connect(listener)  # still serving
+    writer.write(frame(r01()))
+    ack = await read_ack(reader)
+    assert ack is not None and msa(ack)[0] == "AA"
+    writer.close()
+
+
+async def test_10_mb_message_closes_the_connection_and_the_listener_keeps_serving(
+    listener: Hl7Source,
+) -> None:
+    reader, writer = await connect(listener)
+    big = r01() + "\rNTE|1||" + "x" * (10 * 1024 * 1024)
+    writer.write(frame(big))
+    with contextlib.suppress(ConnectionError):  # the listener may close before it is all sent
+        await writer.drain()
+    assert await read_ack(reader) is None
+    assert listener.errors["oversized"] == 1
+    reader, writer = await connect(listener)
+    writer.write(frame(r01()))
+    ack = await read_ack(reader)
+    assert ack is not None and msa(ack)[0] == "AA"
+    writer.close()
+
+
+async def test_device_lost_after_idle() -> None:
+    src = Hl7Source("127.0.0.1", 0, idle_s=0.3)
+    await src.start()
+    try:
+        await hl7sim.run(src.host, src.port, rate=0, count=1, alarm_every=0)
+        seen: list[rd.Reading] = []
+        async for r in src.readings():
+            seen.append(r)
+            if isinstance(r, rd.DeviceLost):
+                break
+        assert isinstance(seen[0], rd.DeviceInfo) and isinstance(seen[-1], rd.DeviceLost)
+    finally:
+        await src.aclose()
