@@ -133,9 +133,15 @@ def bed_of(service: Any) -> str | None:
 class _Session:
     """One consumer connected to one provider; callbacks run on sdc11073's threads."""
 
-    def __init__(self, service: Any, put: Callable[[list[Reading | _End]], None]) -> None:
+    def __init__(
+        self,
+        service: Any,
+        put: Callable[[list[Reading | _End]], None],
+        tap: Callable[[Reading, float], None] | None = None,
+    ) -> None:
         self.service = service
         self._put = put
+        self._tap = tap
         self.active = True
         self.patient_id: str | None = None
         self.consumer: Any = SdcConsumer.from_wsd_service(service, None)
@@ -291,6 +297,11 @@ class _Session:
         except Exception:
             self.stats.report_errors += 1
             log.exception("sdc: a report from %s could not be converted", self.service.epr)
+        if self._tap is not None:
+            now = time.time()
+            for item in items:
+                if not isinstance(item, _End):
+                    self._tap(item, now)
         self._put(items)
 
     def _on_waveform(self, received: Any) -> None:
@@ -356,7 +367,10 @@ class SdcSource:
         stale_after: float = 2.0,
         search_s: float = 1.0,
         queue_size: int = 10_000,
+        tap: Callable[[Reading, float], None] | None = None,
     ) -> None:
+        """`tap(reading, time.time())` is called on sdc11073's thread for each reading of a
+        report as it is converted: the consumer-callback moment, for benchmarks."""
         target, _, query = target.partition("?")
         if query:
             beds = parse_qs(query).get("bed")
@@ -368,6 +382,7 @@ class SdcSource:
         self.bed = bed
         self.interface = interface
         self.stale_after = stale_after
+        self._tap = tap
         self.search_s = search_s
         self.stats = SdcStats()
         self._queue: asyncio.Queue[Reading | _End | _Closed] = asyncio.Queue(queue_size)
@@ -430,7 +445,7 @@ class SdcSource:
                 continue
             if service is None or self._closed:
                 continue
-            session = _Session(service, self._put_threadsafe)
+            session = _Session(service, self._put_threadsafe, self._tap)
             session.stats = self.stats
             try:
                 info, initial = await asyncio.to_thread(session.start)
