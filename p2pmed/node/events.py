@@ -192,40 +192,6 @@ class SdpRejected(NodeEvent):
     message: str
 
 
-def _opt(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def path_report(peer: str, item: dict[str, object]) -> NodeEvent:
-    """A path manager report (p2pmed.transport.paths: a dict) as a typed event."""
-    name = item["event"]
-
-    def s(key: str) -> str:
-        return str(item[key])
-
-    if name == "path":
-        active, previous = item.get("active"), item.get("previous")
-        return PathActive(
-            peer,
-            None if active is None else str(active),
-            None if previous is None else str(previous),
-        )
-    if name == "path-up":
-        return PathUp(peer, s("path"))
-    if name == "path-down":
-        return PathDown(peer, s("path"), s("reason"))
-    if name == "path-quality":
-        rtt, loss = item["rtt_ms"], item["loss"]
-        if not isinstance(rtt, float | int) or not isinstance(loss, float | int):
-            raise ValueError(f"path-quality report without figures: {item!r}")
-        return PathQuality(peer, s("path"), s("grade"), rtt, loss)
-    if name == "technical-alarm":
-        return TechnicalAlarm(peer, s("code"), message=s("message"))
-    if name == "technical-alarm-cleared":
-        return TechnicalAlarmCleared(peer, s("code"))
-    raise ValueError(f"unknown path report {name!r}")
-
-
 # ---- the node ----
 @dataclass(frozen=True, slots=True)
 class Joined(NodeEvent):

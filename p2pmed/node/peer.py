@@ -1,10 +1,11 @@
 """One remote endpoint: its session driver, its relay path, its direct path negotiator and
-the path status reported for it.
+what was reported about its paths.
 
 The SessionDriver (driver.py) feeds the session core and moves its output; the
 DirectNegotiator (negotiator.py) owns the WebRTC connections and their PATH_BIND; this link
 joins them, routes the session's frames to the relay or the bound direct path, reports path
-changes (PathManager) and hands session events to the node's hooks.
+changes (PathReport) and hands session events to the node's hooks. Whether a path is alive,
+its RTT and loss are the session core's (`Session.path_status`): the link keeps no copy.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from p2pmed.node import events as ne
 from p2pmed.node.context import NodeContext
 from p2pmed.node.driver import SessionDriver
 from p2pmed.node.negotiator import DirectNegotiator
+from p2pmed.node.pathreport import PathReport
 from p2pmed.node.tasks import TaskSet
 from p2pmed.transport.datachannel import DirectPath
-from p2pmed.transport.paths import PathManager
 from p2pmed.transport.relay import RelayPath
 from p2pmed.transport.sdp import check_sdp
 
@@ -65,7 +66,7 @@ class PeerLink:
             check_sdp=_check_sdp,
         )
         self.relay = RelayPath(peer_id, self._relay_send)
-        self.paths = PathManager(thresholds=ctx.config.thresholds)
+        self.paths = PathReport(peer_id, ctx.config.thresholds)
         self.handshake_started = self.driver.established
         self.closed = False
         self.present = False  # the server says the peer is here and admitted (relay possible)
@@ -166,11 +167,10 @@ class PeerLink:
                 )
             self.tasks.spawn(self.close())
 
-    def _report(self, items: list[dict[str, object]]) -> None:
+    def _report(self, events: list[ne.NodeEvent]) -> None:
         if self.closed or self.ctx.exit_code:
             return  # shutting down (or revoked: exiting): paths going away is not an alarm
-        for item in items:
-            event = ne.path_report(self.peer_id, item)
+        for event in events:
             if isinstance(event, ne.PathActive) and event.active == "direct":
                 types = self.negotiator.candidate_types()
                 if types is not None:  # how the direct path runs: relay = through TURN
@@ -192,13 +192,13 @@ class PeerLink:
             # happens to WebRTC (docs/protocol.md)
             self.handshake_started = True
             self.session.connect(clock.now())
-        if "relay" not in self.paths.paths or not self.paths.paths["relay"].up:
+        if not self.session.path_status("relay").alive:
             self.session.add_path("relay", clock.now())
             self._report(self.paths.up("relay"))
             self.kick()
 
     def remove_relay(self) -> None:
-        if self.paths.paths.get("relay") is not None and not self.closed:
+        if "relay" in self.session.paths and not self.closed:
             self.session.remove_path("relay", clock.now())
             if self.ctx.signaling.connected and not self.present:
                 # peer-left (it may overtake the peer's CLOSE): a leave, not a failure
@@ -238,17 +238,18 @@ class PeerLink:
         await self.negotiator.close()
 
     def status(self) -> dict[str, Any]:
-        """The paths as reported: up, grade and the active one as the path manager decided,
-        round trip and loss as the session measures them now."""
+        """The paths reported for this peer: up, round trip and loss as the session measures
+        them now; the grade and the active path as last reported."""
         out: dict[str, Any] = {"peer": self.peer_id, "active": self.paths.active, "sas": self.sas}
-        live = set(self.session.paths)
-        for name, info in self.paths.paths.items():
-            measured = self.session.path_status(name) if name in live else None
+        session = self.session
+        live = set(session.paths)
+        for name in self.paths.known():
+            measured = session.path_status(name) if name in live else None
             rtt = measured.rtt if measured is not None and measured.rtt is not None else 0.0
             out[name] = {
-                "up": info.up,
+                "up": measured is not None and measured.alive,
                 "rtt_ms": round(rtt * 1000, 2),
                 "loss": measured.loss if measured is not None else 0.0,
-                "grade": info.grade,
+                "grade": self.paths.grade(name),
             }
         return out

@@ -1,14 +1,15 @@
-"""Path manager: which paths to a peer are up, how good they are, and which one carries traffic.
+"""Path policy without state: how good a path is (grading the RTT and loss the session core
+measured) and how long to wait before negotiating a direct path again.
 
-The session core measures (PING/PONG per path) and reports PathUp/PathDown/PathQuality; this
-module grades those figures, tracks the active path and tells the node what changed, so the node
-can log it, print a --json event and raise a technical alarm when every path is down.
+The paths themselves are the session core's (p2pmed/core/paths.py: alive, RTT, loss); the
+transport holds only the channel objects (datachannel.py, relay.py); what the node reported
+about the paths is p2pmed/node/pathreport.py.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 GRADES = ("normal", "mild", "moderate", "severe")
 
@@ -51,89 +52,3 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempts = 0
-
-
-@dataclass
-class PathInfo:
-    up: bool = False
-    rtt: float = 0.0
-    loss: float = 0.0
-    grade: str = "normal"
-
-
-@dataclass
-class PathManager:
-    """Tracks the paths of one peer. Methods return the events worth reporting (dicts)."""
-
-    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
-    preference: tuple[str, ...] = ("direct", "relay")
-    paths: dict[str, PathInfo] = field(default_factory=dict)
-    active: str | None = None
-    all_down_reported: bool = False
-    # the server said the peer left: its paths going away is a leave, not a failure
-    peer_left: bool = False
-
-    def _choose(self) -> list[dict[str, object]]:
-        best = next((p for p in self.preference if self.paths.get(p, PathInfo()).up), None)
-        out: list[dict[str, object]] = []
-        if best != self.active:
-            out.append({"event": "path", "active": best, "previous": self.active})
-            self.active = best
-        if best is None and self.paths and not self.all_down_reported and not self.peer_left:
-            self.all_down_reported = True
-            out.append(
-                {
-                    "event": "technical-alarm",
-                    "code": "all-paths-down",
-                    "message": "no path to the peer is up",
-                }
-            )
-        elif best is not None and self.all_down_reported:
-            self.all_down_reported = False
-            out.append({"event": "technical-alarm-cleared", "code": "all-paths-down"})
-        return out
-
-    def up(self, path: str) -> list[dict[str, object]]:
-        self.peer_left = False
-        info = self.paths.setdefault(path, PathInfo())
-        out: list[dict[str, object]] = []
-        if not info.up:
-            info.up = True
-            out.append({"event": "path-up", "path": path})
-        return out + self._choose()
-
-    def down(self, path: str, why: str = "") -> list[dict[str, object]]:
-        info = self.paths.setdefault(path, PathInfo())
-        out: list[dict[str, object]] = []
-        if info.up:
-            info.up = False
-            out.append({"event": "path-down", "path": path, "reason": why})
-        return out + self._choose()
-
-    def left(self, path: str) -> list[dict[str, object]]:
-        """The peer left (the server said so): forget `path`; from now until a path comes up
-        again no all-paths-down alarm, since nothing failed."""
-        self.peer_left = True
-        return self.forget(path)
-
-    def forget(self, path: str) -> list[dict[str, object]]:
-        out = self.down(path, "removed")
-        self.paths.pop(path, None)
-        return out
-
-    def quality(self, path: str, rtt: float, loss: float) -> list[dict[str, object]]:
-        info = self.paths.setdefault(path, PathInfo())
-        info.rtt, info.loss = rtt, loss
-        grade = classify(rtt, loss, self.thresholds)
-        if grade == info.grade:
-            return []
-        info.grade = grade
-        return [
-            {
-                "event": "path-quality",
-                "path": path,
-                "grade": grade,
-                "rtt_ms": round(rtt * 1000, 2),
-                "loss": round(loss, 4),
-            }
-        ]

@@ -36,22 +36,6 @@ def test_typed_events_print_as_before() -> None:
     )
 
 
-def test_path_manager_reports_keep_their_fields() -> None:
-    """p2pmed.transport.paths reports dicts; the link turns them into typed events."""
-    reports = [
-        {"event": "path", "active": "relay", "previous": None},
-        {"event": "path-up", "path": "relay"},
-        {"event": "path-down", "path": "direct", "reason": "heartbeats missed"},
-        {"event": "path-quality", "path": "relay", "grade": "mild", "rtt_ms": 250.0, "loss": 0.0},
-        {"event": "technical-alarm", "code": "all-paths-down", "message": "no path"},
-        {"event": "technical-alarm-cleared", "code": "all-paths-down"},
-    ]
-    for item in reports:
-        fields = {k: v for k, v in item.items() if k != "event"}
-        want = json.dumps({"event": item["event"], "peer": "n1", **fields}, separators=(",", ":"))
-        assert line(ne.path_report("n1", item)) == want
-
-
 def test_node_events_print_as_before() -> None:
     assert line(ne.PeerState("n1", "patient", "restored", "")) == (
         '{"event":"peer","peer":"n1","role":"patient","state":"restored","sas":""}'

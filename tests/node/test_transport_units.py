@@ -8,7 +8,7 @@ import pytest
 from p2pmed.core.errors import FrameError
 from p2pmed.core.frame import MAX_FRAME, Flags, FrameType, Header, MessageClass, decode, encode
 from p2pmed.transport.datachannel import CHANNELS, channel_for
-from p2pmed.transport.paths import Backoff, PathManager, QualityThresholds, classify
+from p2pmed.transport.paths import Backoff, QualityThresholds, classify
 from p2pmed.transport.relay import EnvelopeError, RelayPath, decode_envelope, encode_envelope
 
 
@@ -109,25 +109,6 @@ def test_thresholds_configurable_and_validated() -> None:
         QualityThresholds(latency=(0.1, 0.2))  # type: ignore[arg-type]
 
 
-def test_path_manager_failover_and_all_down_alarm() -> None:
-    pm = PathManager()
-    ev = pm.up("relay")
-    assert {"event": "path", "active": "relay", "previous": None} in ev
-    ev = pm.up("direct")
-    assert pm.active == "direct" and ev[-1]["active"] == "direct"
-    ev = pm.down("direct", "ice failed")
-    assert pm.active == "relay"
-    assert ev[0] == {"event": "path-down", "path": "direct", "reason": "ice failed"}
-    ev = pm.down("relay")
-    assert pm.active is None
-    assert any(e["event"] == "technical-alarm" for e in ev)
-    assert pm.down("relay") == []  # reported once
-    ev = pm.up("direct")
-    assert any(e["event"] == "technical-alarm-cleared" for e in ev)
-    assert pm.quality("direct", 0.3, 0.0)[0]["grade"] == "mild"
-    assert pm.quality("direct", 0.3, 0.0) == []  # only changes are reported
-
-
 def test_backoff_grows_to_a_cap_and_resets() -> None:
     b = Backoff(initial=0.5, maximum=4.0)
     delays = [b.next() for _ in range(8)]
@@ -135,21 +116,3 @@ def test_backoff_grows_to_a_cap_and_resets() -> None:
     assert delays[4] >= 4.0 * 0.75
     b.reset()
     assert b.next() <= 0.5 * 1.25
-
-
-def test_peer_left_is_not_an_all_paths_down_alarm() -> None:
-    pm = PathManager()
-    pm.up("relay")
-    pm.up("direct")
-    events = pm.left("relay")  # the server said the peer left
-    assert [e["event"] for e in events] == ["path-down"]
-    events = pm.down("direct", "heartbeats missed")  # its CLOSE never came
-    assert [e["event"] for e in events] == ["path-down", "path"]
-    pm.up("relay")  # back: a failure is an alarm again
-    assert [e["event"] for e in pm.down("relay")][-1] == "technical-alarm"
-    # our own link to the server went down while the peer is present: that is an alarm
-    pm = PathManager()
-    pm.up("relay")
-    assert [e["code"] for e in pm.forget("relay") if e["event"] == "technical-alarm"] == [
-        "all-paths-down"
-    ]
