@@ -252,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MDC",
         help="mark this numeric metric's validity Inv (repeatable)",
     )
+    p.add_argument(
+        "--switch-patient",
+        default=None,
+        metavar="ID@SECONDS",
+        help="associate another patient after this many seconds (patient-binding tests)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON line once serving")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
     return p
@@ -287,9 +293,19 @@ def main(argv: list[str] | None = None) -> int:
         if code not in NUMERIC_HANDLES:
             raise SystemExit(f"device-sim: --invalid-code {code} is not a numeric metric here")
     epr = parse_epr(args.epr)
+    switch: tuple[str, float] | None = None
+    if args.switch_patient is not None:
+        new_id, _, after = args.switch_patient.rpartition("@")
+        try:
+            switch = (new_id, float(after))
+        except ValueError:
+            raise SystemExit("device-sim: --switch-patient wants ID@SECONDS") from None
+        if not new_id:
+            raise SystemExit("device-sim: --switch-patient wants ID@SECONDS")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     provider, wsd = make_provider(args, epr)
     try:
@@ -313,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
             if deadline is not None and now >= deadline:
                 break
             monitor.tick(now)
+            if switch is not None and now - start >= switch[1]:
+                monitor.set_patient(switch[0])
+                switch = None
             next_tick = max(next_tick + WAVE_TICK_S, now)
             stop.wait(max(0.0, next_tick - time.monotonic()))
     finally:

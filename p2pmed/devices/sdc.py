@@ -419,6 +419,8 @@ class SdcSource:
         return self.bed is None or bed_of(service) == self.bed
 
     def _search(self) -> Any | None:
+        if self._closed:
+            return None
         if self._wsd is None:
             self._wsd = WSDiscovery(self.interface)
             self._wsd.start()

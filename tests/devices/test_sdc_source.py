@@ -227,6 +227,27 @@ async def test_discover_filters_by_bed(
     assert (info_a.device_id, info_a.patient_id) == (sim_a.epr, "P-A")
 
 
+async def test_a_new_patient_context_yields_a_new_device_info(
+    tmp_path: Path, sims: list[Sim], sources: list[SdcSource]
+) -> None:
+    sim = start_sim(
+        tmp_path, "--bed", unique_bed(), "--patient", "P-OLD", "--switch-patient", "P-NEW@2"
+    )
+    sims.append(sim)
+    source = SdcSource(sim.epr)
+    sources.append(source)
+    readings = source.readings()
+    async with asyncio.timeout(60):
+        first = await anext(readings)
+        assert isinstance(first, DeviceInfo) and first.patient_id == "P-OLD"
+        async for r in readings:
+            assert not isinstance(r, DeviceLost), r
+            if isinstance(r, DeviceInfo):
+                break
+    assert r.patient_id == "P-NEW" and r.device_id == sim.epr
+    assert source.stats.sessions == 1
+
+
 def test_bad_target_is_refused() -> None:
     with pytest.raises(ValueError, match="discover"):
         SdcSource("")
