@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from p2pmed.devices.device_sim import Script
 from p2pmed.devices.reading import DeviceAlert, DeviceInfo, DeviceLost, Metric, Priority, Samples
 from p2pmed.devices.sdc import SdcSource
 
@@ -271,3 +272,15 @@ async def test_queue_overflow_is_reported_then_resubscribes(
         assert source.stats.overflows > 0
         again = await anext(readings)
         assert isinstance(again, DeviceInfo) and again.device_id == sim.epr
+
+
+def test_sim_script_is_deterministic_by_seed() -> None:
+    def run(seed: int) -> list[dict[int, float]]:
+        script = Script(seed, 60.0)
+        return [script.numerics(t) for t in range(0, 120, 3)]
+
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+    script = Script(7, 60.0)
+    assert script.numerics(25.0)[150456] < 90 < script.numerics(5.0)[150456]  # desaturation
+    assert script.numerics(45.0)[147842] > 120 > script.numerics(5.0)[147842]  # tachycardia
