@@ -15,12 +15,12 @@ from signaling import closecodes as cc
 from signaling import logs
 from signaling.audit import AuditLog
 from signaling.config import Config
-from signaling.endpoint import Closing, Endpoint, dumps
+from signaling.endpoint import Closing, Endpoint, dumps, shut
 from signaling.limits import PerKeyLimiter
 from signaling.local import LocalEndpoints
 from signaling.metrics import Metrics
 from signaling.relay import Relay
-from signaling.replies import Replies
+from signaling.replies import Replies, send_now
 from signaling.revoking import Revocations
 from signaling.schema import SchemaError, validate
 from signaling.state.store import Bus, Member, Refused, SessionStore, StoreUnavailable
@@ -104,13 +104,18 @@ class Joins:
             try:
                 return await self._join(ws, data, ip)
             except StoreUnavailable as e:
+                # not an error reply: a client refused before its first join gives up on
+                # an error, but retries on `reconnect` (through the load balancer, which
+                # has taken this server out by /healthz)
                 self.replies.reject("store-unavailable", ip, endpoint_id=data["endpoint_id"])
                 logs.event("store-unavailable", error=str(e)[:200])
-                raise Closing(
-                    cc.SERVICE_RESTART,
-                    "store-unavailable",
-                    "the session store is unreachable: join another server or retry",
-                ) from None
+                self.metrics.closes.labels(str(cc.SERVICE_RESTART)).inc()
+                after = self.config.shutdown_reconnect_ms
+                await send_now(
+                    ws, {"type": "reconnect", "after_ms": after, "reason": "store-unavailable"}
+                )
+                await shut(ws, cc.SERVICE_RESTART, b"store-unavailable")
+                return None
 
     async def _join(self, ws: web.WebSocketResponse, data: dict[str, Any], ip: str) -> Endpoint:
         t0 = time.perf_counter()

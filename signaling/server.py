@@ -125,11 +125,14 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 async def healthz_of(app: web.Application) -> web.StreamResponse:
     hub = app[HUB]
-    status = "shutting-down" if hub.closing else "ok"
+    # a cluster server cut from Redis refuses joins: the load balancer should send them
+    # elsewhere (its joined endpoints stay connected)
+    down = hub.closing or not hub.store.available()
+    status = "shutting-down" if hub.closing else "ok" if not down else "store-unavailable"
     s = hub.snapshot()
     return web.json_response(
         {"status": status, "sessions": s["sessions"], "endpoints": sum(s["endpoints"].values())},
-        status=503 if hub.closing else 200,
+        status=503 if down else 200,
     )
 
 
@@ -255,6 +258,14 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         async def frames(payload: bytes) -> None:
             await on_frames(hub, payload)
 
+        async def reregister() -> None:
+            held = [e.member for e in hub.local.all() if not e.gone]
+            n = await shared.register(held, config.max_token_ttl)
+            if n:
+                logs.event("store-reregistered", endpoints=n)
+                audit.append("store-reregistered", endpoints=n)
+
+        shared.on_reconnect = reregister
         await shared.start(handle, frames)
     hub.guard = guard = app[GUARD]
 

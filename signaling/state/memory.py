@@ -23,6 +23,9 @@ class MemorySessionStore:
     def session_count(self) -> int:
         return len(self._sessions)
 
+    def available(self) -> bool:
+        return True
+
     async def has_session(self, session: str) -> bool:
         return session in self._sessions
 

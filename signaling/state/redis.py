@@ -99,6 +99,19 @@ redis.call('HSET', h, eid, v)
 return v
 """
 
+_PUT = """
+local p, sid, eid, role, jti, adm, srv, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+  ARGV[6], ARGV[7], tonumber(ARGV[8])
+local h = p .. 's:' .. sid
+if redis.call('HEXISTS', h, eid) == 1 then return 0 end
+local seq = redis.call('INCR', p .. 'seq')
+redis.call('HSET', h, eid, cjson.encode({seq, role, jti, tonumber(adm), srv}))
+redis.call('SADD', p .. 'sessions', sid)
+redis.call('SET', p .. 'o:' .. jti, sid .. '\\n' .. eid)
+redis.call('SET', p .. 'b:' .. jti, sid .. '\\n' .. eid, 'NX', 'EX', ttl)
+return 1
+"""
+
 _BUCKET = """
 local key, rate, burst = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -161,6 +174,7 @@ class RedisSessionStore:
         self._remove = self.r.register_script(_REMOVE)
         self._update = self.r.register_script(_UPDATE)
         self._bucket = self.r.register_script(_BUCKET)
+        self._put = self.r.register_script(_PUT)
         self._count = 0
         self.healthy = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -271,6 +285,18 @@ class RedisSessionStore:
     async def send(self, server: str, msg: dict[str, Any]) -> None:
         await self._do(self.r.publish(f"{self.p}ctl:{server}", json.dumps(msg)))
 
+    async def register(self, members: list[Member], ttl: float) -> int:
+        """Put back what this server holds that Redis lost (it restarted empty); entries
+        present are left alone. Returns how many were missing."""
+        n = 0
+        for m in members:
+            args: list[str | int] = [
+                *(self.p, m.session, m.endpoint_id, m.role, m.jti),
+                *(int(m.admitted), m.server, int(ttl)),
+            ]
+            n += int(await self._do(self._put(args=args)))
+        return n
+
     async def send_frames(self, server: str, payload: bytes) -> None:
         await self._do(self.r.publish(f"{self.p}rl:{server}", payload))
 
@@ -281,6 +307,9 @@ class RedisSessionStore:
 
     def session_count(self) -> int:
         return self._count
+
+    def available(self) -> bool:
+        return self.healthy
 
     async def has_session(self, session: str) -> bool:
         return bool(await self._do(self.r.exists(f"{self.p}s:{session}")))

@@ -51,6 +51,10 @@ class StoreUnavailable(Exception):
 class SessionStore(Protocol):
     def session_count(self) -> int: ...
 
+    def available(self) -> bool:
+        """False while a shared store is unreachable (the server refuses joins, /healthz 503)."""
+        ...
+
     async def has_session(self, session: str) -> bool: ...
 
     async def members(self, session: str) -> list[Member]:
