@@ -17,10 +17,26 @@ def build_parser() -> argparse.ArgumentParser:
     node_cli.register(sub)
     trust_cli.register(sub)
     hl7sim.register(sub)
+    sim = sub.add_parser(
+        "device-sim",
+        help="simulated IEEE 11073 SDC patient monitor (p2pmed device-sim --help)",
+        add_help=False,
+    )
+    sim.add_argument("args", nargs=argparse.REMAINDER)
+    sim.set_defaults(func=_device_sim)
     return parser
 
 
+def _device_sim(args: argparse.Namespace) -> int:
+    from p2pmed.devices import device_sim  # sdc11073 is slow to import: only when asked
+
+    return device_sim.main(args.args)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["device-sim"]:  # its own parser takes every argument, --help included
+        return _device_sim(argparse.Namespace(args=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -40,7 +40,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--source",
         default="synthetic",
         metavar="SRC",
-        help="patient vitals: synthetic (default) or wfdb:PATH",
+        help="patient vitals: synthetic (default), wfdb:PATH, hl7-mllp:HOST:PORT[?idle=S] (an "
+        "HL7 v2 MLLP listener for IHE PCD-01 vitals and PCD-04 alerts), sdc:discover[?bed=X] "
+        "or sdc:ENDPOINT-REFERENCE (IEEE 11073 SDC); docs/devices.md",
     )
     p.add_argument(
         "--scenario",

@@ -24,8 +24,13 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class SourceSpec:
-    kind: str  # "synthetic" | "wfdb"
+    kind: str  # "synthetic" | "wfdb" | "hl7-mllp" | "sdc"
     path: str = ""
+    host: str = ""  # hl7-mllp: the address to listen on
+    port: int = 0
+    idle_s: float = 4.0  # hl7-mllp: no message this long = device lost
+    target: str = ""  # sdc: "discover" or an endpoint reference
+    bed: str | None = None  # sdc:discover?bed=...: only the provider at this location
 
 
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -127,7 +132,58 @@ def check_ca_file(path: str) -> None:
         raise ConfigError(f"--ca-file {path}: not a PEM CA certificate ({exc})") from None
 
 
+SOURCES_HELP = (
+    "synthetic, wfdb:PATH, hl7-mllp:HOST:PORT[?idle=SECONDS] (listen for HL7 v2 PCD-01/PCD-04 "
+    "over MLLP), sdc:discover[?bed=LOCATION] or sdc:ENDPOINT-REFERENCE (IEEE 11073 SDC)"
+)
+
+
+def _hl7_source(rest: str) -> SourceSpec:
+    addr, _, query = rest.partition("?")
+    host, sep, port = addr.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(
+            f"--source hl7-mllp: needs HOST:PORT to listen on, e.g. hl7-mllp:127.0.0.1:2575 "
+            f"(port 0: any free port), got {rest!r}"
+        )
+    idle = 4.0
+    for item in filter(None, query.split("&")):
+        key, _, val = item.partition("=")
+        if key != "idle":
+            raise ConfigError(f"--source hl7-mllp: unknown option {key!r} (known: idle)")
+        try:
+            idle = float(val)
+        except ValueError:
+            idle = -1.0
+        if not 0.1 <= idle <= 3600:
+            raise ConfigError(f"--source hl7-mllp: idle must be 0.1..3600 seconds, got {val!r}")
+    return SourceSpec("hl7-mllp", host=host, port=int(port), idle_s=idle)
+
+
+def _sdc_source(rest: str) -> SourceSpec:
+    target, _, query = rest.partition("?")
+    if not target or any(c.isspace() for c in rest):
+        raise ConfigError(
+            "--source sdc: needs discover, discover?bed=LOCATION or a provider's endpoint "
+            f"reference (e.g. sdc:urn:uuid:...), got {rest!r}"
+        )
+    bed = None
+    if query:
+        key, _, val = query.partition("=")
+        if target != "discover" or key != "bed" or not val or "&" in val:
+            raise ConfigError(
+                f"--source sdc: only discover takes an option, ?bed=LOCATION; got {rest!r}"
+            )
+        bed = val
+    return SourceSpec("sdc", target=target, bed=bed)
+
+
 def parse_source(value: str) -> SourceSpec:
+    if value.startswith("hl7-mllp:"):
+        return _hl7_source(value[len("hl7-mllp:") :])
+    if value.startswith("sdc:"):
+        return _sdc_source(value[len("sdc:") :])
     if value == "synthetic":
         return SourceSpec("synthetic")
     if value.startswith("wfdb:"):
@@ -137,7 +193,7 @@ def parse_source(value: str) -> SourceSpec:
         if not (os.path.exists(path + ".hea") or os.path.exists(path)):
             raise ConfigError(f"--source wfdb: no WFDB record at {path} (expected {path}.hea)")
         return SourceSpec("wfdb", path)
-    raise ConfigError(f"--source must be synthetic or wfdb:PATH, got {value!r}")
+    raise ConfigError(f"--source must be one of {SOURCES_HELP}; got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ alarms as CRITICAL, and count an alarm acknowledged only when a clinician's ALAR
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import zlib
@@ -14,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 from p2pmed.core import events as ev
 from p2pmed.core.errors import ProtocolError
 from p2pmed.core.frame import MessageClass
+from p2pmed.devices import reading as rd
+from p2pmed.devices.mapping import DeviceMapper
 from p2pmed.node import clock
+from p2pmed.node import device_events as de
 from p2pmed.node import events as ne
 from p2pmed.node.errors import NodeError
 from p2pmed.vitals import codec, hr
@@ -66,6 +70,8 @@ class PatientApp:
         self.position = 0
         self.sent = 0
         self._stop = asyncio.Event()
+        self.device: DeviceMapper | None = None  # --source hl7-mllp: / sdc:
+        self._device_queue: asyncio.Queue[rd.Reading | None] = asyncio.Queue()
 
     # ---- the source ----
     async def _beats(self) -> hr.BeatTrack | None:
@@ -103,6 +109,9 @@ class PatientApp:
         return source.iter_from(skip)
 
     async def run(self) -> None:
+        if self.node.config.source.kind in ("hl7-mllp", "sdc"):
+            await self._run_device()
+            return
         store = self.node.store
         restored = [link for link in self.node.peers.values() if link.established]
         start = store.get_meta("source_start") if store is not None else None
@@ -145,6 +154,97 @@ class PatientApp:
         self.node.events.publish(ne.SourceEnded(n))
         self.stream = Stream.ENDED  # the clinicians are told: over, not lost
         self._send_status()
+
+    # ---- a bedside device (push) ----
+    def _device_source(self) -> rd.DeviceSource:
+        spec = self.node.config.source
+        if spec.kind == "hl7-mllp":
+            from p2pmed.devices.hl7 import Hl7Source
+
+            return Hl7Source(spec.host, spec.port, idle_s=spec.idle_s)
+        from p2pmed.devices.sdc import SdcSource
+
+        return SdcSource(spec.target, bed=spec.bed)
+
+    def _expected_patient(self) -> str | None:
+        """The patient id a device must report: the id of --fhir-patient (last path segment);
+        None without one (nothing to compare with)."""
+        subject = self.node.config.fhir_patient
+        return subject.rstrip("/").rsplit("/", 1)[-1] if subject else None
+
+    async def _run_device(self) -> None:
+        """Readings pushed by the device: everything that arrived together is mapped as one
+        batch (one NUMERICS per batch), sent at once, and the alarm engine runs on it."""
+        source = self._device_source()
+        self.device = DeviceMapper(self.patient_id, self.engine, self._expected_patient())
+        self.hr_source = "device"
+        start = getattr(source, "start", None)
+        if start is not None:
+            host, port = await start()
+            self.node.events.publish(de.DeviceListening("hl7", host, port))
+        pump = asyncio.create_task(self._pump(source))
+        self.node.events.publish(ne.SourceStarted(0, self.hr_source))
+        self._send_status()
+        counts: tuple[dict[str, int], dict[str, int]] = ({}, {})
+        try:
+            while True:
+                batch: list[rd.Reading] = []
+                # bad input yields no reading: its counts are looked at once a second too
+                with contextlib.suppress(TimeoutError):
+                    first = await asyncio.wait_for(self._device_queue.get(), 1.0)
+                    if first is None:
+                        return
+                    batch.append(first)
+                while not self._device_queue.empty():
+                    r = self._device_queue.get_nowait()
+                    if r is None:
+                        return
+                    batch.append(r)
+                if batch:
+                    self._device_batch(batch)
+                now_counts = (dict(getattr(source, "errors", {})), dict(self.device.counts))
+                if now_counts != counts:
+                    counts = now_counts
+                    self.node.events.publish(de.DeviceCounts(*counts))
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+            await source.aclose()
+
+    async def _pump(self, source: rd.DeviceSource) -> None:
+        """Device readings into the queue, as they come (a source that fails is restarted)."""
+        while True:
+            try:
+                async for r in source.readings():
+                    self._device_queue.put_nowait(r)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("device source failed")
+                self.node.events.publish(de.DeviceSourceFailed(repr(exc)[:200]))
+                self._device_queue.put_nowait(rd.DeviceLost(f"source failed: {exc!r}"[:200]))
+            await asyncio.sleep(1.0)
+
+    def _device_batch(self, batch: list[rd.Reading]) -> None:
+        assert self.device is not None
+        now = clock.now()
+        out: list[Message] = []
+        for r in batch:
+            out += self.device.feed(r, now)
+        out += self.device.flush(now)
+        for msg in out:
+            if isinstance(msg, Alarm):
+                self.send_alarm(msg)
+                continue
+            # numerics and what the device says of itself are read by a clinician: HIGH
+            cls = MessageClass.MEDIUM if isinstance(msg, codec.Waveform) else MessageClass.HIGH
+            self.broadcast(cls, msg)
+            if isinstance(msg, Numerics):
+                for alarm in self.engine.feed(msg, now) + self.engine.tick(now):
+                    self.send_alarm(alarm)
+        if self.pending_audit:
+            self._flush_audit()
 
     def status(self) -> PatientStatus:
         cfg = self.node.config
@@ -230,6 +330,9 @@ class PatientApp:
         link.source_pos = self.position  # a new clinician gets the stream from now on
         self._send_status(only=link)
         now = clock.now()
+        device = self.device.status(now) if self.device is not None else None
+        if device is not None:  # which bedside device feeds this patient
+            self.broadcast(MessageClass.HIGH, device, only=link)
         for alarm in self.engine.active(now):  # a clinician who (re)joins sees open alarms
             self.broadcast(MessageClass.CRITICAL, alarm, only=link)
             ack = self.first_acks.get(alarm.alarm_id)
@@ -296,3 +399,4 @@ class PatientApp:
 
     async def close(self) -> None:
         self._stop.set()
+        self._device_queue.put_nowait(None)
