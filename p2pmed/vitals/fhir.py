@@ -4,6 +4,7 @@ Output is plain JSON-ready dicts. Every resource of one patient names the same s
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,9 @@ from p2pmed.vitals.codec import (
     Alarm,
     AlarmCategory,
     AlarmState,
+    DeviceMetric,
+    DeviceState,
+    DeviceStatus,
     Numerics,
     Param,
     Priority,
@@ -132,11 +136,22 @@ def _notes(n: Numerics, params: list[Param]) -> list[dict[str, str]]:
     return notes
 
 
-def numerics_to_observations(n: Numerics, subject: str | None = None) -> list[dict[str, Any]]:
+def numerics_to_observations(
+    n: Numerics, subject: str | None = None, device: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """One Vital Signs Observation per present value; systolic and diastolic go into one
     blood pressure panel. Suspect values are kept and carry a note. `subject`: the patient
-    (a reference or a bare id); None = the id carried in the NUMERICS."""
+    (a reference or a bare id); None = the id carried in the NUMERICS. `device`: the
+    Observation.device reference (device_reference()) when a bedside device measured it."""
     subject = n.patient_id if subject is None else subject
+    out = _numerics_observations(n, subject)
+    if device is not None:
+        for obs in out:
+            obs["device"] = dict(device)
+    return out
+
+
+def _numerics_observations(n: Numerics, subject: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for p, (profile, codes, ucum, unit) in _VITALS.items():
         v = n.value(p)
@@ -180,9 +195,11 @@ def _decimal(x: float) -> float:
     return float(np.format_float_positional(np.float32(x), unique=True, trim="-"))
 
 
-def waveform_to_observation(w: Waveform, subject: str) -> dict[str, Any]:
+def waveform_to_observation(
+    w: Waveform, subject: str, device: dict[str, str] | None = None
+) -> dict[str, Any]:
     """A WAVEFORM chunk as an Observation with valueSampledData (physical = data * factor).
-    `subject`: the patient, a reference or a bare id."""
+    `subject`: the patient, a reference or a bare id; `device`: see numerics_to_observations."""
     if w.signal == PLETH:
         coding = {"system": MDC, "code": "150452", "display": "MDC_PULS_OXIM_PLETH"}
         text = "Plethysmogram"
@@ -206,6 +223,87 @@ def waveform_to_observation(w: Waveform, subject: str) -> dict[str, Any]:
         "dimensions": 1,
         "data": " ".join(str(s) for s in w.samples),
     }
+    if device is not None:
+        obs["device"] = dict(device)
+    return obs
+
+
+# -- bedside devices (docs/devices.md) ------------------------------------------------------
+
+DEVICE_ID_SYSTEM = {
+    "sdc": "urn:p2pmed:sdc-endpoint-reference",  # the provider's WS-Addressing EPR
+    "hl7": "urn:p2pmed:hl7-equipment-id",  # OBX-18 equipment instance identifier / MSH-3
+}
+_DEVICE_KIND = {
+    "sdc": "Patient monitor (IEEE 11073 SDC provider)",
+    "hl7": "Patient monitor or gateway (HL7 v2, IHE PCD-01)",
+}
+
+
+def device_id(d: DeviceStatus) -> str:
+    """A stable FHIR id for the device: protocol and a digest of its identifier."""
+    digest = hashlib.sha256(d.device_id.encode()).hexdigest()[:16]
+    return f"device-{re.sub(r'[^a-z0-9]', '-', d.protocol)}-{digest}"
+
+
+def device_reference(d: DeviceStatus) -> dict[str, str]:
+    """The Observation.device reference of a device_to_resource() Device."""
+    return {"reference": f"Device/{device_id(d)}", "display": d.model or d.device_id}
+
+
+def device_to_resource(d: DeviceStatus, subject: str) -> dict[str, Any]:
+    """The bedside device as a FHIR Device: identifier (EPR / equipment id), model, serial,
+    manufacturer, whether it is connected, and the patient it serves. A device that reports
+    another patient than `subject` says so in a note (the patient node alarms on it)."""
+    res: dict[str, Any] = {
+        "resourceType": "Device",
+        "id": device_id(d),
+        "identifier": [
+            {"system": DEVICE_ID_SYSTEM.get(d.protocol, "urn:p2pmed:device"), "value": d.device_id}
+        ],
+        "status": "active" if d.state is DeviceState.CONNECTED else "inactive",
+        "type": {"text": _DEVICE_KIND.get(d.protocol, f"Bedside device ({d.protocol})")},
+        "patient": {"reference": reference(subject)},
+    }
+    if d.manufacturer:
+        res["manufacturer"] = d.manufacturer
+    if d.serial:
+        res["serialNumber"] = d.serial
+    if d.model:
+        res["modelNumber"] = d.model
+        res["deviceName"] = [{"name": d.model, "type": "model-name"}]
+    if d.patient_reported and d.patient_reported != reference(subject).rsplit("/", 1)[-1]:
+        res["note"] = [
+            {
+                "text": f"The device reports patient id {d.patient_reported!r}, not this "
+                "patient: its data are withheld and a technical alarm is raised"
+            }
+        ]
+    return res
+
+
+def metric_to_observation(
+    m: DeviceMetric,
+    subject: str,
+    device: dict[str, str] | None = None,
+    loinc: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """A METRIC (a device numeric with its MDC code) as an Observation coded in MDC (and in
+    LOINC when `loinc` = (code, display) is known). A value the device flagged invalid is
+    `preliminary` with a note, never `final`."""
+    coding = [{"system": MDC, "code": str(m.code), "display": m.label or str(m.code)}]
+    if loinc is not None:
+        coding.append({"system": LOINC, "code": loinc[0], "display": loinc[1]})
+    obs = _base({"coding": coding, "text": m.label or f"MDC {m.code}"}, subject, m.time_us)
+    quantity: dict[str, Any] = {"value": m.value, "unit": m.unit}
+    if not m.unit.startswith("MDC_"):  # converted to UCUM by the mapping
+        quantity.update(system=UCUM, code=m.unit)
+    obs["valueQuantity"] = quantity
+    if not m.valid:
+        obs["status"] = "preliminary"
+        obs["note"] = [{"text": "The device flagged this value as not valid; never alarmed on"}]
+    if device is not None:
+        obs["device"] = dict(device)
     return obs
 
 
