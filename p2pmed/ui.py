@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from p2pmed.vitals.codec import Alarm, Numerics, Param, PatientStatus, Stream
+from p2pmed.vitals.codec import DEVICE_CATEGORIES, Alarm, Numerics, Param, PatientStatus, Stream
 from p2pmed.vitals.summary import label_of
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -102,6 +102,10 @@ class TerminalUI:
         self.notice = ""  # the outcome of the last key that has one
         self._shown_sas: dict[str, str] = {}  # peer -> SAS on screen (what `v` confirms)
         self._looked_up: set[str] = set()  # fingerprints looked up in the trust store
+        # a bedside device feeding a patient (--source hl7-mllp:/sdc:): its last DEVICE and
+        # METRIC messages, as the node's `message` events describe them
+        self.devices: dict[str, dict[str, Any]] = {}
+        self.device_metrics: dict[str, dict[int, dict[str, Any]]] = {}
         app.listen(self.on_event)
 
     def bell(self) -> None:
@@ -117,6 +121,10 @@ class TerminalUI:
             self.notice = f"SAS verified with {e.get('peer')}: recorded in the trust store"
         elif name == "error" and str(e.get("message", "")).startswith("verify"):
             self.notice = f"not verified: {e.get('message')}"
+        elif name == "message" and e.get("kind") == "device":
+            self.devices[str(e.get("peer"))] = e
+        elif name == "message" and e.get("kind") == "metric":
+            self.device_metrics.setdefault(str(e.get("peer")), {})[int(e["code"])] = e
 
     def render(self) -> list[str]:
         app = self.app
@@ -149,6 +157,7 @@ class TerminalUI:
             )
             if link.sas:
                 self._shown_sas[link.peer_id] = link.sas
+            out.extend(self._device_lines(link.peer_id))
         if not patients:
             out.append("waiting for the patient ...")
         for peer in app.waiting:
@@ -171,13 +180,43 @@ class TerminalUI:
             for a in sorted(app.alarms.values(), key=lambda a: -a.priority):
                 who = app.acked.get(a.alarm_id)
                 mark = f"acked by {who}" if who else "UNACKNOWLEDGED (press a)"
-                out.append(f"ALARM {a.priority.name:<6} {a.condition:<14} {a.state.name:<9} {mark}")
+                kind = "DEVICE ALARM" if a.category in DEVICE_CATEGORIES else "ALARM"
+                out.append(
+                    f"{kind} {a.priority.name:<6} {a.condition:<14} {a.state.name:<9} {mark}"
+                )
         else:
             out.append("no active alarms")
         if self.notice:
             out.append(self.notice)
         out.append("keys: a ack  v SAS matches  y admit  q quit")
         return out
+
+    def _device_lines(self, peer: str) -> list[str]:
+        """The bedside device (identity, connected or lost) and its other metrics."""
+        d = self.devices.get(peer)
+        if d is None:
+            return []
+        about = ", ".join(
+            x
+            for x in (
+                d.get("manufacturer"),
+                d.get("model"),
+                d.get("serial") and f"sn {d['serial']}",
+            )
+            if x
+        )
+        state = "connected" if d.get("state") == "CONNECTED" else "LOST: no data from it"
+        lines = [f"DEVICE {d.get('protocol')} {d.get('device_id')}{f' ({about})' if about else ''}"
+                 f"  {state}"]  # fmt: skip
+        metrics = []
+        for m in self.device_metrics.get(peer, {}).values():
+            flag = " INVALID" if not m.get("valid", True) else ""
+            metrics.append(
+                f"{m.get('label') or m.get('code')} {m.get('value'):g} {m.get('unit')}{flag}"
+            )
+        if metrics:
+            lines.append("  " + "  ".join(metrics))
+        return lines
 
     def _sas_mark(self, link: PatientLine) -> str:
         if not link.sas or not link.established:

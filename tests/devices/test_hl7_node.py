@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from p2pmed.ui import TerminalUI
 from signaling.testing import RunningServer, running_server
 from tests.node.conftest import ROOT, Watcher, start_inproc, start_proc
 
@@ -75,6 +76,7 @@ async def test_monitor_vitals_and_alarms_reach_the_clinician(server: RunningServ
         "--source", "hl7-mllp:127.0.0.1:0?idle=1.5", "--fhir-patient", "PID-7",
     )  # fmt: skip
     clinician = await start_inproc(server.join_url(server.mint("d1", "clinician")), "clinician")
+    ui = TerminalUI(clinician.node.app)  # type: ignore[arg-type]
     sim = None
     try:
         port = (await patient.w.wait_for("device-listening"))["port"]
@@ -110,6 +112,9 @@ async def test_monitor_vitals_and_alarms_reach_the_clinician(server: RunningServ
         alarm = await clinician.w.wait_for("alarm", category="DEVICE_PHYSIOLOGICAL")
         assert alarm["priority"] == "MEDIUM" and alarm["state"] == "ACTIVE"
         assert alarm["condition"] == "dev-a1"
+        screen = "\n".join(ui.render())
+        assert "DEVICE hl7 MON-1 (sn 0012345678ABCDEF)  connected" in screen
+        assert "MDC_PULS_OXIM_PULS_RATE" in screen and "DEVICE ALARM MEDIUM dev-a1" in screen
         result = await sim_result(sim)
         sim = None
         assert result["acks"] == {"AA": result["sent"]} and result["sent"] >= 10
@@ -118,6 +123,7 @@ async def test_monitor_vitals_and_alarms_reach_the_clinician(server: RunningServ
         lost = await clinician.w.wait_for("alarm", condition="device-disconnected")
         assert lost["category"] == "TECHNICAL" and lost["priority"] == "HIGH"
         await clinician.w.wait_for("message", kind="device", state="LOST")
+        assert "DEVICE hl7 MON-1 (sn 0012345678ABCDEF)  LOST" in "\n".join(ui.render())
         assert patient.proc.returncode is None
     finally:
         if sim is not None:
