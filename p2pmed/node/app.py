@@ -36,6 +36,44 @@ class App(Protocol):
     async def close(self) -> None: ...
 
 
+class NoOpApp:
+    """Every App hook a no-op: the node's app before start() made the role's, and the base
+    of a role app, which overrides only the hooks it needs."""
+
+    def on_joined(self) -> None:
+        return None
+
+    def on_peer_waiting(self, peer_id: str, role: str) -> None:
+        return None
+
+    def on_peer_left(self, peer_id: str) -> None:
+        return None
+
+    def on_signaling(self, up: bool) -> None:
+        return None
+
+    def on_established(self, link: PeerLink) -> None:
+        return None
+
+    def on_message(self, link: PeerLink, event: ev.MessageReceived) -> None:
+        return None
+
+    def on_acked(self, link: PeerLink, event: ev.MessageAcked) -> None:
+        return None
+
+    def on_closed(self, link: PeerLink) -> None:
+        return None
+
+    def command(self, cmd: dict[str, Any]) -> None:
+        return None
+
+    async def run(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
 class NodeHandle(Protocol):
     """The node as its role app, trust gate and revocation see it."""
 

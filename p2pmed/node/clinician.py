@@ -17,6 +17,7 @@ from p2pmed.core.errors import ProtocolError
 from p2pmed.core.frame import MessageClass
 from p2pmed.node import clock
 from p2pmed.node import events as ne
+from p2pmed.node.app import NoOpApp
 from p2pmed.ui import PatientLine, TerminalUI
 from p2pmed.vitals import codec, fhir
 from p2pmed.vitals.codec import (
@@ -56,7 +57,7 @@ def open_private(path: str) -> IO[str]:
         raise
 
 
-class ClinicianApp:
+class ClinicianApp(NoOpApp):
     def __init__(self, node: NodeHandle) -> None:
         self.node = node
         self.numerics: Numerics | None = None
@@ -167,9 +168,6 @@ class ClinicianApp:
         self._admit_sent.add(peer_id)
         self.node.signaling.send_json({"type": "admit", "endpoint_id": peer_id})
         self.node.events.publish(ne.Admitted(peer_id))
-
-    def on_established(self, link: PeerLink) -> None:
-        return None
 
     def on_message(self, link: PeerLink, event: ev.MessageReceived) -> None:
         try:
@@ -339,12 +337,6 @@ class ClinicianApp:
                     self._acked(aid, self.node.endpoint_id, ack.time_us)
                     count += 1
         return count
-
-    def on_acked(self, link: PeerLink, event: ev.MessageAcked) -> None:
-        return None
-
-    def on_closed(self, link: PeerLink) -> None:
-        return None
 
     def command(self, cmd: dict[str, Any]) -> None:
         name = cmd.get("cmd")

@@ -18,7 +18,7 @@ from p2pmed.core.session import Session
 from p2pmed.media import MediaSink, MediaSource
 from p2pmed.node import clock, datadir, persist, revocation
 from p2pmed.node import events as ne
-from p2pmed.node.app import App
+from p2pmed.node.app import App, NoOpApp
 from p2pmed.node.clinician import ClinicianApp
 from p2pmed.node.config import NodeConfig
 from p2pmed.node.context import NodeContext
@@ -60,7 +60,7 @@ class Node:
         self._tasks = TaskSet("node", self._task_failed)
         self._stopped = asyncio.Event()
         self._sig_task: asyncio.Task[None] | None = None
-        self.app: App = _NullApp()
+        self.app: App = NoOpApp()
         # peer identities accepted (docs in truststore.py); none without a data dir
         self.trust = TrustStore(config.data_dir) if config.data_dir is not None else None
         self._ready = False  # until start() set up store and app, signaling input waits here
@@ -589,40 +589,3 @@ class Node:
                 "verified", link.peer_id, link.peer_role, link.session.peer_fingerprint
             )
         )
-
-
-class _NullApp:
-    """The app before start() made the role's: every hook a no-op."""
-
-    def on_joined(self) -> None:
-        return None
-
-    def on_peer_waiting(self, peer_id: str, role: str) -> None:
-        return None
-
-    def on_peer_left(self, peer_id: str) -> None:
-        return None
-
-    def on_signaling(self, up: bool) -> None:
-        return None
-
-    def on_established(self, link: PeerLink) -> None:
-        return None
-
-    def on_message(self, link: PeerLink, event: ev.MessageReceived) -> None:
-        return None
-
-    def on_acked(self, link: PeerLink, event: ev.MessageAcked) -> None:
-        return None
-
-    def on_closed(self, link: PeerLink) -> None:
-        return None
-
-    def command(self, cmd: dict[str, Any]) -> None:
-        return None
-
-    async def run(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
