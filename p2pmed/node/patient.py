@@ -233,16 +233,17 @@ class PatientApp:
         for r in batch:
             out += self.device.feed(r, now)
         out += self.device.flush(now)
-        for msg in out:
+        for msg in out:  # one group commit for the batch, below
             if isinstance(msg, Alarm):
-                self.send_alarm(msg)
+                self.send_alarm(msg, commit=False)
                 continue
             # numerics and what the device says of itself are read by a clinician: HIGH
             cls = MessageClass.MEDIUM if isinstance(msg, codec.Waveform) else MessageClass.HIGH
-            self.broadcast(cls, msg)
+            self.broadcast(cls, msg, commit=False)
             if isinstance(msg, Numerics):
                 for alarm in self.engine.feed(msg, now) + self.engine.tick(now):
-                    self.send_alarm(alarm)
+                    self.send_alarm(alarm, commit=False)
+        self.node.persist()
         if self.pending_audit:
             self._flush_audit()
 
@@ -267,9 +268,12 @@ class PatientApp:
         msg: Message,
         n: int | None = None,
         only: PeerLink | None = None,
+        commit: bool = True,
     ) -> None:
         """Queue a message for every established peer (or `only` one); source message n goes
-        only to peers whose stored position is below n. Durable before it is reported."""
+        only to peers whose stored position is below n. Durable before it is reported
+        (commit=False: the caller commits once for several, before any frame leaves: the
+        driver flushes on a later loop turn)."""
         data = codec.encode(msg)
         sent: list[tuple[str, int]] = []
         store = self.node.store
@@ -283,7 +287,8 @@ class PatientApp:
                 if store is not None:
                     store.peer(link.peer_id).set_meta("source_pos", n)
             sent.append((link.peer_id, link.send(cls, data)))
-        self.node.persist()
+        if commit:
+            self.node.persist()
         self.sent += len(sent)
         if sent and (self.node.events.json_out or self.node.events.listeners):
             info = summary(msg)
@@ -295,7 +300,7 @@ class PatientApp:
                     ne.MessageSent(peer_id, msg_id, cls.name, len(data), crc, info)
                 )
 
-    def send_alarm(self, alarm: Alarm) -> None:
+    def send_alarm(self, alarm: Alarm, commit: bool = True) -> None:
         self.alarm_sent.setdefault(alarm.alarm_id, clock.now())
         if alarm.state is AlarmState.CLEARED:
             self.first_acks.pop(alarm.alarm_id, None)
@@ -311,7 +316,7 @@ class PatientApp:
                 alarm.value,
             )
         )
-        self.broadcast(MessageClass.CRITICAL, alarm)
+        self.broadcast(MessageClass.CRITICAL, alarm, commit=commit)
 
     # ---- App protocol ----
     def on_joined(self) -> None:

@@ -1,0 +1,218 @@
+"""HL7 v2 device source benchmark (issue #13): a patient node process listening with
+--source hl7-mllp:, a clinician node (in this process), a real signaling server on loopback,
+and this process as the monitor or unit gateway sending IHE PCD-01 ORU^R01 over MLLP.
+
+    .venv/bin/python bench/device_bench.py            # prints JSON, exits 1 if a bar is missed
+
+Phases:
+- throughput: --count ORU^R01 (9 OBX each) back to back on one MLLP connection, each waiting
+  for its ACK (as a gateway does): messages/s, and the patient node's CPU per message
+  (user + system time of its process, from /proc, over the phase). Bar: >= 200 messages/s,
+  every ACK AA, every message's NUMERICS at the clinician.
+- latency: --latency-count messages at --latency-rate per second. For each: t_send (before
+  the MLLP write), t_ack (ACK read), t_clin (the clinician node has its NUMERICS). The MLLP
+  read in the patient node happens between t_send and t_ack, so p2pmed's added latency lies
+  between t_clin - t_ack and t_clin - t_send; reported as t_clin - t_send - rtt/2 (the
+  one-way MLLP hop taken as half the ACK round trip), with the ACK round trip itself (the
+  device protocol's own latency) side by side. Bar: added p99 <= 5 ms.
+
+The SDC part (provider -> consumer callback next to p2pmed's share, 500 Hz ECG + 125 Hz pleth
+with 0 samples lost over 10 minutes) is bench/sdc_bench.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hl7.mllp import open_hl7_connection  # type: ignore[import-untyped]  # noqa: E402
+
+from p2pmed.devices import hl7sim  # noqa: E402
+from p2pmed.node import Events, Node, NodeConfig  # noqa: E402
+from signaling.testing import running_server  # noqa: E402
+
+BASE_T = 1_800_000_000.0  # OBX-14 times: BASE_T + i ms, so each NUMERICS names its message
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def pct(values: list[float], q: float) -> float:
+    v = sorted(values)
+    return round(v[min(len(v) - 1, int(q * len(v)))], 3) if v else float("nan")
+
+
+class Clinician:
+    """The clinician node in this process: the time each NUMERICS arrived, by its timestamp."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[int, float] = {}
+        self.ready = asyncio.Event()
+
+    def on_event(self, e: dict[str, Any]) -> None:
+        if e["event"] == "message" and e.get("kind") == "numerics":
+            self.arrived[int(e["t_us"])] = time.time()
+        elif e["event"] == "patient-status":
+            self.ready.set()
+
+
+async def wait_for(pred: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    port = args.port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        async with running_server(tmp) as srv:
+            patient = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "p2pmed", "node", "--join",
+                srv.join_url(srv.mint("bench", "patient")), "--media", "none",
+                "--source", f"hl7-mllp:127.0.0.1:{port}?idle=60",
+                "--data-dir", os.path.join(args.store_dir or tmp, f"patient-{port}"),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL, cwd=str(ROOT),
+            )  # fmt: skip
+            clin = Clinician()
+            events = Events(json_out=False)
+            events.listeners.append(clin.on_event)
+            cfg = NodeConfig.build(srv.join_url(srv.mint("bench", "clinician")), media="none")
+            node = Node(cfg, events)
+            await node.start()
+            try:
+                await asyncio.wait_for(clin.ready.wait(), 60)
+                for _ in range(200):  # the listener is up once the node runs its source
+                    try:
+                        reader, writer = await open_hl7_connection("127.0.0.1", port)
+                        break
+                    except OSError:
+                        await asyncio.sleep(0.1)
+                else:
+                    raise RuntimeError("the patient node's MLLP listener never came up")
+                return await phases(args, patient.pid, reader, writer, clin)
+            finally:
+                await node.close()
+                patient.terminate()
+                await patient.wait()
+
+
+def message(i: int) -> tuple[str, int]:
+    t = BASE_T + i / 1000
+    return hl7sim.oru_r01(f"B{i}", t, patient="PID-7", device="MON-1"), round(t * 1e6)
+
+
+async def phases(
+    args: argparse.Namespace, pid: int, reader: Any, writer: Any, clin: Clinician
+) -> dict[str, Any]:
+    stats = hl7sim.Stats()
+    # throughput: --connections senders, each waiting for its ACKs (MLLP original mode)
+    conns = [(reader, writer)]
+    for _ in range(args.connections - 1):
+        conns.append(await open_hl7_connection("127.0.0.1", args.port))
+    keys = [message(i)[1] for i in range(args.count)]
+
+    async def sender(k: int) -> None:
+        r, w = conns[k]
+        for i in range(k, args.count, len(conns)):
+            await hl7sim.send_one(r, w, message(i)[0], stats)
+
+    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    await asyncio.gather(*(sender(k) for k in range(len(conns))))
+    elapsed = time.perf_counter() - t0
+    for _, w in conns[1:]:
+        w.close()
+    delivered = await wait_for(lambda: all(k in clin.arrived for k in keys), 60)
+    cpu = cpu_seconds(pid) - cpu0
+    throughput = {
+        "connections": args.connections,
+        "messages": args.count,
+        "messages_per_s": round(args.count / elapsed, 1),
+        "acks": dict(stats.acks),
+        "all_numerics_at_clinician": delivered,
+        "patient_cpu_ms_per_message": round(cpu * 1000 / args.count, 3),
+        "patient_cpu_share": round(cpu / elapsed, 2),
+    }
+    # latency
+    e2e, added, rtt = [], [], []
+    base = args.count
+    for j in range(args.latency_count):
+        text, key = message(base + j)
+        t_send = time.time()
+        lat = hl7sim.Stats()
+        await hl7sim.send_one(reader, writer, text, lat)
+        t_ack = time.time()
+        if not await wait_for(lambda key=key: key in clin.arrived, 10):
+            continue
+        t_clin = clin.arrived[key]
+        e2e.append((t_clin - t_send) * 1000)
+        rtt.append((t_ack - t_send) * 1000)
+        added.append((t_clin - t_send - (t_ack - t_send) / 2) * 1000)
+        await asyncio.sleep(max(0.0, 1 / args.latency_rate - (time.time() - t_send)))
+    latency = {
+        "samples": len(e2e),
+        "mllp_ack_rtt_ms_p50": pct(rtt, 0.5),
+        "mllp_ack_rtt_ms_p99": pct(rtt, 0.99),
+        "send_to_clinician_ms_p50": pct(e2e, 0.5),
+        "send_to_clinician_ms_p99": pct(e2e, 0.99),
+        "p2pmed_added_ms_p50": pct(added, 0.5),
+        "p2pmed_added_ms_p99": pct(added, 0.99),
+    }
+    writer.close()
+    return {"throughput": throughput, "latency": latency}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=3000, help="throughput phase messages")
+    ap.add_argument("--latency-count", type=int, default=500)
+    ap.add_argument("--latency-rate", type=float, default=50.0, help="messages/s")
+    ap.add_argument(
+        "--connections", type=int, default=1, help="MLLP connections sending in parallel"
+    )
+    ap.add_argument(
+        "--store-dir",
+        default=None,
+        help="where the patient node keeps its durable store (default: a temp dir on disk; "
+        "/dev/shm takes the fsync out, as in docs/benchmarks.md)",
+    )
+    args = ap.parse_args()
+    res = asyncio.run(run(args))
+    res["store"] = args.store_dir or "temp dir on disk"
+    t, lat = res["throughput"], res["latency"]
+    bars = {
+        "hl7_messages_per_s_ge_200": t["messages_per_s"] >= 200
+        and t["acks"] == {"AA": t["messages"]}
+        and t["all_numerics_at_clinician"],
+        "p2pmed_added_p99_le_5ms": lat["p2pmed_added_ms_p99"] <= 5.0
+        and lat["samples"] == args.latency_count,
+    }
+    res["bars"] = bars
+    print(json.dumps(res, indent=1))
+    return 0 if all(bars.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
