@@ -1,10 +1,13 @@
 """HL7 v2 device source benchmark (issue #13): a patient node process listening with
---source hl7-mllp:, a clinician node (in this process), a real signaling server on loopback,
+--source hl7-mllp:, a clinician node process, a real signaling server on loopback,
 and this process as the monitor or unit gateway sending IHE PCD-01 ORU^R01 over MLLP.
 
     .venv/bin/python bench/device_bench.py            # prints JSON, exits 1 if a bar is missed
 
 Phases:
+The patient node, the clinician node and this process (signaling server, sender) are three
+processes, as in a deployment.
+
 - throughput: --count ORU^R01 (9 OBX each) back to back on one MLLP connection, each waiting
   for its ACK (as a gateway does): messages/s, and the patient node's CPU per message
   (user + system time of its process, from /proc, over the phase). Bar: >= 200 messages/s,
@@ -39,7 +42,6 @@ sys.path.insert(0, str(ROOT))
 from hl7.mllp import open_hl7_connection  # type: ignore[import-untyped]  # noqa: E402
 
 from p2pmed.devices import hl7sim  # noqa: E402
-from p2pmed.node import Events, Node, NodeConfig  # noqa: E402
 from signaling.testing import running_server  # noqa: E402
 
 BASE_T = 1_800_000_000.0  # OBX-14 times: BASE_T + i ms, so each NUMERICS names its message
@@ -62,17 +64,25 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Clinician:
-    """The clinician node in this process: the time each NUMERICS arrived, by its timestamp."""
+    """The clinician node, a process of its own printing --json: the time (its event's `ts`,
+    time.time() in that process) each NUMERICS arrived, by the NUMERICS timestamp."""
 
-    def __init__(self) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
         self.arrived: dict[int, float] = {}
         self.ready = asyncio.Event()
+        self.task = asyncio.ensure_future(self._read())
 
-    def on_event(self, e: dict[str, Any]) -> None:
-        if e["event"] == "message" and e.get("kind") == "numerics":
-            self.arrived[int(e["t_us"])] = time.time()
-        elif e["event"] == "patient-status":
-            self.ready.set()
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            if b'"numerics"' not in line and b'"patient-status"' not in line:
+                continue
+            e = json.loads(line)
+            if e["event"] == "message" and e.get("kind") == "numerics":
+                self.arrived[int(e["t_us"])] = float(e["ts"])
+            elif e["event"] == "patient-status":
+                self.ready.set()
 
 
 async def wait_for(pred: Any, timeout: float) -> bool:
@@ -96,12 +106,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL, cwd=str(ROOT),
             )  # fmt: skip
-            clin = Clinician()
-            events = Events(json_out=False)
-            events.listeners.append(clin.on_event)
-            cfg = NodeConfig.build(srv.join_url(srv.mint("bench", "clinician")), media="none")
-            node = Node(cfg, events)
-            await node.start()
+            clin = Clinician(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "p2pmed",
+                    "node",
+                    "--json",
+                    "--media",
+                    "none",
+                    "--join",
+                    srv.join_url(srv.mint("bench", "clinician")),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.DEVNULL,
+                    cwd=str(ROOT),
+                )
+            )
             try:
                 await asyncio.wait_for(clin.ready.wait(), 60)
                 for _ in range(200):  # the listener is up once the node runs its source
@@ -114,9 +135,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     raise RuntimeError("the patient node's MLLP listener never came up")
                 return await phases(args, patient.pid, reader, writer, clin)
             finally:
-                await node.close()
-                patient.terminate()
-                await patient.wait()
+                for proc in (clin.proc, patient):
+                    proc.terminate()
+                    await proc.wait()
+                clin.task.cancel()
 
 
 def message(i: int) -> tuple[str, int]:
