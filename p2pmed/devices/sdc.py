@@ -78,6 +78,7 @@ class SdcStats:
     skipped_no_code: int = 0  # metrics whose descriptor has no numeric MDC code
     skipped_no_value: int = 0  # numeric states without a value (e.g. measurement ongoing)
     skipped_non_numeric: int = 0  # string / enum metrics
+    late_reports: int = 0  # reports of a session already ended, arriving after its DeviceLost
 
 
 def _us(seconds: float | None) -> int | None:
@@ -136,7 +137,7 @@ class _Session:
     def __init__(
         self,
         service: Any,
-        put: Callable[[list[Reading | _End]], None],
+        put: Callable[[_Session, list[Reading | _End]], None],
         tap: Callable[[Reading, float], None] | None = None,
     ) -> None:
         self.service = service
@@ -302,7 +303,7 @@ class _Session:
             for item in items:
                 if not isinstance(item, _End):
                     self._tap(item, now)
-        self._put(items)
+        self._put(self, items)
 
     def _on_waveform(self, received: Any) -> None:
         self._report(
@@ -328,22 +329,22 @@ class _Session:
         except Exception:
             self.stats.report_errors += 1
             log.exception("sdc: a context report from %s could not be read", self.service.epr)
-            self._put([])
+            self._put(self, [])
             return
         patient = self._patient_id(states)
         if patient is not None and patient != self.patient_id:
             self.patient_id = patient
-            self._put([self.info()])
+            self._put(self, [self.info()])
         else:
-            self._put([])
+            self._put(self, [])
 
     def _on_subscription_end(self, data: Any) -> None:
         if self.active:
-            self._put([_End("subscription ended by the device")])
+            self._put(self, [_End("subscription ended by the device")])
 
     def _on_connected(self, connected: bool) -> None:
         if self.active and not connected:
-            self._put([_End("subscription lost")])
+            self._put(self, [_End("subscription lost")])
 
 
 @dataclass(frozen=True)
@@ -389,20 +390,24 @@ class SdcSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wsd: Any = None
         self._session: _Session | None = None
+        self._current: _Session | None = None  # the session whose reports are taken
         self._overflowed = 0
         self._last_report: float | None = None
         self._closed = False
 
     # --- the thread bridge ---
 
-    def _put_threadsafe(self, items: list[Reading | _End]) -> None:
+    def _put_threadsafe(self, session: _Session, items: list[Reading | _End]) -> None:
         loop = self._loop
         if loop is None:
             return
         with contextlib.suppress(RuntimeError):  # the loop is closing
-            loop.call_soon_threadsafe(self._put, items)
+            loop.call_soon_threadsafe(self._put, session, items)
 
-    def _put(self, items: list[Reading | _End]) -> None:
+    def _put(self, session: _Session, items: list[Reading | _End]) -> None:
+        if session is not self._current:
+            self.stats.late_reports += 1  # from a session already given up: not this device's now
+            return
         self._last_report = time.monotonic()
         for item in items:
             try:
@@ -449,6 +454,7 @@ class SdcSource:
                 continue
             session = _Session(service, self._put_threadsafe, self._tap)
             session.stats = self.stats
+            self._current = session
             try:
                 info, initial = await asyncio.to_thread(session.start)
             except Exception as exc:
@@ -487,7 +493,7 @@ class SdcSource:
                     if isinstance(item, _End):
                         break
                     yield item
-                self._session = None
+                self._session = self._current = None
                 session.active = False
                 self.stats.lost += 1
                 self._drain()
