@@ -167,8 +167,9 @@ class Joins:
             old = self.local.get(grant.session, eid)
             if old is not None:
                 return await self._takeover(ws, old, grant, ip, t0)
-            if self.bus is None or present.server in ("", self.server_id):
+            if self.bus is None:
                 raise RuntimeError(f"endpoint {eid!r} is in the store but not held here")
+            # held by another server, or by this one before it restarted: take it over
             ep = await self._take_from(ws, present, grant, ip, t0)
             if ep is not None:
                 return ep
@@ -325,10 +326,11 @@ class Joins:
         member = await self.store.claim(present.session, present.endpoint_id, self.server_id)
         if member is None:
             return None
-        await self.bus.send(
-            present.server,
-            {"op": "drop", "session": member.session, "to": member.endpoint_id},
-        )
+        if present.server != self.server_id:
+            await self.bus.send(
+                present.server,
+                {"op": "drop", "session": member.session, "to": member.endpoint_id},
+            )
         ep = Endpoint(member, ip)
         ep.ws = ws
         self.local.add(ep)

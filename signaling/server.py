@@ -203,6 +203,15 @@ async def _sweeper(app: web.Application) -> None:
             logs.log.exception("sweep-error")
 
 
+async def _reap(hub: Hub, reaper: Any) -> None:
+    while not hub.closing:
+        await asyncio.sleep(1.0)
+        try:
+            await reaper.run()
+        except Exception:
+            logs.log.exception("reap-error")
+
+
 async def _state(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     fixed = secure_data_dir(config.data_dir)
@@ -285,12 +294,23 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     if config.turn_secret and not config.turn_urls:
         logs.event("turn-secret-unused", level=logging.WARNING, hint="set --turn-urls")
     sweeper = asyncio.get_running_loop().create_task(_sweeper(app))
+    reaping: asyncio.Task[None] | None = None
+    if shared is not None:
+        from signaling.reaper import Reaper
+
+        reaping = asyncio.get_running_loop().create_task(
+            _reap(hub, Reaper(hub, shared, config.reconnect_grace))
+        )
     try:
         yield
     finally:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        if reaping is not None:
+            reaping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaping
         if hub.remote is not None:
             await hub.remote.close()
         if shared is not None:

@@ -55,6 +55,7 @@ local seq = redis.call('INCR', p .. 'seq')
 redis.call('HSET', h, eid, cjson.encode({seq, role, jti, tonumber(adm), srv}))
 redis.call('SADD', p .. 'sessions', sid)
 redis.call('SET', p .. 'o:' .. jti, sid .. '\\n' .. eid)
+redis.call('SADD', p .. 'held:' .. srv, sid .. '\\n' .. eid)
 if n == 0 then return 'started' end
 return 'ok'
 """
@@ -67,6 +68,7 @@ if not v then return -1 end
 local m = cjson.decode(v)
 if srv ~= '' and m[5] ~= srv then return -1 end
 redis.call('HDEL', h, eid)
+redis.call('SREM', p .. 'held:' .. m[5], sid .. '\\n' .. eid)
 local ok = p .. 'o:' .. m[3]
 if redis.call('GET', ok) == sid .. '\\n' .. eid then redis.call('DEL', ok) end
 if redis.call('HLEN', h) == 0 then
@@ -92,6 +94,8 @@ elseif mode == 'rebind' then
     redis.call('SET', p .. 'o:' .. arg, sid .. '\\n' .. eid)
   end
 elseif mode == 'claim' then
+  redis.call('SREM', p .. 'held:' .. m[5], sid .. '\\n' .. eid)
+  redis.call('SADD', p .. 'held:' .. arg, sid .. '\\n' .. eid)
   m[5] = arg
 end
 v = cjson.encode(m)
@@ -109,6 +113,7 @@ redis.call('HSET', h, eid, cjson.encode({seq, role, jti, tonumber(adm), srv}))
 redis.call('SADD', p .. 'sessions', sid)
 redis.call('SET', p .. 'o:' .. jti, sid .. '\\n' .. eid)
 redis.call('SET', p .. 'b:' .. jti, sid .. '\\n' .. eid, 'NX', 'EX', ttl)
+redis.call('SADD', p .. 'held:' .. srv, sid .. '\\n' .. eid)
 return 1
 """
 
@@ -219,8 +224,10 @@ class RedisSessionStore:
     async def _beat_once(self) -> None:
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.set(f"{self.p}srv:{self.server_id}", "1", ex=BEAT_TTL)
+            pipe.sadd(f"{self.p}servers", self.server_id)
+            pipe.delete(f"{self.p}dead:{self.server_id}")  # alive again, if it was dead
             pipe.scard(f"{self.p}sessions")
-            _, count = await self._do(pipe.execute())
+            _, _, _, count = await self._do(pipe.execute())
         self._count = int(count)
         if not self.healthy:
             self.healthy = True
@@ -296,6 +303,37 @@ class RedisSessionStore:
             ]
             n += int(await self._do(self._put(args=args)))
         return n
+
+    # the reaper's view (reaper.py): servers whose heartbeat stopped, what they held
+
+    async def dead_servers(self) -> list[str]:
+        names = sorted(_text(x) for x in await self._do(self.r.smembers(f"{self.p}servers")))
+        if not names:
+            return []
+        alive = await self._do(self.r.mget([f"{self.p}srv:{n}" for n in names]))
+        return [n for n, a in zip(names, alive, strict=True) if a is None]
+
+    async def dead_since(self, server: str, now: float) -> float:
+        """When this cluster first saw `server` dead (wall clock, shared by the servers)."""
+        key = f"{self.p}dead:{server}"
+        await self._do(self.r.set(key, repr(now), nx=True, ex=86400))
+        raw = await self._do(self.r.get(key))
+        return now if raw is None else float(_text(raw))
+
+    async def lock(self, name: str, ttl: int) -> bool:
+        return bool(
+            await self._do(self.r.set(f"{self.p}lock:{name}", self.server_id, nx=True, ex=ttl))
+        )
+
+    async def held_by(self, server: str) -> list[tuple[str, str]]:
+        raw = await self._do(self.r.smembers(f"{self.p}held:{server}"))
+        return sorted(p for p in (_pair(x) for x in raw) if p is not None)
+
+    async def forget_server(self, server: str) -> None:
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.srem(f"{self.p}servers", server)
+            pipe.delete(f"{self.p}held:{server}", f"{self.p}dead:{server}")
+            await self._do(pipe.execute())
 
     async def send_frames(self, server: str, payload: bytes) -> None:
         await self._do(self.r.publish(f"{self.p}rl:{server}", payload))
