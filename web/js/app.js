@@ -5,7 +5,7 @@ import { Session, nowUs } from "./session.js";
 import { SignalingClient } from "./signaling.js";
 import { decode as decodeVitals, encodeAlarmAck, isEcg, Stream } from "./vitals.js";
 import { SweepTrace } from "./waveform.js";
-import { $, announce, showView, showError, showFingerprint, Tiles, AlarmList, TILES_ALL } from "./ui.js";
+import { $, announce, showView, showError, showFingerprint, Tiles, AlarmList, TILES_ALL, DevicePanel } from "./ui.js";
 import { FrameType, CryptoError, MessageClass } from "./frame.js";
 import { checkSdp, SdpError } from "./sdp.js";
 import { checkPin, getPin, markMismatch, markVerified, rememberLabel } from "./pins.js";
@@ -103,6 +103,7 @@ class App {
     this.revoked = new Set(); // endpoints whose token was revoked, until they join anew
     this.ackSeqs = new Map(); // CRITICAL seq -> alarm list item
     this.tiles = new Tiles();
+    this.device = new DevicePanel();
     this.sound = new AlarmSound();
     this.alarms = new AlarmList((id, it) => this.ackAlarm(id, it));
     this.ecg = new SweepTrace($("ecg"), {
@@ -795,10 +796,15 @@ class App {
       this.alarms.upsert(msg);
       if (this.tiles.last) this.alarms.updateNow(this.tiles.last);
     } else if (msg.kind === "metric" || msg.kind === "device") {
-      // from a bedside device (docs/devices.md): kept for the metrics view; no tile of its own yet
+      // from a bedside device (docs/devices.md): the device panel, and the metrics view
       const dev = (metrics.device ||= { metrics: {}, status: null });
-      if (msg.kind === "metric") dev.metrics[msg.code] = { value: msg.value, unit: msg.unit, label: msg.label, invalid: (msg.flags & 1) === 1 };
-      else dev.status = { state: msg.state, protocol: msg.protocol, device_id: msg.device_id };
+      if (msg.kind === "metric") {
+        dev.metrics[msg.code] = { value: msg.value, unit: msg.unit, label: msg.label, invalid: (msg.flags & 1) === 1 };
+        this.device.metric(msg);
+      } else {
+        dev.status = { state: msg.state, protocol: msg.protocol, device_id: msg.device_id };
+        this.device.status(msg);
+      }
     } else if (msg.kind === "alarm_ack") {
       // another clinician's acknowledgement, forwarded by the patient node (ours are confirmed by acks)
       metrics.ackedElsewhere = (metrics.ackedElsewhere || 0) + 1;

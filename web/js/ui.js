@@ -352,3 +352,33 @@ export class AlarmList {
     for (const li of lis) list.append(li);
   }
 }
+
+// ---- the bedside device (--source hl7-mllp: / sdc:): who it is, and its other metrics ----
+const PROTOCOL_NAME = { hl7: "HL7 v2", sdc: "IEEE 11073 SDC" };
+export class DevicePanel {
+  constructor() {
+    this.metrics = new Map(); // MDC code -> li
+  }
+  status(d) {
+    $("device").hidden = false;
+    const about = [d.manufacturer, d.model, d.serial && `serial ${d.serial}`].filter(Boolean).join(", ");
+    const state = d.state === 0 ? "connected" : "LOST — no data from the device";
+    const el = $("device-id");
+    el.textContent = `${PROTOCOL_NAME[d.protocol] || d.protocol} ${d.device_id}${about ? ` (${about})` : ""}: ${state}`;
+    el.dataset.state = d.state === 0 ? "connected" : "lost";
+  }
+  metric(m) {
+    $("device").hidden = false;
+    let li = this.metrics.get(m.code);
+    if (!li) {
+      li = document.createElement("li");
+      this.metrics.set(m.code, li);
+      $("device-metrics").append(li);
+    }
+    const invalid = (m.flags & 1) === 1;
+    li.dataset.code = String(m.code);
+    li.dataset.invalid = String(invalid);
+    const value = Math.round(m.value * 100) / 100;
+    li.textContent = `${m.label || `MDC ${m.code}`} ${value} ${m.unit}${invalid ? " — INVALID (device)" : ""}`;
+  }
+}
