@@ -236,6 +236,10 @@ def _alerts(msg: Any, obx: list[Any]) -> Parsed:
 def ack_for(msg: Any | None, code: str, errors: list[tuple[str, int, str]]) -> bytes:
     """An HL7 ACK (MSA-1 = code) for `msg`, or a bare one when it had no usable MSH; one ERR
     segment per (reason, HL7 table 0357 code, text)."""
+
+    def clean(detail: str) -> str:
+        return re.sub(r"[|^~\\&\r\n]", " ", detail)[:200]
+
     text = ""
     if msg is not None:
         with contextlib.suppress(IndexError, KeyError):  # an MSH too short to answer
@@ -244,9 +248,10 @@ def ack_for(msg: Any | None, code: str, errors: list[tuple[str, int, str]]) -> b
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         text = f"MSH|^~\\&|P2PMED||||{stamp}||ACK|{hl7.generate_message_control_id()}|P|2.6"
         text += f"\rMSA|{code}|"
+    if errors:  # MSA-3, the text message: the first reason
+        text += f"|{clean(errors[0][2])}"
     for reason, err, detail in errors:
-        clean = re.sub(r"[|^~\\&\r\n]", " ", detail)[:200]
-        text += f"\rERR|||{err}^{reason}^HL70357|E||||{clean}"
+        text += f"\rERR|||{err}^{reason}^HL70357|E||||{clean(detail)}"
     return (text + "\r").encode("ascii", "replace")
 
 

@@ -71,7 +71,9 @@ class PatientApp:
         self.sent = 0
         self._stop = asyncio.Event()
         self.device: DeviceMapper | None = None  # --source hl7-mllp: / sdc:
-        self._device_queue: asyncio.Queue[rd.Reading | None] = asyncio.Queue()
+        # bounded: a node that cannot keep up holds the source back (its own queue then
+        # overflows and says so) instead of growing without limit
+        self._device_queue: asyncio.Queue[rd.Reading | None] = asyncio.Queue(10_000)
 
     # ---- the source ----
     async def _beats(self) -> hr.BeatTrack | None:
@@ -187,7 +189,7 @@ class PatientApp:
         self._send_status()
         counts: tuple[dict[str, int], dict[str, int]] = ({}, {})
         try:
-            while True:
+            while not self._stop.is_set():
                 batch: list[rd.Reading] = []
                 # bad input yields no reading: its counts are looked at once a second too
                 with contextlib.suppress(TimeoutError):
@@ -217,13 +219,13 @@ class PatientApp:
         while True:
             try:
                 async for r in source.readings():
-                    self._device_queue.put_nowait(r)
+                    await self._device_queue.put(r)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.exception("device source failed")
                 self.node.events.publish(de.DeviceSourceFailed(repr(exc)[:200]))
-                self._device_queue.put_nowait(rd.DeviceLost(f"source failed: {exc!r}"[:200]))
+                await self._device_queue.put(rd.DeviceLost(f"source failed: {exc!r}"[:200]))
             await asyncio.sleep(1.0)
 
     def _device_batch(self, batch: list[rd.Reading]) -> None:
@@ -404,4 +406,5 @@ class PatientApp:
 
     async def close(self) -> None:
         self._stop.set()
-        self._device_queue.put_nowait(None)
+        with contextlib.suppress(asyncio.QueueFull):  # a full queue: run() sees _stop within 1 s
+            self._device_queue.put_nowait(None)

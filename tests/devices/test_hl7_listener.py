@@ -174,6 +174,7 @@ async def test_bad_messages_get_ar_with_a_reason_and_the_connection_stays(
         ack = await read_ack(reader)
         assert ack is not None, reason
         assert msa(ack)[0] == "AR" and err_reason(ack) == reason
+        assert str(ack.segment("MSA")(3))  # the reason in words, MSA-3
         assert listener.errors[reason] == 1
     assert msa(ack)[1] == "C7"  # MSA-2 names the rejected message when it could be read
     writer.write(frame(r01()))
