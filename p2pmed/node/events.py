@@ -194,6 +194,14 @@ class SdpRejected(NodeEvent):
 
 # ---- the node ----
 @dataclass(frozen=True, slots=True)
+class OutputDropped(NodeEvent):
+    """Lines of --json output dropped because the reader of stdout was too slow."""
+
+    NAME: ClassVar[str] = "output-dropped"
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Joined(NodeEvent):
     NAME: ClassVar[str] = "joined"
     role: str

@@ -21,13 +21,14 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from p2pmed.node.events import NodeEvent
+from p2pmed.node.events import MessageDelivered, MessageSent, NodeEvent, OutputDropped
 
 log = logging.getLogger("p2pmed.node")
 
 Listener = Callable[[dict[str, Any]], None]
 
-NON_ESSENTIAL = frozenset({"sent", "message"})  # high-rate, droppable under backpressure
+# high-rate, droppable under backpressure
+NON_ESSENTIAL = frozenset({MessageSent.NAME, MessageDelivered.NAME})
 MAX_QUEUED = 10_000  # lines waiting for a slow reader
 HARD_MAX_QUEUED = 100_000  # essential lines too are dropped (counted) beyond this
 EXIT_STALL_S = 10.0  # at exit, give up flushing after this long without progress
@@ -137,8 +138,8 @@ class _Writer:
                     return line.data
             self._droppable.clear()  # every line in it was written or dropped
             if self._unreported:
-                report = {"event": "output-dropped", "ts": round(time.time(), 6)}
-                report["count"] = self._unreported
+                dropped = OutputDropped(self._unreported)
+                report = {"event": dropped.NAME, "ts": round(time.time(), 6), **dropped.record()}
                 self._unreported = 0
                 return (json.dumps(report, separators=(",", ":")) + "\n").encode()
             self._cond.notify_all()  # drained: wake flush()

@@ -103,6 +103,7 @@ CASES: list[tuple[ne.NodeEvent, str, dict[str, Any]]] = [
     ),
     (ne.AckSent("p1", 4), "ack-sent", {"peer": "p1", "alarm_id": 4}),
     (ne.NodeErrorEvent("join", "refused"), "error", {"code": "join", "message": "refused"}),
+    (ne.OutputDropped(12), "output-dropped", {"count": 12}),
 ]
 
 
