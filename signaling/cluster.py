@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from signaling import logs
@@ -20,6 +21,18 @@ async def on_bus(hub: Hub, msg: dict[str, Any]) -> None:
             logs.event("bus-undeliverable", session=session, endpoint_id=to)
             return
         hub.relay.post(ep, msg["msg"])
+    elif op == "peer-revoked":
+        # a revocation on another server: tell the peer held here; its confirmation goes back
+        ep = hub.local.get(session, to)
+        revoked = str(msg["revoked"])
+        hub.revocations.confirm_to[(session, revoked)] = (
+            str(msg["confirm_to"]),
+            time.monotonic(),
+        )
+        if ep is not None and not ep.gone:
+            hub.relay.post(ep, {"type": "peer-revoked", "endpoint_id": revoked})
+    elif op == "revocation-done":
+        hub.revocations.done_by(session, str(msg["by"]), str(msg["revoked"]))
     elif op == "admitted":
         m = await hub.store.member(session, to)
         if m is not None:

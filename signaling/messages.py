@@ -105,7 +105,20 @@ class Messages:
             await self.joins.admit(ws, ep, data["endpoint_id"], errors)
             return False
         if kind == "revocation-done":
-            if not self.revocations.done(ep, data["endpoint_id"]):
+            target = self.revocations.confirm_to.get((ep.session, data["endpoint_id"]))
+            bus = self.joins.bus
+            if target is not None and bus is not None:
+                # the revoked endpoint was on another server, which awaits this
+                await bus.send(
+                    target[0],
+                    {
+                        "op": "revocation-done",
+                        "session": ep.session,
+                        "by": ep.id,
+                        "revoked": data["endpoint_id"],
+                    },
+                )
+            elif not self.revocations.done(ep, data["endpoint_id"]):
                 await self.replies.error(
                     ws, "not-revoked", f"no revocation of {data['endpoint_id']!r} awaits you"
                 )

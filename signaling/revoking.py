@@ -18,6 +18,7 @@ from signaling.endpoint import Endpoint
 from signaling.local import LocalEndpoints
 from signaling.metrics import Metrics
 from signaling.relay import Relay
+from signaling.state.store import Member
 
 # which roles can hold an E2E session with which (the patient offers to everyone else)
 LINKED = {
@@ -56,10 +57,22 @@ class Revocations:
         self.relay = relay
         self.local = local
         self.pending: dict[tuple[str, str], Revoking] = {}  # (session, revoked endpoint)
+        # in a cluster: (session, revoked endpoint) -> the server awaiting confirmations of
+        # peers held here, and when it asked (monotonic)
+        self.confirm_to: dict[tuple[str, str], tuple[str, float]] = {}
 
-    def start(self, ep: Endpoint) -> None:
-        """Before ep is removed: tell its peers, so `peer-revoked` precedes `peer-left`."""
+    def start(self, ep: Endpoint, remote: list[Member] | None = None) -> list[Member]:
+        """Before ep is removed: tell its peers, so `peer-revoked` precedes `peer-left`.
+        `remote`: its admitted peers held by other servers of a cluster; returns those the
+        caller must tell (over the bus), already counted as awaited."""
         waiting: set[str] = set()
+        tell: list[Member] = []
+        for m in remote or []:
+            if not m.admitted:
+                continue
+            tell.append(m)
+            if ep.admitted and m.role in LINKED[ep.role]:
+                waiting.add(m.endpoint_id)
         for o in self.local.in_session(ep.session):
             if o is ep:
                 continue
@@ -74,6 +87,7 @@ class Revocations:
             self.pending[(r.session, r.endpoint_id)] = r
         else:
             self._complete(r)
+        return tell
 
     def rejoined(self, ep: Endpoint) -> None:
         """A peer that was away when an endpoint was revoked still holds its direct paths:
@@ -84,11 +98,15 @@ class Revocations:
 
     def done(self, ep: Endpoint, revoked_id: str) -> bool:
         """ep's `revocation-done`: False when no revocation of revoked_id waits for it."""
-        r = self.pending.get((ep.session, revoked_id))
-        if r is None or ep.id not in r.waiting:
+        return self.done_by(ep.session, ep.id, revoked_id)
+
+    def done_by(self, session: str, peer: str, revoked_id: str) -> bool:
+        """The confirmation of `peer` (held here or, in a cluster, by another server)."""
+        r = self.pending.get((session, revoked_id))
+        if r is None or peer not in r.waiting:
             return False
-        r.waiting.discard(ep.id)
-        r.confirmed.append(ep.id)
+        r.waiting.discard(peer)
+        r.confirmed.append(peer)
         if not r.waiting:
             del self.pending[(r.session, r.endpoint_id)]
             self._complete(r)
@@ -96,6 +114,9 @@ class Revocations:
 
     def check(self, now: float) -> None:
         """From the sweep: a timeout entry for peers that did not confirm in time."""
+        for key, (_, t) in list(self.confirm_to.items()):
+            if now - t > FORGET_AFTER:
+                del self.confirm_to[key]
         for key, r in list(self.pending.items()):
             age = now - r.started
             if r.timed_out:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -77,7 +78,29 @@ class Sweeper:
                 continue
             if e.jti in revoked:
                 self.audit.append("revoked", session=e.session, endpoint_id=e.id, jti=e.jti)
-                self.revocations.start(e)
+                remote = []
+                if self.joins.bus is not None:
+                    with contextlib.suppress(StoreUnavailable):
+                        remote = [
+                            m
+                            for m in await self.store.members(e.session)
+                            if self.local.get(e.session, m.endpoint_id) is None
+                        ]
+                bus = self.joins.bus
+                for m in self.revocations.start(e, remote):
+                    if bus is None:
+                        continue
+                    with contextlib.suppress(StoreUnavailable):
+                        await bus.send(
+                            m.server,
+                            {
+                                "op": "peer-revoked",
+                                "session": e.session,
+                                "to": m.endpoint_id,
+                                "revoked": e.id,
+                                "confirm_to": bus.server_id,
+                            },
+                        )
                 if e.ws is not None:
                     closes.append((e.ws, cc.REVOKED, "token-revoked", "token was revoked"))
                 e.ws = None

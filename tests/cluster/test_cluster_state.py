@@ -20,7 +20,7 @@ import jwt
 from signaling.config import Limits
 from signaling.testing import RunningServer, running_server
 from tests.cluster.redisproc import RedisProcess
-from tests.signaling.conftest import Client, Harness
+from tests.signaling.conftest import Client, Harness, settle
 
 
 @contextlib.asynccontextmanager
@@ -229,3 +229,28 @@ async def test_unreachable_redis_refused_at_start(tmp_path: Path, shared_key: Pa
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach Redis" in lines[0], res.stderr
     assert "secretpw" not in res.stderr
+
+
+async def test_revocation_confirmed_by_peer_on_another_server(
+    tmp_path: Path, redis_srv: RedisProcess, shared_key: Path, http: aiohttp.ClientSession
+) -> None:
+    async with pair(tmp_path, redis_srv, shared_key) as (a, b):
+        pat, _ = await Harness(a, http).join("s1", "patient", "pat")
+        token = b.mint("s1", "clinician")
+        doc, _ = await Harness(b, http).join("s1", "clinician", "doc", token)
+        await doc.recv_type("peer-waiting")
+        await doc.send(type="admit", endpoint_id="pat")
+        await pat.recv_type("peer-joined")
+        a.revoke(jti_of(token))  # revoked on A; the endpoint is on B, its peer on A
+        code, _ = await doc.closed()
+        assert code == 4410
+        # the patient may hold a direct path with it: it is told, closes it, confirms
+        assert await pat.recv_type("peer-revoked") == {"type": "peer-revoked", "endpoint_id": "doc"}
+        await pat.send(type="revocation-done", endpoint_id="doc")
+        assert await pat.recv_type("peer-left") == {"type": "peer-left", "endpoint_id": "doc"}
+
+        def complete() -> list[dict[str, Any]]:
+            return [e for e in audit(b) if e["event"] == "revoke-complete"]
+
+        await settle(lambda: bool(complete()))
+        assert complete()[0]["peers"] == ["pat"] and complete()[0]["late"] is False
