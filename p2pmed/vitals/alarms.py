@@ -128,6 +128,9 @@ class _Open:
     acked: bool = False
 
 
+HISTORY_BUCKET_S = 0.25  # trend history resolution (numerics once a second: one entry each)
+
+
 def unavailable_code(param: Param) -> str:
     """Technical condition code for an expected parameter the source cannot deliver."""
     return f"{param.name.lower()}-unavailable"
@@ -157,7 +160,9 @@ class AlarmEngine:
         self._next_id = self.first_alarm_id
         self._open: dict[str, _Open] = {}  # by rule / technical code
         self._cooldown_until: dict[str, float] = {}
-        self._history: dict[Param, deque[tuple[float, float]]] = {}
+        # per parameter: (time, highest, lowest) of the values within HISTORY_BUCKET_S of
+        # that time, so a device reporting many times a second keeps the window short
+        self._history: dict[Param, deque[tuple[float, float, float]]] = {}
         self._closed: deque[int] = deque(maxlen=self.recent_closed)
         self._disabled: set[str] = set()
         self._absent: dict[Param, int] = {}
@@ -310,7 +315,11 @@ class AlarmEngine:
             h = self._history.setdefault(p, deque())
             v = n.value(p)
             if v is not None:
-                h.append((now, v))
+                if h and now - h[-1][0] < HISTORY_BUCKET_S:
+                    t, hi, lo = h[-1]
+                    h[-1] = (t, max(hi, v), min(lo, v))
+                else:
+                    h.append((now, v, v))
             while h and h[0][0] < now - w:
                 h.popleft()
 
@@ -323,12 +332,12 @@ class AlarmEngine:
         current = n.value(rule.param)
         if current is None:
             return None
-        window = [v for t, v in self._history.get(rule.param, ()) if t >= now - rule.window_s]
+        window = [e for e in self._history.get(rule.param, ()) if e[0] >= now - rule.window_s]
         if not window:
             return None
         if rule.change < 0:
-            return current if current - max(window) <= rule.change else None
-        return current if current - min(window) >= rule.change else None
+            return current if current - max(e[1] for e in window) <= rule.change else None
+        return current if current - min(e[2] for e in window) >= rule.change else None
 
     def _cooldown_of(self, code: str) -> float:
         for r in self.rules:

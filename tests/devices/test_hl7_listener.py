@@ -246,3 +246,20 @@ async def test_device_lost_after_idle() -> None:
         assert isinstance(seen[0], rd.DeviceInfo) and isinstance(seen[-1], rd.DeviceLost)
     finally:
         await src.aclose()
+
+
+def test_fields_without_components() -> None:
+    """A plain OBX-3 code, a plain UCUM unit, a plain equipment id and PID-3 are read as the
+    first component (python-hl7's rule); a gateway need not send the full CWE."""
+    text = (
+        "MSH|^~\\&|GW|FAC|||20240101120000+0000||ORU^R01|C1|P|2.6\rPID|||PID-7\rOBR|1\r"
+        "OBX|1|NM|150456||97|%|||||F|||||||MON-9\r"
+        "OBX|2|NM|147842^MDC_ECG_HEART_RATE^MDC||72|/min|||||F"
+    )
+    _, parsed = parse_message(text)
+    info, spo2, hr = parsed.readings
+    assert info == rd.DeviceInfo("hl7", "MON-9", patient_id="PID-7")
+    assert isinstance(spo2, rd.Metric) and (spo2.code, spo2.value, spo2.unit) == (150456, 97, "%")
+    assert isinstance(hr, rd.Metric) and hr.unit == "/min"
+    assert spo2.time_us == 1_704_110_400_000_000  # OBR-7 absent: MSH-7
+    assert not parsed.warnings
