@@ -71,6 +71,7 @@ class PatientApp:
         self.sent = 0
         self._stop = asyncio.Event()
         self.device: DeviceMapper | None = None  # --source hl7-mllp: / sdc:
+        self._unreported: list[ne.NodeEvent] = []  # sent, waiting for the batch's commit
         # bounded: a node that cannot keep up holds the source back (its own queue then
         # overflows and says so) instead of growing without limit
         self._device_queue: asyncio.Queue[rd.Reading | None] = asyncio.Queue(10_000)
@@ -246,6 +247,9 @@ class PatientApp:
                 for alarm in self.engine.feed(msg, now) + self.engine.tick(now):
                     self.send_alarm(alarm, commit=False)
         self.node.persist()
+        for event in self._unreported:
+            self.node.events.publish(event)
+        self._unreported.clear()
         if self.pending_audit:
             self._flush_audit()
 
@@ -298,9 +302,11 @@ class PatientApp:
                 info["hr_source"] = self.hr_source
             crc = zlib.crc32(data)
             for peer_id, msg_id in sent:
-                self.node.events.publish(
-                    ne.MessageSent(peer_id, msg_id, cls.name, len(data), crc, info)
-                )
+                event = ne.MessageSent(peer_id, msg_id, cls.name, len(data), crc, info)
+                if commit:
+                    self.node.events.publish(event)
+                else:  # reported once the caller has made it durable
+                    self._unreported.append(event)
 
     def send_alarm(self, alarm: Alarm, commit: bool = True) -> None:
         self.alarm_sent.setdefault(alarm.alarm_id, clock.now())
