@@ -74,8 +74,13 @@ def _text(segment: Any, *path: int) -> str:
         idx = i if depth == 0 else i - 1  # a segment's list holds its id first
         if not 0 <= idx < len(node):
             return ""
-        node = node[idx]
-    return str(node).strip()
+        node = _item(node, idx)  # plain list indexing: the containers' own adds a check
+    while not isinstance(node, str) and len(node) == 1:  # a leaf wrapped in containers
+        node = _item(node, 0)
+    return (node if isinstance(node, str) else str(node)).strip()
+
+
+_item = list.__getitem__
 
 
 class _Plan(hl7_parser._ParsePlan):  # type: ignore[misc]
@@ -93,8 +98,11 @@ class _Plan(hl7_parser._ParsePlan):  # type: ignore[misc]
             self._next_plan = super().next()
         return self._next_plan
 
-    def applies(self, text: str) -> bool:
-        return any(s in text for s in self._seps)
+    def applies(self, text: str) -> bool:  # called for every field: a loop, not any()
+        for s in self._seps:  # noqa: SIM110
+            if s in text:
+                return True
+        return False
 
 
 def parse_hl7(text: str) -> Any:
@@ -170,8 +178,9 @@ def parse_message(text: str) -> tuple[Any, Parsed]:
 
 
 def _identity(msg: Any, msh: Any, obx: list[Any]) -> rd.DeviceInfo:
-    equipment = next((e for seg in obx if (e := _text(seg, 18, 1, 1))), "")
-    eui = next((e for seg in obx if (e := _text(seg, 18, 1, 3))), "") or _text(msh, 3, 1, 2)
+    tagged = next((seg for seg in obx if _text(seg, 18)), None)  # the first with OBX-18
+    equipment = _text(tagged, 18, 1, 1) if tagged is not None else ""
+    eui = (_text(tagged, 18, 1, 3) if tagged is not None else "") or _text(msh, 3, 1, 2)
     try:
         patient = _text(msg.segment("PID"), 3, 1, 1) or None
     except KeyError:

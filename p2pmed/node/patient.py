@@ -185,35 +185,41 @@ class PatientApp:
         if start is not None:
             host, port = await start()
             self.node.events.publish(de.DeviceListening("hl7", host, port))
-        pump = asyncio.create_task(self._pump(source))
+        tasks = [
+            asyncio.create_task(self._pump(source)),
+            asyncio.create_task(self._device_counts(source, self.device)),
+        ]
         self.node.events.publish(ne.SourceStarted(0, self.hr_source))
         self._send_status()
-        counts: tuple[dict[str, int], dict[str, int]] = ({}, {})
         try:
             while not self._stop.is_set():
-                batch: list[rd.Reading] = []
-                # bad input yields no reading: its counts are looked at once a second too
-                with contextlib.suppress(TimeoutError):
-                    first = await asyncio.wait_for(self._device_queue.get(), 1.0)
-                    if first is None:
-                        return
-                    batch.append(first)
+                first = await self._device_queue.get()
+                if first is None:
+                    return
+                batch = [first]
                 while not self._device_queue.empty():
                     r = self._device_queue.get_nowait()
                     if r is None:
                         return
                     batch.append(r)
-                if batch:
-                    self._device_batch(batch)
-                now_counts = (dict(getattr(source, "errors", {})), dict(self.device.counts))
-                if now_counts != counts:
-                    counts = now_counts
-                    self.node.events.publish(de.DeviceCounts(*counts))
+                self._device_batch(batch)
         finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await source.aclose()
+
+    async def _device_counts(self, source: rd.DeviceSource, mapper: DeviceMapper) -> None:
+        """What the source and the mapping could not use, by reason: published once a second
+        when a total changed (bad input yields no reading to report it with)."""
+        counts: tuple[dict[str, int], dict[str, int]] = ({}, {})
+        while True:
+            await asyncio.sleep(1.0)
+            now_counts = (dict(getattr(source, "errors", {})), dict(mapper.counts))
+            if now_counts != counts:
+                counts = now_counts
+                self.node.events.publish(de.DeviceCounts(*counts))
 
     async def _pump(self, source: rd.DeviceSource) -> None:
         """Device readings into the queue, as they come (a source that fails is restarted)."""
@@ -412,5 +418,6 @@ class PatientApp:
 
     async def close(self) -> None:
         self._stop.set()
-        with contextlib.suppress(asyncio.QueueFull):  # a full queue: run() sees _stop within 1 s
-            self._device_queue.put_nowait(None)
+        if self._device_queue.full():  # make room: the readings left are not sent anyway
+            self._device_queue.get_nowait()
+        self._device_queue.put_nowait(None)
