@@ -151,6 +151,8 @@ def _register_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     _opt(p, "--relay-rate", "relay frames/s per endpoint", type=_positive_float)
     _opt(p, "--max-endpoints-per-session", "endpoints per session", type=_positive_int)
     _opt(p, "--max-sessions", "sessions per server", type=_positive_int)
+    _opt(p, "--max-beds-per-ward", "beds per ward (docs/wards.md)", type=_positive_int)
+    _opt(p, "--max-stations-per-ward", "central stations per ward", type=_positive_int)
     _opt(p, "--join-rate", "join attempts/s per client IP", type=_positive_float)
     _opt(p, "--pending-per-ip", "unjoined connections per client IP", type=_positive_int)
     _opt(
@@ -186,6 +188,8 @@ def _build_config(args: argparse.Namespace) -> Any:
         "relay_rate",
         "max_endpoints_per_session",
         "max_sessions",
+        "max_beds_per_ward",
+        "max_stations_per_ward",
         "join_rate",
         "pending_per_ip",
         "handshake_timeout",
@@ -305,6 +309,12 @@ def _register_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p, "--role", "patient, clinician or observer", choices=["patient", "clinician", "observer"]
     )
     _opt(p, "--ttl", "lifetime in seconds", type=_positive_float, default=3600.0)
+    _opt(
+        p,
+        "--ward",
+        "ward id (docs/wards.md): with --role patient --session BED a bed's patient URL;"
+        " with --role clinician and no --session the ward's central-station URL",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of the URL")
     p.set_defaults(func=_mint)
     tsub = p.add_subparsers(dest="token_command", metavar="{revoke,list}")
@@ -329,15 +339,36 @@ def _mint(args: argparse.Namespace) -> int:
     from signaling.keys import KeyFileError
     from signaling.tokens import ID_RE, REVOCATIONS, RevocationStore, mint, token_key
 
+    ward = getattr(args, "ward", None)
+    station = ward is not None and args.role == "clinician" and args.session is None
     missing = [
         f"--{n.replace('_', '-')}"
         for n in ("server", "data_dir", "session", "role")
-        if getattr(args, n) is None
+        if getattr(args, n) is None and not (station and n == "session")
     ]
     if missing:
         print(f"p2pmed token: error: missing {', '.join(missing)}", file=sys.stderr)
         return 2
-    if not ID_RE.fullmatch(args.session):
+    if ward is not None:
+        from signaling.tokens import station_session
+
+        err = None
+        if not ID_RE.fullmatch(ward):
+            err = "--ward must be 1..64 chars of [A-Za-z0-9_-]"
+        elif args.role == "observer":
+            err = (
+                "--ward takes --role patient --session BED (a bed) or --role clinician (a station)"
+            )
+        elif args.role == "clinician" and args.session is not None:
+            err = (
+                "--ward with --role clinician mints a station URL for the whole ward: no --session"
+            )
+        if err:
+            print(f"p2pmed token: error: {err}", file=sys.stderr)
+            return 2
+        if station:
+            args.session, args.role = station_session(ward), "station"
+    if not station and not ID_RE.fullmatch(args.session):
         print("p2pmed token: error: session must be 1..64 chars of [A-Za-z0-9_-]", file=sys.stderr)
         return 2
     defaults = Config(data_dir=args.data_dir)
@@ -353,6 +384,7 @@ def _mint(args: argparse.Namespace) -> int:
             ttl=args.ttl,
             issuer=defaults.issuer,
             audience=defaults.audience,
+            ward=ward,
         )
     except (KeyFileError, ValueError) as e:
         print(f"p2pmed token: error: {e}", file=sys.stderr)
@@ -373,6 +405,7 @@ def _mint(args: argparse.Namespace) -> int:
                     "session": grant.session,
                     "role": grant.role,
                     "exp": int(grant.exp),
+                    **({"ward": grant.ward} if grant.ward else {}),
                 }
             )
         )

@@ -38,6 +38,8 @@ class Limits:
     relay_burst: float = 40_000.0
     max_endpoints_per_session: int = 8
     max_sessions: int = 1000
+    max_beds_per_ward: int = 64  # beds (not ended) per ward (docs/wards.md)
+    max_stations_per_ward: int = 4  # central stations per ward (each also counts per bed)
     join_rate: float = 2.0  # join attempts per second per client IP
     join_burst: float = 30.0
     max_errors: int = 20  # bad messages tolerated per connection before closing it

@@ -37,11 +37,17 @@ from signaling.metrics import Metrics
 from signaling.relay import FAST_PATH_BUFFER, RELAY_ROLES, SAMPLE_EVERY, SAMPLE_MASK, Relay
 from signaling.remote import FrameBus, RemoteRelay
 from signaling.replies import Replies, send_now
-from signaling.revoking import Revocations
+from signaling.revoking import LINKED, Revocations
 from signaling.state.memory import MemorySessionStore
 from signaling.state.store import SessionStore
 from signaling.sweep import Sweeper
 from signaling.tokens import RevocationStore, Verifier
+from signaling.wards import Wards
+
+# A ward's central station (wards.py) holds only its ward connection: it sends no signaling
+# and holds no E2E session itself (its per-bed clinician endpoints do).
+ALLOWED.setdefault("station", {"leave", "ping"})
+LINKED.setdefault("station", ())
 
 __all__ = [
     "ALLOWED",
@@ -109,6 +115,16 @@ class Hub:
             relay=self.relay,
             revocations=self.revocations,
             bus=bus,
+        )
+        self.joins.wards = Wards(
+            config,
+            store=self.store,
+            local=self.local,
+            verifier=verifier,
+            audit=audit,
+            metrics=metrics,
+            replies=self.replies,
+            relay=self.relay,
         )
         self.messages = Messages(
             local=self.local,

@@ -25,6 +25,7 @@ from signaling.revoking import Revocations
 from signaling.schema import SchemaError, validate
 from signaling.state.store import Bus, Member, Refused, SessionStore, StoreUnavailable
 from signaling.tokens import Grant, TokenError, Verifier, mint
+from signaling.wards import Wards
 
 # limit_violations label of each store refusal that is a capacity limit
 _LIMIT = {Refused.SERVER_FULL: "sessions", Refused.SESSION_FULL: "endpoints-per-session"}
@@ -69,6 +70,7 @@ class Joins:
         self.limiter = PerKeyLimiter(self.limits.join_rate, self.limits.join_burst)
         self.bus = bus
         self.server_id = "" if bus is None else bus.server_id
+        self.wards: Wards | None = None  # set by the hub (wards.py hooks)
 
     async def await_join(self, ws: web.WebSocketResponse, ip: str) -> Endpoint | None:
         errors = [0]
@@ -153,7 +155,10 @@ class Joins:
         if data.get("session", grant.session) != grant.session:
             reject("wrong-session", ip, **fields)
             raise Closing(cc.UNAUTHORIZED, "wrong-session", "token is for another session")
-        owner = await self._owner(grant.root_jti)
+        if self.wards is not None:
+            owner = await self.wards.owner(grant, eid)
+        else:
+            owner = await self._owner(grant.root_jti)
         if owner is not None and owner != (grant.session, eid):
             reject("token-in-use", ip, **fields)
             raise Closing(cc.UNAUTHORIZED, "token-in-use", "token already used by another endpoint")
@@ -174,6 +179,8 @@ class Joins:
             if ep is not None:
                 return ep
             # it left in the meantime: a new join
+        if self.wards is not None:
+            self.wards.check(grant, ip, fields)
         member = Member(
             grant.session,
             eid,
@@ -229,6 +236,8 @@ class Joins:
                     post(ep, {"type": "peer-joined", "endpoint_id": o.endpoint_id, "role": o.role})
                 elif ep.role == "clinician":
                     post(ep, {"type": "peer-waiting", "endpoint_id": o.endpoint_id, "role": o.role})
+        if self.wards is not None:
+            self.wards.joined(ep, grant)
         self.metrics.join_latency.observe(time.perf_counter() - t0)
         return ep
 
@@ -316,6 +325,8 @@ class Joins:
             if o.endpoint_id != ep.id and (ep.admitted or o.role == "clinician"):
                 await self.tell(o, {"type": "peer-reconnected", "endpoint_id": ep.id})
         self.revocations.rejoined(ep)
+        if self.wards is not None:
+            self.wards.reconnected(ep)
 
     async def _take_from(
         self, ws: web.WebSocketResponse, present: Member, grant: Grant, ip: str, t0: float
@@ -377,6 +388,8 @@ class Joins:
         ep.ws = None
         ep.disconnected_at = time.monotonic()
         logs.event("disconnected", session=ep.session, endpoint_id=ep.id)
+        if self.wards is not None:
+            self.wards.disconnected(ep)
 
     async def remove(self, ep: Endpoint, why: str) -> None:
         if ep.gone:
@@ -412,6 +425,8 @@ class Joins:
         ep.qframes = ep.qbytes = 0
         if ended:
             self.audit.append("session-end", session=sid)
+        if self.wards is not None:
+            self.wards.removed(ep)
 
     async def admit(
         self, ws: web.WebSocketResponse, ep: Endpoint, target: str, errors: list[int]
@@ -423,6 +438,8 @@ class Joins:
             return
         self.audit.append("admit", session=ep.session, endpoint_id=target, by=ep.id)
         logs.event("admit", session=ep.session, endpoint_id=target, by=ep.id)
+        if self.wards is not None:
+            self.wards.admitted(ep.session, target, ep.id)
         if self.local.get(ep.session, target) is not None:
             await self.admitted(member, ep.id)
         elif self.bus is not None and member.server not in ("", self.server_id):

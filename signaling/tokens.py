@@ -29,8 +29,26 @@ from signaling.keys import TOKEN_KEY, KeyFileError, load_or_create_secret, load_
 
 ALGORITHM = "HS256"
 TOKEN_TYPE = "p2pmed-join+jwt"
-ROLES = ("patient", "clinician", "observer")
+ROLES = ("patient", "clinician", "observer", "station")
 ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# A ward's central station (docs/wards.md) joins the pseudo-session "ward.W": the "." keeps
+# it apart from every real session id (ID_RE has no "."), so no bed can share it.
+WARD_PREFIX = "ward."
+STATION_RE = re.compile(r"ward\.[A-Za-z0-9_-]{1,64}")
+
+
+def station_session(ward: str) -> str:
+    if not ID_RE.fullmatch(ward):
+        raise ValueError("ward must be 1..64 chars of [A-Za-z0-9_-]")
+    return WARD_PREFIX + ward
+
+
+def _session_ok(session: object, role: object) -> bool:
+    if not isinstance(session, str):
+        return False
+    return bool((STATION_RE if role == "station" else ID_RE).fullmatch(session))
+
+
 REQUIRED = ("iss", "aud", "sub", "role", "jti", "iat", "nbf", "exp")
 MAX_TOKEN_LEN = 4096
 REVOCATIONS = "revocations.sqlite"
@@ -56,6 +74,7 @@ class Grant:
     # it may join as. For a join token root is its own jti and endpoint is None.
     root: str = ""
     endpoint: str | None = None
+    ward: str = ""  # the ward of a bed's patient token or of a station token ("" for none)
 
     @property
     def root_jti(self) -> str:
@@ -74,11 +93,21 @@ def mint(
     jti: str | None = None,
     root: str | None = None,
     endpoint: str | None = None,
+    ward: str | None = None,
 ) -> tuple[str, Grant]:
-    if not ID_RE.fullmatch(session):
-        raise ValueError("session must be 1..64 chars of [A-Za-z0-9_-]")
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if role == "station":
+        if not STATION_RE.fullmatch(session):
+            raise ValueError("a station token's session must be ward.W (station_session)")
+        if ward is None:
+            ward = session[len(WARD_PREFIX) :]
+        if session != WARD_PREFIX + ward:
+            raise ValueError("a station token's session must be ward.<its ward>")
+    elif not ID_RE.fullmatch(session):
+        raise ValueError("session must be 1..64 chars of [A-Za-z0-9_-]")
+    if ward is not None and not ID_RE.fullmatch(ward):
+        raise ValueError("ward must be 1..64 chars of [A-Za-z0-9_-]")
     if ttl <= 0:
         raise ValueError("ttl must be positive")
     now = time.time() if now is None else now
@@ -101,8 +130,12 @@ def mint(
         if not ID_RE.fullmatch(endpoint):
             raise ValueError("endpoint must be 1..64 chars of [A-Za-z0-9_-]")
         claims["root"], claims["eid"] = root, endpoint
+    if ward is not None:
+        claims["ward"] = ward
     token = jwt.encode(claims, key, algorithm=ALGORITHM, headers={"typ": TOKEN_TYPE})
-    return token, Grant(session, role, jti, float(exp), float(nbf), root or "", endpoint)
+    return token, Grant(
+        session, role, jti, float(exp), float(nbf), root or "", endpoint, ward or ""
+    )
 
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
@@ -230,10 +263,15 @@ class Verifier:
     def _check_claims(self, claims: dict[str, Any], now: float) -> Grant:
         sub, role, jti = claims["sub"], claims["role"], claims["jti"]
         iat, nbf, exp = claims["iat"], claims["nbf"], claims["exp"]
-        if not isinstance(sub, str) or not ID_RE.fullmatch(sub):
-            raise TokenError("claims", "token session (sub) is invalid")
         if role not in ROLES:
             raise TokenError("claims", "token role is invalid")
+        if not _session_ok(sub, role):
+            raise TokenError("claims", "token session (sub) is invalid")
+        ward = claims.get("ward", sub[len(WARD_PREFIX) :] if role == "station" else "")
+        if ward != "" and (not isinstance(ward, str) or not ID_RE.fullmatch(ward)):
+            raise TokenError("claims", "token ward is invalid")
+        if role == "station" and sub != WARD_PREFIX + ward:
+            raise TokenError("claims", "station token's session is not its ward's")
         if not isinstance(jti, str) or not 1 <= len(jti) <= 128:
             raise TokenError("claims", "token jti is invalid")
         if not isinstance(iat, int | float) or iat > now + self.leeway:
@@ -247,7 +285,7 @@ class Verifier:
             raise TokenError("claims", "token root is invalid")
         if eid is not None and (not isinstance(eid, str) or not ID_RE.fullmatch(eid)):
             raise TokenError("claims", "token endpoint (eid) is invalid")
-        return Grant(sub, role, jti, float(exp), float(nbf), root or "", eid)
+        return Grant(sub, role, jti, float(exp), float(nbf), root or "", eid, ward)
 
 
 def verify(
