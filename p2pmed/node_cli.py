@@ -217,6 +217,14 @@ def _node(args: argparse.Namespace) -> int:
     # identity, endpoint id, session store, FHIR output, recordings: patient data or secrets,
     # private whatever umask the node was started with
     os.umask(0o077)
+    from p2pmed.node.station import is_station_token
+
+    if is_station_token(config.join.token):  # a ward's central station (docs/wards.md)
+        if args.fhir_out == "-":
+            return _fail("a station writes one FHIR file per bed: give --fhir-out a directory")
+        if args.fhir_out and os.path.exists(args.fhir_out) and not os.path.isdir(args.fhir_out):
+            return _fail(f"--fhir-out {args.fhir_out}: a station needs a directory here")
+        return _run(_station_main(config))
     return _run(_node_main(config))
 
 
@@ -253,6 +261,67 @@ async def _node_main(config: Any) -> int:
             reader.cancel()
         await node.close()
     return 0
+
+
+async def _station_main(config: Any) -> int:
+    from p2pmed.node import NodeError
+    from p2pmed.node.station import Station
+    from p2pmed.station_ui import StationUI
+
+    station = Station(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, station.stop)
+    try:
+        await station.start()
+    except NodeError as exc:
+        await station.close()
+        return _fail(str(exc), exc.exit_code)
+    if not config.json_out and not config.ui:
+        print(
+            f"p2pmed node: central station of ward {station.ward} ({station.endpoint_id});"
+            f" identity {station.identity.fingerprint()}",
+            file=sys.stderr,
+        )
+    tasks = []
+    if stdin_is_pollable():
+        tasks.append(asyncio.create_task(_station_commands(station)))
+    if config.ui:
+        tasks.append(asyncio.create_task(StationUI(station).run()))
+    try:
+        code = await station.run()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await station.close()
+    return code
+
+
+async def _station_commands(station: Any) -> None:
+    """`ack BED [ALARM_ID]` lines, or JSON commands with a "bed" field."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (OSError, ValueError):
+        return
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        text = line.decode("utf-8", errors="replace").strip()
+        if not text.startswith("{"):
+            station.text_command(text)
+            continue
+        try:
+            cmd = json.loads(text)
+        except ValueError:
+            cmd = None
+        if not isinstance(cmd, dict) or not isinstance(cmd.get("cmd"), str):
+            station.events.emit("error", code="bad-command", message='expected {"cmd": ...}')
+            continue
+        station.command(cmd)
 
 
 def stdin_is_pollable() -> bool:
