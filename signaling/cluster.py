@@ -39,7 +39,7 @@ async def on_bus(hub: Hub, msg: dict[str, Any]) -> None:
             await hub.joins.admitted(m, str(msg.get("by", "")))
     elif op == "credit":
         if hub.remote is not None:
-            hub.remote.on_credit(session, to, int(msg["n"]))
+            hub.remote.on_credits(msg["items"])
     elif op == "drop":
         if hub.remote is not None:
             hub.remote.forget(session, to)

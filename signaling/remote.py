@@ -236,14 +236,17 @@ class RemoteRelay:
             if dst.qframes >= lim.queue_frames or dst.qbytes >= lim.queue_bytes:
                 dst.space.clear()
             dst.wake.set()
+        now: list[list[Any]] = []
         for (session, dst_id), n in credits.items():
             dst = self.local.get(session, dst_id)
             if dst is None or dst.space.is_set():
-                await self._credit(src, session, dst_id, n)
+                now.append([session, dst_id, n])
             else:
                 t = loop.create_task(self._credit_later(dst, src, n))
                 self._later.add(t)
                 t.add_done_callback(self._later.discard)
+        if now:  # one message for all the destinations of this batch
+            await self._send_credits(src, now)
 
     async def _credit_later(self, dst: Endpoint, src: str, n: int) -> None:
         while not dst.space.is_set() and not dst.gone:
@@ -251,11 +254,17 @@ class RemoteRelay:
         await self._credit(src, dst.session, dst.id, n)
 
     async def _credit(self, server: str, session: str, dst: str, n: int) -> None:
-        msg: dict[str, Any] = {"op": "credit", "session": session, "to": dst, "n": n}
+        await self._send_credits(server, [[session, dst, n]])
+
+    async def _send_credits(self, server: str, items: list[list[Any]]) -> None:
         try:
-            await self.bus.send(server, msg)
+            await self.bus.send(server, {"op": "credit", "items": items})
         except StoreUnavailable:
             self.metrics.errors.labels("credit-unsent").inc()
+
+    def on_credits(self, items: list[list[Any]]) -> None:
+        for session, dst, n in items:
+            self.on_credit(str(session), str(dst), int(n))
 
     def on_credit(self, session: str, dst: str, n: int) -> None:
         w = self.windows.get((session, dst))

@@ -30,6 +30,7 @@ from signaling.state.store import Member, Refused, StoreUnavailable
 PREFIX = "p2pmed:"
 BEAT = 1.0  # seconds between heartbeats
 BEAT_TTL = 3  # a server whose heartbeat key expired is presumed dead
+MAX_CONNECTIONS = 32  # per server, besides the pub/sub one
 
 T = TypeVar("T")
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
@@ -172,9 +173,16 @@ class RedisSessionStore:
         self.url = url
         self.server_id = server_id
         self.p = prefix
-        self.r: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=2.0, socket_connect_timeout=2.0
+        # a bounded pool: a join storm queues for a connection instead of opening hundreds
+        # (each connect costs Redis and this server more than the commands it carries)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=5.0,
+            socket_timeout=5.0,
+            socket_connect_timeout=3.0,
         )
+        self.r: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._add = self.r.register_script(_ADD)
         self._remove = self.r.register_script(_REMOVE)
         self._update = self.r.register_script(_UPDATE)
