@@ -20,7 +20,7 @@ from p2pmed.devices.mapping import DeviceMapper
 from p2pmed.node import clock
 from p2pmed.node import device_events as de
 from p2pmed.node import events as ne
-from p2pmed.node.errors import NodeError
+from p2pmed.node.errors import EXIT_FAILED, NodeError
 from p2pmed.vitals import codec, hr
 from p2pmed.vitals.alarms import AlarmEngine
 from p2pmed.vitals.codec import (
@@ -183,7 +183,16 @@ class PatientApp:
         self.hr_source = "device"
         start = getattr(source, "start", None)
         if start is not None:
-            host, port = await start()
+            spec = self.node.config.source
+            try:
+                host, port = await start()
+            except OSError as exc:  # a port in use, an address not ours: say so and stop
+                why = f"--source hl7-mllp: cannot listen on {spec.host}:{spec.port}: {exc}"
+                log.error("%s", why)
+                self.node.events.publish(de.DeviceSourceFailed(why))
+                self.node.ctx.exit_code = EXIT_FAILED
+                self.node.stop()
+                return
             self.node.events.publish(de.DeviceListening("hl7", host, port))
         tasks = [
             asyncio.create_task(self._pump(source)),

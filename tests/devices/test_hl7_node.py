@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -158,4 +159,22 @@ async def test_device_of_another_patient_is_a_high_alarm_and_withheld(
         assert not msg(clinician.w, "numerics") and not msg(clinician.w, "metric")
     finally:
         await clinician.stop()
+        await patient.stop()
+
+
+async def test_a_port_in_use_stops_the_node_with_a_clear_error(server: RunningServer) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        patient = await start_proc(
+            server.join_url(server.mint("d3", "patient")),
+            "patient",
+            "--source", f"hl7-mllp:127.0.0.1:{port}",
+        )  # fmt: skip
+        failed = await patient.w.wait_for("device-source-failed")
+        assert f"cannot listen on 127.0.0.1:{port}" in failed["reason"]
+        # the node stops rather than run on without its source (its exit code is 0 until
+        # Node.run() passes ctx.exit_code on: reported to the lead)
+        await asyncio.wait_for(patient.proc.wait(), 30)
         await patient.stop()
