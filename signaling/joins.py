@@ -281,6 +281,7 @@ class Joins:
             audience=v.audience,
             root=ep.jti,
             endpoint=ep.id,
+            ward=self.wards.ward_for(ep) if self.wards is not None else None,
         )
         ep.resume_at = time.monotonic()
         return token

@@ -61,6 +61,9 @@ class Wards:
         self.relay = relay
         self.beds: dict[str, dict[str, Bed]] = {}  # ward -> bed session -> bed
         self.ward_of: dict[str, str] = {}  # bed session -> ward
+        # (session, endpoint id) of a bed's patient -> its ward: its resume tokens carry the
+        # ward claim (from its first `joined` on), so it is a bed again after a server restart
+        self.patients: dict[tuple[str, str], str] = {}
 
     # ---- joins.py hooks ----
     async def owner(self, grant: Grant, eid: str) -> tuple[str, str] | None:
@@ -74,6 +77,12 @@ class Wards:
         if bound is not None and bound[0].startswith(WARD_PREFIX):
             return (grant.session, eid) if bound[1] == eid else bound
         return await self.store.owner(grant.root_jti) or bound
+
+    def ward_for(self, ep: Endpoint) -> str | None:
+        """The ward claim of ep's resume tokens (None: no claim, or derived from the session)."""
+        if ep.role != "patient":
+            return None
+        return self.patients.get((ep.session, ep.id))
 
     def check(self, grant: Grant, ip: str, fields: dict[str, Any]) -> None:
         """Before a new endpoint is added: ward limits and a bed session in one ward only."""
@@ -120,6 +129,8 @@ class Wards:
                     ip,
                     fields,
                 )
+        if grant.ward:
+            self.patients[(grant.session, str(fields["endpoint_id"]))] = grant.ward
 
     def _refuse(
         self,
@@ -165,6 +176,7 @@ class Wards:
             self._set(self.ward_of[ep.session], ep.session, ep.id, LINK_LOST)
 
     def removed(self, ep: Endpoint) -> None:
+        self.patients.pop((ep.session, ep.id), None)
         if ep.role == "patient" and ep.session in self.ward_of:
             self._set(self.ward_of[ep.session], ep.session, ep.id, ENDED)
 

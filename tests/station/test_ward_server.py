@@ -23,7 +23,10 @@ def audit(srv_dir: Path) -> list[dict[str, object]]:
 
 async def test_station_sees_beds_and_their_states(ward: Ward) -> None:
     bed1 = await ward.join(ward.bed("A", "bed1"), "pat1")
-    assert (await bed1.recv_type("joined"))["waiting"] is True
+    first = await bed1.recv_type("joined")
+    assert first["waiting"] is True
+    resume = first["resume_token"]  # a bed's resume tokens name its ward too
+    assert ward.srv.hub.verifier.verify(resume).ward == "A"
     st = await ward.join(ward.station("A"), "st1")
     joined = await st.recv_type("joined")
     assert joined["role"] == "station" and joined["session"] == "ward.A"
@@ -56,6 +59,12 @@ async def test_station_sees_beds_and_their_states(ward: Ward) -> None:
     bed1 = await ward.join(ward.bed("A", "bed1"), "pat1")
     assert (await bed1.recv_type("joined"))["waiting"] is False
     assert (await st.recv_type("bed", session="bed1"))["state"] == "live"
+    await bed1.send(type="leave")
+    assert (await st.recv_type("bed", session="bed1"))["state"] == "ended"
+    # the bed's node comes back later with its resume token: a bed of the ward again
+    bed1 = await ward.join(resume, "pat1")
+    await bed1.recv_type("joined")
+    assert (await st.recv_type("bed", session="bed1"))["state"] == "waiting"
     await bed1.send(type="leave")
     assert (await st.recv_type("bed", session="bed1"))["state"] == "ended"
     # a second connection of the station gets the whole ward again
