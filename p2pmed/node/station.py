@@ -35,6 +35,9 @@ log = logging.getLogger("p2pmed.node.station")
 
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 RANK = {p.name: int(p) for p in Priority}
+# The ward connection carries no relay frames: it pings so the server's idle logoff (900 s by
+# default, protocol.md 8.3.4) never takes it
+PING_EVERY = 60.0
 
 
 def is_station_token(token: str) -> bool:
@@ -114,6 +117,7 @@ class Station:
             ) from None
         session = str(joined.get("session", ""))
         self.ward = session.partition(".")[2]
+        self._spawn(self._keepalive())
         self.events.emit(
             "joined",
             role="station",
@@ -146,6 +150,11 @@ class Station:
             self._sig_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._sig_task
+
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(PING_EVERY)
+            self.signaling.send_json({"type": "ping"})
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
