@@ -132,6 +132,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="patient media: testpattern (default), camera, file:PATH or none",
     )
     d.add_argument("--scenario", default="demo", choices=["demo", "normal", "alarm"])
+    d.add_argument(
+        "--beds",
+        type=int,
+        metavar="N",
+        help="a simulated ward (docs/wards.md): N synthetic patient nodes in this process, each "
+        "its own endpoint, identity, session and peer connection; prints the station URL last",
+    )
     d.add_argument("--json", action="store_true", help="print JSON events instead of a UI")
     d.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     d.set_defaults(func=_demo)
@@ -376,6 +383,12 @@ def _demo(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if not 0 <= args.port <= 65535:
         return _fail("--port must be 0..65535")
+    if args.beds is not None:
+        if not 1 <= args.beds <= 64:
+            return _fail("--beds must be 1..64")
+        if args.clinician:
+            return _fail("--beds: run the station with `p2pmed node --join <station URL>`")
+        return _run(_ward_demo_main(args))
     return _run(_demo_main(args))
 
 
@@ -388,6 +401,69 @@ def _print_patient_sas(event: dict[str, Any]) -> None:
             file=sys.stderr,
             flush=True,
         )
+
+
+# episodes per bed, in turn: a ward where a few beds alarm and most are quiet
+WARD_SCENARIOS = ("demo", "normal", "normal", "alarm")
+
+
+async def _ward_demo_main(args: argparse.Namespace) -> int:
+    from p2pmed.node import Node, NodeConfig, NodeError
+    from p2pmed.node.output import Events
+    from signaling.testing import running_server
+
+    tmp = None
+    data_dir = args.data_dir
+    if data_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="p2pmed-ward-")
+        data_dir = tmp.name
+    os.makedirs(data_dir, exist_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    nodes: list[Any] = []
+    ward = "demo-ward"
+    try:
+        async with running_server(
+            os.path.join(data_dir, "server"), host=args.host, port=args.port
+        ) as srv:
+            print("p2pmed demo: a simulated ward", file=sys.stderr)
+            print(f"  signaling server : {srv.url}", file=sys.stderr)
+            for i in range(1, args.beds + 1):
+                bed = f"bed{i:02d}"
+                scenario = WARD_SCENARIOS[(i - 1) % len(WARD_SCENARIOS)]
+                url = srv.join_url(srv.mint(bed, "patient", ttl=12 * 3600, ward=ward))
+                conf = NodeConfig.build(
+                    url,
+                    data_dir=os.path.join(data_dir, "beds", bed),
+                    media="none",
+                    scenario=scenario,
+                    label=f"Bed {i}",
+                )
+                node = Node(conf, Events(json_out=False))
+                nodes.append(node)
+                await node.start()
+                print(f"  {bed}: {scenario} ({node.endpoint_id})", file=sys.stderr)
+            station = srv.join_url(srv.mint(f"ward.{ward}", "station", ttl=12 * 3600, ward=ward))
+            print(
+                f"  central station of ward {ward}: open this URL in a browser, or run"
+                " `p2pmed node --join URL`:",
+                file=sys.stderr,
+            )
+            print(station, flush=True)
+            print("  Ctrl-C to stop.", file=sys.stderr)
+            await stop.wait()
+    except NodeError as exc:
+        return _fail(str(exc), 1)
+    except OSError as exc:
+        return _fail(f"cannot start the signaling server: {exc}", 1)
+    finally:
+        await asyncio.gather(*(n.close() for n in nodes), return_exceptions=True)
+        if tmp is not None:
+            tmp.cleanup()
+    return 0
 
 
 async def _demo_main(args: argparse.Namespace) -> int:
