@@ -71,12 +71,14 @@ class Wards:
         to the station's endpoint in ward.W; a bed token the server minted for that station
         (same root, another session) belongs to the same endpoint id. The store's `owner`
         cannot say this: the station and its bed endpoints share one jti."""
-        bound = await self.store.bound(grant.root_jti)
         if grant.role == "station":
-            return bound
-        if bound is not None and bound[0].startswith(WARD_PREFIX):
-            return (grant.session, eid) if bound[1] == eid else bound
-        return await self.store.owner(grant.root_jti) or bound
+            return await self.store.bound(grant.root_jti)
+        if grant.role == "clinician" and grant.root:  # a resume or bed token
+            bound = await self.store.bound(grant.root_jti)
+            if bound is not None and bound[0].startswith(WARD_PREFIX):
+                return (grant.session, eid) if bound[1] == eid else bound
+            return await self.store.owner(grant.root_jti) or bound
+        return await self.store.owner(grant.root_jti) or await self.store.bound(grant.root_jti)
 
     def ward_for(self, ep: Endpoint) -> str | None:
         """The ward claim of ep's resume tokens (None: no claim, or derived from the session)."""
