@@ -54,12 +54,19 @@ class BedRow:
     values: dict[str, float | None] = field(default_factory=dict)  # hr, sys, dia, spo2, ...
     path: str | None = None  # direct | relay | None
     alarms: dict[int, dict[str, Any]] = field(default_factory=dict)  # open alarms by id
+    # technical alarms of the bed's node (all paths down, a refused identity, ...) by code
+    technical: dict[str, dict[str, Any]] = field(default_factory=dict)
     joined: bool = False  # the bed node joined the bed's session
 
     def top_alarm(self) -> dict[str, Any] | None:
-        if not self.alarms:
+        every = [*self.alarms.values(), *self.technical.values()]
+        if not every:
             return None
-        return max(self.alarms.values(), key=lambda a: (RANK.get(a["priority"], 0), a["id"]))
+        # the highest priority; among equals the newest vital alarm (ids grow), technical last
+        return max(
+            every,
+            key=lambda a: (RANK.get(a["priority"], 0), a["id"] if isinstance(a["id"], int) else -1),
+        )
 
     def rank(self) -> int:
         top = self.top_alarm()
@@ -285,6 +292,17 @@ class Station:
                     "state": e.get("state"),
                     "acked": row.alarms.get(aid, {}).get("acked", False),
                 }
+        elif name == "technical-alarm":
+            code = str(e.get("code"))
+            row.technical[code] = {
+                "id": code,
+                "priority": e.get("priority") or "LOW",
+                "condition": f"TECHNICAL {code}",
+                "state": "ACTIVE",
+                "acked": False,
+            }
+        elif name == "technical-alarm-cleared":
+            row.technical.pop(str(e.get("code")), None)
         elif name in ("ack-sent", "alarm-acked-elsewhere"):
             a = row.alarms.get(int(e.get("alarm_id", -1)))
             if a is not None:

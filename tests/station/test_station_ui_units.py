@@ -33,3 +33,17 @@ def test_highest_alarm_first() -> None:
     assert "HIGH hr-high #2" in lines[2] and "link-lost" in lines[2]
     assert "120/80" in bed_line(quiet) and " 72 " in bed_line(quiet)
     assert "--" in bed_line(med)  # no numerics yet
+
+
+def test_technical_alarms_count() -> None:
+    row = BedRow("b", "link-lost", alarms={4: alarm(4, "MEDIUM", "spo2-low")})
+    row.technical["all-paths-down"] = {
+        "id": "all-paths-down",
+        "priority": "MEDIUM",
+        "condition": "TECHNICAL all-paths-down",
+        "acked": False,
+    }
+    assert row.top_alarm()["id"] == 4  # type: ignore[index]
+    row.technical["all-paths-down"]["priority"] = "HIGH"
+    assert "TECHNICAL all-paths-down" in bed_line(row)
+    assert row.rank() == 3
