@@ -107,3 +107,31 @@ async def test_revoking_the_station_ends_every_bed(server: RunningServer, tmp_pa
     finally:
         for p in (*beds, other):
             await p.stop()
+
+
+async def test_station_killed_and_restarted(server: RunningServer, tmp_path: Any) -> None:
+    """Each bed's session resumes from the station's data dir: nothing lost, none twice."""
+    url, _ = station_url(server, "A")
+    beds = [await bed(server, "A", f"b{i}", tmp_path) for i in range(2)]
+    st2 = None
+    st1 = await start_proc(url, "station-1", "--data-dir", str(tmp_path / "st"))
+    try:
+        for i in range(2):
+            await st1.w.wait_count("message", 20, bed=f"b{i}")
+        st1.kill()
+        await st1.stop()
+        st2 = await start_proc(url, "station-2", "--data-dir", str(tmp_path / "st"))
+        for i in range(2):
+            await st2.w.wait_for("peer", bed=f"b{i}", state="restored")
+            await st2.w.wait_count("message", 20, bed=f"b{i}")
+        assert not st2.w.of("handshake")  # the same sessions, resumed
+    finally:
+        for p in beds:
+            await p.stop()
+        if st2 is not None:
+            await st2.stop()
+    sid = st1.w.of("joined")[0]["endpoint_id"]
+    assert st2.w.of("joined")[0]["endpoint_id"] == sid
+    for i, p in enumerate(beds):
+        got = st1.w.of("message", bed=f"b{i}") + st2.w.of("message", bed=f"b{i}")
+        check_stream(p.w.of("sent", peer=sid), got)
