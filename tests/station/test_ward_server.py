@@ -225,3 +225,20 @@ def test_token_cli(tmp_path: Path) -> None:
     ):
         r = run(*bad)
         assert r.returncode == 2 and "error" in r.stderr, bad
+
+
+def test_ward_limit_flags(tmp_path: Path) -> None:
+    from p2pmed.cli import build_parser
+    from signaling.cli import _build_config
+
+    flags = ["--max-beds-per-ward", "16", "--max-stations-per-ward", "2"]
+    args = build_parser().parse_args(["signaling", "--data-dir", str(tmp_path), *flags])
+    lim = _build_config(args).limits
+    assert (lim.max_beds_per_ward, lim.max_stations_per_ward) == (16, 2)
+    bad = subprocess.run(
+        [*[sys.executable, "-m", "p2pmed", "signaling"], "--max-beds-per-ward", "0"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert bad.returncode == 2 and "must be positive" in bad.stderr
