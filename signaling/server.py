@@ -52,7 +52,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'; form-action 'none'"
+    "frame-ancestors 'self'; form-action 'none'"
 )
 
 
@@ -116,6 +116,8 @@ async def join_page(request: web.Request) -> web.StreamResponse:
         return json_error(404, "no-page", "web/index.html is not installed")
     resp = web.FileResponse(index)
     resp.headers["Content-Security-Policy"] = CSP
+    # the station page shows each bed as this page in a same-origin frame (web/js/station.js)
+    resp.headers["X-Frame-Options"] = "SAMEORIGIN"
     return resp
 
 
