@@ -9,12 +9,14 @@ import sys
 import zlib
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import IO, TYPE_CHECKING, Any
 
 from p2pmed.core import events as ev
 from p2pmed.core.errors import ProtocolError
 from p2pmed.core.frame import MessageClass
+from p2pmed.devices.mapping import METRICS
 from p2pmed.node import clock
 from p2pmed.node import events as ne
 from p2pmed.node.app import NoOpApp
@@ -24,6 +26,8 @@ from p2pmed.vitals.codec import (
     Alarm,
     AlarmAck,
     AlarmState,
+    DeviceMetric,
+    DeviceStatus,
     Numerics,
     PatientStatus,
     Stream,
@@ -41,8 +45,18 @@ TRACE_SECONDS = 4.0
 FHIR_PENDING_MAX = 2000  # exports held per patient until its status names the FHIR subject
 
 
-def _waveform(w: Waveform, subject: str) -> list[dict[str, Any]]:
-    return [fhir.waveform_to_observation(w, subject)]
+def _waveform(w: Waveform, device: dict[str, str] | None, subject: str) -> list[dict[str, Any]]:
+    return [fhir.waveform_to_observation(w, subject, device=device)]
+
+
+def _metric(m: DeviceMetric, device: dict[str, str] | None, subject: str) -> list[dict[str, Any]]:
+    known = METRICS.get(m.code)
+    loinc = fhir.loinc_coding(known.loinc) if known is not None else None
+    return [fhir.metric_to_observation(m, subject, device=device, loinc=loinc)]
+
+
+def _device(d: DeviceStatus, subject: str) -> list[dict[str, Any]]:
+    return [fhir.device_to_resource(d, subject)]
 
 
 def open_private(path: str) -> IO[str]:
@@ -77,6 +91,7 @@ class ClinicianApp(NoOpApp):
         self._alarm_peer: dict[int, str] = {}  # alarm id -> patient that raised it
         self._raised_us: dict[int, int] = {}  # alarm id -> first time seen raised
         self._ack_info: dict[int, tuple[str, int]] = {}  # alarm id -> (who, time_us)
+        self.devices: dict[str, DeviceStatus] = {}  # patient endpoint id -> its bedside device
         out = node.config.fhir_out
         if out == "-":
             self._fhir = sys.stdout
@@ -200,7 +215,8 @@ class ClinicianApp(NoOpApp):
             self._on_status(link, msg)
         elif isinstance(msg, Numerics):
             self.numerics = msg
-            self._export(link.peer_id, partial(fhir.numerics_to_observations, msg))
+            dev = self._device_ref(link.peer_id)
+            self._export(link.peer_id, partial(fhir.numerics_to_observations, msg, device=dev))
         elif isinstance(msg, Waveform):
             expected = self.last_seq.get(msg.signal)
             if expected is not None and msg.first_seq != expected:
@@ -210,7 +226,11 @@ class ClinicianApp(NoOpApp):
             if msg.signal != "PLETH":
                 self.trace_signal = msg.signal
                 self.trace.extend(s * msg.scale for s in msg.samples)
-            self._export(link.peer_id, partial(_waveform, msg))
+            self._export(link.peer_id, partial(_waveform, msg, self._device_ref(link.peer_id)))
+        elif isinstance(msg, DeviceStatus):
+            self._on_device(link.peer_id, msg)
+        elif isinstance(msg, DeviceMetric):
+            self._export(link.peer_id, partial(_metric, msg, self._device_ref(link.peer_id)))
         elif isinstance(msg, Alarm):
             if msg.state is AlarmState.CLEARED:
                 self.alarms.pop(msg.alarm_id, None)
@@ -258,6 +278,17 @@ class ClinicianApp(NoOpApp):
             self.node.events.publish(ne.StreamEnded(link.peer_id, label_of(st)))
             if self._ui is not None:
                 self._ui.bell()
+
+    def _on_device(self, peer_id: str, d: DeviceStatus) -> None:
+        before = self.devices.get(peer_id)
+        self.devices[peer_id] = d
+        # the Device resource again only when something but the time changed (state, identity)
+        if before is None or replace(before, time_us=d.time_us) != d:
+            self._export(peer_id, partial(_device, d))
+
+    def _device_ref(self, peer_id: str) -> dict[str, str] | None:
+        d = self.devices.get(peer_id)
+        return fhir.device_reference(d) if d is not None else None
 
     # ---- FHIR export ----
     def subject(self, peer_id: str) -> str | None:

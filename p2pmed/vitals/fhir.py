@@ -282,6 +282,26 @@ def device_to_resource(d: DeviceStatus, subject: str) -> dict[str, Any]:
     return res
 
 
+# LOINC displays of the codes the MDC table (p2pmed/devices/mapping.py) gives a METRIC
+_LOINC_NAMES = {code: name for _, codes, _, _ in _VITALS.values() for code, name in codes} | dict(
+    _BP_PARTS.values()
+)
+_LOINC_NAMES |= {
+    "8889-8": "Heart rate by Pulse oximetry",
+    "8478-0": "Mean blood pressure",
+    "76215-3": "Invasive Systolic blood pressure",
+    "76213-8": "Invasive Diastolic blood pressure",
+    "76214-6": "Invasive Mean blood pressure",
+}
+
+
+def loinc_coding(code: str) -> tuple[str, str] | None:
+    """(LOINC code, display) for metric_to_observation(loinc=...); None for "" or a code
+    without a known display (the Observation is then coded in MDC alone)."""
+    name = _LOINC_NAMES.get(code)
+    return (code, name) if name is not None else None
+
+
 def metric_to_observation(
     m: DeviceMetric,
     subject: str,
