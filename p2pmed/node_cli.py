@@ -262,12 +262,12 @@ async def _node_main(config: Any) -> int:
     if config.json_out and stdin_is_pollable():
         reader = asyncio.create_task(_stdin_commands(node))
     try:
-        await node.run()
+        code = await node.run()  # non-zero (a device source that failed): systemd restarts it
     finally:
         if reader is not None:
             reader.cancel()
         await node.close()
-    return 0
+    return code
 
 
 async def _station_main(config: Any) -> int:

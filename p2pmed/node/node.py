@@ -275,12 +275,15 @@ class Node:
                 store.peer(peer_id).inbox_done(pending[-1].row, delete=True)
             link.kick()
 
-    async def run(self) -> None:
-        """Run until stop() (or Ctrl-C). After a revocation raises revocation.Revoked, a
-        SystemExit with EXIT_REVOKED (the caller's `finally: await node.close()` still runs)."""
+    async def run(self) -> int:
+        """Run until stop() (or Ctrl-C); returns the exit code the node stopped with (0, or
+        e.g. EXIT_FAILED when its device source failed). After a revocation raises
+        revocation.Revoked, a SystemExit with EXIT_REVOKED (the caller's `finally: await
+        node.close()` still runs)."""
         await self._stopped.wait()
         if self.exit_code == EXIT_REVOKED:
             raise revocation.Revoked()
+        return self.exit_code
 
     def stop(self) -> None:
         self._stopped.set()

@@ -174,7 +174,7 @@ async def test_a_port_in_use_stops_the_node_with_a_clear_error(server: RunningSe
         )  # fmt: skip
         failed = await patient.w.wait_for("device-source-failed")
         assert f"cannot listen on 127.0.0.1:{port}" in failed["reason"]
-        # the node stops rather than run on without its source (its exit code is 0 until
-        # Node.run() passes ctx.exit_code on: reported to the lead)
-        await asyncio.wait_for(patient.proc.wait(), 30)
+        # the node stops rather than run on without its source, and exits non-zero (1) so
+        # that systemd (Restart=on-failure) starts it again
+        assert await asyncio.wait_for(patient.proc.wait(), 30) == 1
         await patient.stop()
