@@ -20,6 +20,7 @@ from p2pmed.devices.mapping import DeviceMapper
 from p2pmed.node import clock
 from p2pmed.node import device_events as de
 from p2pmed.node import events as ne
+from p2pmed.node.app import NoOpApp
 from p2pmed.node.errors import EXIT_FAILED, NodeError
 from p2pmed.vitals import codec, hr
 from p2pmed.vitals.alarms import AlarmEngine
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("p2pmed.node.patient")
 
 
-class PatientApp:
+class PatientApp(NoOpApp):
     def __init__(self, node: NodeHandle) -> None:
         self.node = node
         self.patient_id = node.endpoint_id  # the same patient id in every session it joins
@@ -342,18 +343,6 @@ class PatientApp:
         self.broadcast(MessageClass.CRITICAL, alarm, commit=commit)
 
     # ---- App protocol ----
-    def on_joined(self) -> None:
-        return None
-
-    def on_peer_waiting(self, peer_id: str, role: str) -> None:
-        return None
-
-    def on_peer_left(self, peer_id: str) -> None:
-        return None
-
-    def on_signaling(self, up: bool) -> None:
-        return None
-
     def on_established(self, link: PeerLink) -> None:
         link.source_pos = self.position  # a new clinician gets the stream from now on
         self._send_status(only=link)
@@ -415,15 +404,6 @@ class PatientApp:
     def _flush_audit(self) -> None:
         while self.pending_audit and self.node.signaling.send_json(self.pending_audit[0]):
             self.pending_audit.pop(0)
-
-    def on_acked(self, link: PeerLink, event: ev.MessageAcked) -> None:
-        return None
-
-    def on_closed(self, link: PeerLink) -> None:
-        return None
-
-    def command(self, cmd: dict[str, Any]) -> None:
-        return None
 
     async def close(self) -> None:
         self._stop.set()
