@@ -133,6 +133,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     d.add_argument("--scenario", default="demo", choices=["demo", "normal", "alarm"])
     d.add_argument(
+        "--source",
+        default="synthetic",
+        choices=["synthetic", "sdc"],
+        help="the patient's vitals: synthetic (default) or sdc: a simulated SDC monitor "
+        "(p2pmed device-sim) next to the patient node, which discovers it by its bed",
+    )
+    d.add_argument(
         "--beds",
         type=int,
         metavar="N",
@@ -388,6 +395,8 @@ def _demo(args: argparse.Namespace) -> int:
             return _fail("--beds must be 1..64")
         if args.clinician:
             return _fail("--beds: run the station with `p2pmed node --join <station URL>`")
+        if args.source != "synthetic":
+            return _fail("--beds: the simulated ward's beds are synthetic (no --source)")
         return _run(_ward_demo_main(args))
     return _run(_demo_main(args))
 
@@ -467,6 +476,7 @@ async def _ward_demo_main(args: argparse.Namespace) -> int:
 
 
 async def _demo_main(args: argparse.Namespace) -> int:
+    from p2pmed.demo_device import DemoDeviceError, demo_source
     from p2pmed.node import Node, NodeConfig, NodeError
     from p2pmed.node.output import Events
     from signaling.testing import running_server
@@ -484,9 +494,10 @@ async def _demo_main(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
     nodes: list[Any] = []
     try:
-        async with running_server(
-            os.path.join(data_dir, "server"), host=args.host, port=args.port
-        ) as srv:
+        async with (
+            running_server(os.path.join(data_dir, "server"), host=args.host, port=args.port) as srv,
+            demo_source(args.source, data_dir) as device,
+        ):
             session = "demo-" + secrets.token_hex(4)
             patient_url = srv.join_url(srv.mint(session, "patient", ttl=12 * 3600))
             clinician_url = srv.join_url(srv.mint(session, "clinician", ttl=12 * 3600))
@@ -495,6 +506,7 @@ async def _demo_main(args: argparse.Namespace) -> int:
                 data_dir=os.path.join(data_dir, "patient"),
                 media=args.media,
                 scenario=args.scenario,
+                **device.node_kw,
             )
             patient = Node(pconf, Events(json_out=args.json))
             if not args.json:  # with --json the `handshake` event carries the SAS
@@ -504,7 +516,8 @@ async def _demo_main(args: argparse.Namespace) -> int:
             print("p2pmed demo", file=sys.stderr)
             print(f"  signaling server : {srv.url}", file=sys.stderr)
             print(
-                f"  session          : {session} (synthetic patient {patient.endpoint_id})",
+                f"  session          : {session} ({device.describe}, patient node "
+                f"{patient.endpoint_id})",
                 file=sys.stderr,
             )
             print(
@@ -527,7 +540,7 @@ async def _demo_main(args: argparse.Namespace) -> int:
                 clinician_done.add_done_callback(lambda _: stop.set())
             print("  Ctrl-C to stop.", file=sys.stderr)
             await stop.wait()
-    except NodeError as exc:
+    except (NodeError, DemoDeviceError) as exc:
         return _fail(str(exc), 1)
     except OSError as exc:
         return _fail(f"cannot start the signaling server: {exc}", 1)
