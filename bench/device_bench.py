@@ -19,8 +19,23 @@ processes, as in a deployment.
   one-way MLLP hop taken as half the ACK round trip), with the ACK round trip itself (the
   device protocol's own latency) side by side. Bar: added p99 <= 5 ms.
 
-The SDC part (provider -> consumer callback next to p2pmed's share, 500 Hz ECG + 125 Hz pleth
-with 0 samples lost over 10 minutes) is bench/sdc_bench.py.
+    .venv/bin/python bench/device_bench.py --mode sdc [--seconds 600]
+
+SDC mode: `p2pmed device-sim` (an sdc11073 provider process: numerics every second, ECG II at
+500 Hz and pleth at 125 Hz in reports every 50 ms), the patient node in this process with
+--source sdc:EPR (SdcSource's tap stamps each reading at the consumer callback, on
+sdc11073's thread), the clinician node a process of its own (--json), for --seconds:
+
+- the device protocol's own latency: numerics, provider set (the metric's DeterminationTime,
+  whole ms) -> consumer callback; waveforms, a report's last sample -> consumer callback
+  (includes the provider's 50 ms batching, the device's design);
+- p2pmed added: consumer callback -> the clinician node has the NUMERICS / the waveform chunk
+  (its `message` event), p50/p99, side by side with the above. Bar: p99 <= 5 ms;
+- samples lost of the ECG + pleth stream: at the device (a report not following on from the
+  previous one in time, or a DeviceLost) and on p2pmed's way (a reading the consumer got whose
+  samples the clinician never had). Bar: 0.
+
+bench/sdc_bench.py measures the SDC source alone (no node).
 """
 
 from __future__ import annotations
@@ -33,6 +48,7 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -206,8 +222,194 @@ async def phases(
     return {"throughput": throughput, "latency": latency}
 
 
+# -- SDC mode --------------------------------------------------------------------------------
+
+ECG, PLETH = 131330, 150452
+SIGNAL = {ECG: "II", PLETH: "PLETH"}
+
+
+class SdcClinician:
+    """The clinician node process (--json): when each NUMERICS (by its t_us) and each waveform
+    chunk (by signal and first_seq) arrived, as its event's `ts`."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.numerics: dict[int, float] = {}
+        self.chunks: dict[tuple[str, int], tuple[int, float]] = {}  # -> (n, ts)
+        self.gaps = 0
+        self.ready = asyncio.Event()
+        self.task = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            e = json.loads(line)
+            name = e["event"]
+            if name == "message" and e.get("kind") == "waveform":
+                self.chunks[(e["signal"], int(e["first_seq"]))] = (int(e["n"]), float(e["ts"]))
+            elif name == "message" and e.get("kind") == "numerics":
+                self.numerics.setdefault(int(e["t_us"]), float(e["ts"]))
+            elif name == "waveform-gap":
+                self.gaps += 1
+            elif name == "patient-status":
+                self.ready.set()
+
+
+async def run_sdc(args: argparse.Namespace) -> dict[str, Any]:
+    from p2pmed.devices.reading import DeviceLost, Metric, Reading, Samples
+    from p2pmed.node import Node, NodeConfig
+    from p2pmed.node.output import Events
+    from p2pmed.node.patient import PatientApp
+    from p2pmed.vitals.codec import MAX_SAMPLES
+
+    epr = uuid.uuid4().urn
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p2pmed", "device-sim", "--json", "--epr", epr,
+        "--bed", f"bench-{epr[-8:]}", "--cycle", "60",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL, cwd=str(ROOT),
+    )  # fmt: skip
+    assert sim.stdout is not None
+    if not await asyncio.wait_for(sim.stdout.readline(), 60):
+        raise RuntimeError(f"device-sim exited {await sim.wait()}")
+    taps: list[tuple[Reading, float]] = []  # appended on sdc11073's thread
+
+    def app(node: Any) -> PatientApp:
+        a = PatientApp(node)
+        a.device_tap = lambda r, wall: taps.append((r, wall))
+        return a
+
+    patient: Any = None
+    clin: SdcClinician | None = None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            async with running_server(tmp) as srv:
+                clin = SdcClinician(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "p2pmed",
+                        "node",
+                        "--json",
+                        "--media",
+                        "none",
+                        "--join",
+                        srv.join_url(srv.mint("bench", "clinician")),
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=asyncio.subprocess.DEVNULL,
+                        cwd=str(ROOT),
+                    )
+                )
+                cfg = NodeConfig.build(
+                    srv.join_url(srv.mint("bench", "patient")),
+                    data_dir=os.path.join(args.store_dir or tmp, f"patient-{epr[-8:]}"),
+                    media="none",
+                    source=f"sdc:{epr}",
+                )
+                patient = Node(cfg, Events(json_out=False), app_factory=app)
+                await patient.start()
+                await asyncio.wait_for(clin.ready.wait(), 60)
+                first = len(clin.chunks)
+                if not await wait_for(lambda: len(clin.chunks) > first + 20, 60):
+                    raise RuntimeError("no waveform reached the clinician")
+                cpu0 = cpu_seconds(os.getpid()), cpu_seconds(clin.proc.pid)
+                t0 = time.time()
+                await asyncio.sleep(args.seconds)
+                t1 = time.time()
+                cpu1 = cpu_seconds(os.getpid()), cpu_seconds(clin.proc.pid)
+                await asyncio.sleep(2.0)  # what was on its way arrives
+                seen = list(taps)
+                await patient.close()
+                patient = None
+    finally:
+        if patient is not None:
+            await patient.close()
+        if clin is not None:
+            clin.proc.terminate()
+            await clin.proc.wait()
+            clin.task.cancel()
+        sim.terminate()
+        await sim.wait()
+    assert clin is not None
+    seq = {ECG: 0, PLETH: 0}  # the mapping numbers each signal's samples from 0, as here
+    next_us: dict[int, float] = {}
+    metric_wall: dict[int, float] = {}
+    dev_ms: dict[str, list[float]] = {"numerics": [], "waveform": []}
+    added: dict[str, list[float]] = {"numerics": [], "waveform": []}
+    tapped = {ECG: 0, PLETH: 0}
+    lost_device = {ECG: 0, PLETH: 0}
+    lost_p2pmed = {ECG: 0, PLETH: 0}
+    device_lost = 0
+    for r, wall in seen:
+        inside = t0 <= wall < t1
+        if isinstance(r, DeviceLost):
+            device_lost += inside
+            next_us.clear()
+        elif isinstance(r, Metric) and r.time_us is not None:
+            if inside:
+                dev_ms["numerics"].append((wall - r.time_us / 1e6) * 1000)
+                metric_wall.setdefault(r.time_us, wall)
+        elif isinstance(r, Samples) and r.code in seq and r.values:
+            start, n = seq[r.code], len(r.values)
+            seq[r.code] += n
+            expected = next_us.get(r.code)
+            if r.time_us is not None:
+                if inside and expected is not None and r.time_us - expected > 1000:
+                    lost_device[r.code] += round((r.time_us - expected) * r.rate_hz / 1e6)
+                next_us[r.code] = r.time_us + n * 1e6 / r.rate_hz
+            if not inside:
+                continue
+            tapped[r.code] += n
+            if r.time_us is not None:
+                last = r.time_us / 1e6 + (n - 1) / r.rate_hz
+                dev_ms["waveform"].append((wall - last) * 1000)
+            signal = SIGNAL[r.code]
+            got = [clin.chunks.get((signal, start + a)) for a in range(0, n, MAX_SAMPLES)]
+            lost_p2pmed[r.code] += n - sum(c[0] for c in got if c is not None)
+            if got[0] is not None:
+                added["waveform"].append((got[0][1] - wall) * 1000)
+    for t_us, wall in metric_wall.items():
+        ts = clin.numerics.get(t_us)
+        if ts is not None:
+            added["numerics"].append((ts - wall) * 1000)
+    elapsed = t1 - t0
+
+    def p(values: list[float]) -> dict[str, Any]:
+        return {"n": len(values), "p50": pct(values, 0.5), "p99": pct(values, 0.99)}
+
+    return {
+        "seconds": round(elapsed, 1),
+        "device_protocol_ms": {k: p(v) for k, v in dev_ms.items()},
+        "p2pmed_added_ms": {k: p(v) for k, v in added.items()}
+        | {"all": p(added["numerics"] + added["waveform"])},
+        "numerics_at_clinician": f"{len(added['numerics'])}/{len(metric_wall)}",
+        "samples_at_consumer": {"ecg_500hz": tapped[ECG], "pleth_125hz": tapped[PLETH]},
+        "samples_expected": {
+            "ecg_500hz": round(elapsed * 500),
+            "pleth_125hz": round(elapsed * 125),
+        },
+        "samples_lost_at_device": {
+            "ecg_500hz": lost_device[ECG],
+            "pleth_125hz": lost_device[PLETH],
+        },
+        "samples_lost_by_p2pmed": {
+            "ecg_500hz": lost_p2pmed[ECG],
+            "pleth_125hz": lost_p2pmed[PLETH],
+        },
+        "clinician_waveform_gaps": clin.gaps,
+        "device_lost": device_lost,
+        "cpu_percent": {
+            "patient_node_and_server": round(100 * (cpu1[0] - cpu0[0]) / elapsed, 1),
+            "clinician_node": round(100 * (cpu1[1] - cpu0[1]) / elapsed, 1),
+        },
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mode", choices=["hl7", "sdc"], default="hl7")
+    ap.add_argument("--seconds", type=float, default=60.0, help="sdc: measured run (issue: 600)")
     ap.add_argument("--count", type=int, default=3000, help="throughput phase messages")
     ap.add_argument("--latency-count", type=int, default=500)
     ap.add_argument("--latency-rate", type=float, default=50.0, help="messages/s")
@@ -221,6 +423,8 @@ def main() -> int:
         "/dev/shm takes the fsync out, as in docs/benchmarks.md)",
     )
     args = ap.parse_args()
+    if args.mode == "sdc":
+        return sdc_main(args)
     res = asyncio.run(run(args))
     res["store"] = args.store_dir or "temp dir on disk"
     t, lat = res["throughput"], res["latency"]
@@ -230,6 +434,19 @@ def main() -> int:
         and t["all_numerics_at_clinician"],
         "p2pmed_added_p99_le_5ms": lat["p2pmed_added_ms_p99"] <= 5.0
         and lat["samples"] == args.latency_count,
+    }
+    res["bars"] = bars
+    print(json.dumps(res, indent=1))
+    return 0 if all(bars.values()) else 1
+
+
+def sdc_main(args: argparse.Namespace) -> int:
+    res = asyncio.run(run_sdc(args))
+    res["store"] = args.store_dir or "temp dir on disk"
+    lost = sum(res["samples_lost_at_device"].values()) + sum(res["samples_lost_by_p2pmed"].values())
+    bars = {
+        "p2pmed_added_p99_le_5ms": res["p2pmed_added_ms"]["all"]["p99"] <= 5.0,
+        "ecg_pleth_0_samples_lost": lost == 0 and res["device_lost"] == 0,
     }
     res["bars"] = bars
     print(json.dumps(res, indent=1))

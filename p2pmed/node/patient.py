@@ -8,7 +8,7 @@ import contextlib
 import logging
 import multiprocessing
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,9 @@ class PatientApp(NoOpApp):
         if node.config.source.kind == "wfdb":  # HR is derived from the ECG and may be missing
             self.engine.expected = (Param.HR,)
         self.hr_source: str | None = None  # where the HR in NUMERICS comes from
+        # sdc: called on sdc11073's thread with each reading and time.time() at the consumer
+        # callback (bench/device_bench.py --mode sdc sets it before the node starts)
+        self.device_tap: Callable[[rd.Reading, float], None] | None = None
         self.stream = Stream.STREAMING
         self._status_counter = 0
         try:
@@ -168,7 +171,7 @@ class PatientApp(NoOpApp):
             return Hl7Source(spec.host, spec.port, idle_s=spec.idle_s)
         from p2pmed.devices.sdc import SdcSource
 
-        return SdcSource(spec.target, bed=spec.bed)
+        return SdcSource(spec.target, bed=spec.bed, tap=self.device_tap)
 
     def _expected_patient(self) -> str | None:
         """The patient id a device must report: the id of --fhir-patient (last path segment);
