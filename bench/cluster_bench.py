@@ -242,8 +242,13 @@ async def bench_idle(http: aiohttp.ClientSession, c: Cluster, per_server: int) -
     rss0 = [rss_kib(p.pid) for p, _ in c.servers]
     mem0 = await redis_used(c.redis_url)
     socks: list[aiohttp.ClientWebSocketResponse] = []
+    readers: list[asyncio.Task[None]] = []
     sem = asyncio.Semaphore(100)
     failed = 0
+
+    async def read(ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for _ in ws:  # answers the server's heartbeat pings (20 s), as a node does
+            pass
 
     async def one(i: int, url: str) -> None:
         nonlocal failed
@@ -251,6 +256,7 @@ async def bench_idle(http: aiohttp.ClientSession, c: Cluster, per_server: int) -
             try:
                 ws, _ = await join(http, url, c.mint(f"idle{i // 4}", "clinician"), f"c{i % 4}")  # type: ignore[misc]
                 socks.append(ws)
+                readers.append(asyncio.ensure_future(read(ws)))
             except Exception:
                 failed += 1
 
@@ -266,6 +272,7 @@ async def bench_idle(http: aiohttp.ClientSession, c: Cluster, per_server: int) -
     mem1 = await redis_used(c.redis_url)
     for s in socks:
         await s.close()
+    await asyncio.gather(*readers, return_exceptions=True)
     n = max(1, len(socks))
     return {
         "idle_held": held,

@@ -8,7 +8,12 @@ Keys (prefix `p2pmed:`; one Redis, or one shard per group of sessions, docs/scal
   r:{jti}             revoked (expires after the longest token lifetime)
   ip:{address}        the per-IP join token bucket
   srv:{server}        a server's heartbeat (expires 3 s after its last beat)
-Channels: ctl:{server} (messages for one server), revoked (jtis revoked anywhere).
+  servers             SET of the servers that ever beat; held:{server} SET of what each
+                      holds ("session\\nendpoint"); dead:{server} when first seen dead;
+                      lock:{name} (reaper.py)
+  seq                 the join-order counter
+Channels: ctl:{server} (JSON messages for one server), rl:{server} (relay frames for it,
+remote.py), revoked (jtis revoked anywhere).
 Every write that checks something is one Lua script, so two servers cannot interleave.
 A Redis error becomes StoreUnavailable: the server refuses joins until Redis is back.
 """
