@@ -352,6 +352,16 @@ class SourceStarted(NodeEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class SourceGap(NodeEvent):
+    """The node was stopped longer than it catches up: the source goes on from now, and the
+    messages that were due while it was down (never generated) are skipped, not replayed."""
+
+    NAME: ClassVar[str] = "source-gap"
+    skipped: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class SourceEnded(NodeEvent):
     NAME: ClassVar[str] = "source-ended"
     messages: int

@@ -37,6 +37,8 @@ from p2pmed.vitals.codec import (
 from p2pmed.vitals.sources import SyntheticSource, WfdbReplay, beat_track
 from p2pmed.vitals.summary import SCENARIOS, episodes, summary
 
+CATCH_UP_S = 60.0  # a node stopped longer than this skips to now instead of catching up
+
 __all__ = ["SCENARIOS", "PatientApp", "episodes", "summary"]  # episodes: bench/fault_scenarios.py
 
 if TYPE_CHECKING:
@@ -99,21 +101,27 @@ class PatientApp(NoOpApp):
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _source(
-        self, start: float, skip: int = 0, beats: hr.BeatTrack | None = None
-    ) -> Iterator[tuple[float, Message]]:
+        self,
+        start: float,
+        skip: int = 0,
+        beats: hr.BeatTrack | None = None,
+        catch_up_from: float | None = None,
+    ) -> tuple[Iterator[tuple[float, Message]], int]:
         """The deterministic stream from `start`, without its first `skip` messages (seeked
-        directly, not regenerated: this can take a moment, so callers run it off the loop)."""
+        directly, not regenerated: this can take a moment, so callers run it off the loop),
+        nor any due before `catch_up_from`; and where it starts."""
         spec = self.node.config.source
+        src: WfdbReplay | SyntheticSource
         if spec.kind == "wfdb":
-            replay = WfdbReplay(
-                spec.path, start_time=start, patient_id=self.patient_id, beats=beats
-            )
-            self.hr_source = replay.hr_source
-            return replay.iter_from(skip)
-        self.hr_source = "synthetic"
-        scenario = self.node.config.scenario
-        source = SyntheticSource(self.patient_id, start_time=start, episodes=episodes(scenario))
-        return source.iter_from(skip)
+            src = WfdbReplay(spec.path, start_time=start, patient_id=self.patient_id, beats=beats)
+            self.hr_source = src.hr_source
+        else:
+            self.hr_source = "synthetic"
+            scenario = self.node.config.scenario
+            src = SyntheticSource(self.patient_id, start_time=start, episodes=episodes(scenario))
+        if catch_up_from is not None:
+            skip = max(skip, src.position_at(catch_up_from))
+        return src.iter_from(skip), skip
 
     async def run(self) -> None:
         if self.node.config.source.kind in ("hl7-mllp", "sdc"):
@@ -132,22 +140,37 @@ class PatientApp(NoOpApp):
                 link.source_pos = 0
             if store is not None:
                 store.set_meta("source_start", start)
-        self.position = skip
         rate = self.node.config.rate
-        n = skip
+        # After a longer stop the stream goes on from now: what was due while the node was
+        # down was never measured, and replaying it in a burst would feed the alarm engine
+        # stale values at wall-clock time. A short stop is caught up, nothing skipped.
+        catch_up_from = start + (clock.now() - start) * rate - CATCH_UP_S * rate
         beats = await self._beats()
-        source = await asyncio.to_thread(self._source, start, skip, beats)
+        source, first = await asyncio.to_thread(self._source, start, skip, beats, catch_up_from)
+        if first > skip:
+            gap = (clock.now() - start) * rate - CATCH_UP_S * rate
+            self.node.events.publish(ne.SourceGap(first - skip, round(gap, 3)))
+        skip = first
+        self.position = n = skip
         self.node.events.publish(ne.SourceStarted(skip, self.hr_source))
         self._send_status()  # now with the HR source
+        behind = 0
         for due, msg in source:
             n += 1
             wait = start + (due - start) / rate - clock.now()
             if wait > 0:
+                behind = 0
                 try:
                     await asyncio.wait_for(self._stop.wait(), wait)
                     return
                 except TimeoutError:
                     pass
+            else:
+                behind += 1
+                if behind % 32 == 0:  # catching up: let the links and signaling run too
+                    await asyncio.sleep(0)
+                    if self._stop.is_set():
+                        return
             self.position = n
             # numerics are what a clinician reads: HIGH, never queued behind waveform backlog
             cls = MessageClass.HIGH if isinstance(msg, Numerics) else MessageClass.MEDIUM
@@ -265,7 +288,13 @@ class PatientApp(NoOpApp):
             if isinstance(msg, Numerics):
                 for alarm in self.engine.feed(msg, now) + self.engine.tick(now):
                     self.send_alarm(alarm, commit=False)
-        self.node.persist()
+        # each link's output now: its driver commits the messages queued above together with
+        # the frames that carry them, then sends them (one fsync per link before a frame
+        # leaves, instead of one here and another in the driver's flush a loop turn later)
+        for link in list(self.node.peers.values()):
+            if link.established and not link.closed:
+                link.kick(urgent=True)
+        self.node.persist()  # anything else staged (usually nothing: no second fsync)
         for event in self._unreported:
             self.node.events.publish(event)
         self._unreported.clear()

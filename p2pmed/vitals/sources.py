@@ -172,6 +172,14 @@ class SyntheticSource:
                 hi = mid
         return itertools.islice(self._chunks(lo), skip - self._messages_before(lo), None)
 
+    def position_at(self, t: float) -> int:
+        """Where this stream picks up when it is restarted at t instead of delivering what was
+        due while it was stopped: every message before it is due at or before t, every one
+        from it on at most one chunk before t."""
+        if t <= self.start_time:
+            return 0
+        return self._messages_before(int((t - self.start_time) * 1000 // self.chunk_ms))
+
     def _messages_before(self, i: int) -> int:
         """Messages yielded by chunks 0..i-1 (no duration limit)."""
         numerics = math.floor(i * self.chunk_ms / 1000) + 1 if i > 0 else 0
@@ -386,6 +394,20 @@ class WfdbReplay:
         schedule = self._schedule()
         next(itertools.islice(schedule, skip, skip), None)  # consume `skip` items now
         return (self._message(item) for item in schedule)
+
+    def position_at(self, t: float) -> int:
+        """Messages due at or before time t (see SyntheticSource.position_at)."""
+        rate, n = self.sample_rate, len(self.samples)
+        count = 0
+        for what, k in self._schedule():
+            if what == "n":
+                due = self.start_time + k
+            else:
+                due = self.start_time + min(chunk_bounds(k, rate, self.chunk_ms)[1], n) / rate
+            if due > t:
+                break
+            count += 1
+        return count
 
     def _schedule(self) -> Iterator[tuple[str, int]]:
         """("w", chunk index) and ("n", second) in due-time order; a numerics first on a tie,

@@ -4,7 +4,9 @@ Each tests/data/upgrade/REV/ was made by tests/data/upgrade/make_fixture.py runn
 REV's own code: a server data dir (token key, audit chain, a revoked token) and the data dirs
 of a patient and a clinician killed mid-session. After the upgrade the old audit chain still
 verifies and goes on, the old token key still signs, the revocation still holds, both nodes
-keep their identities and pins, and they resume their open E2E session from the old stores."""
+keep their identities and pins, and they resume their open E2E session from the old stores;
+the patient's source goes on from now, with the gap reported, instead of replaying the time
+it was down."""
 
 from __future__ import annotations
 
@@ -73,9 +75,13 @@ async def test_upgrade_keeps_server_and_node_state(manifest: Path, tmp_path: Pat
             await patient.w.wait_for("peer", state="restored")
             await clinician.w.wait_for("path", active="direct")
             await clinician.w.wait_count("message", 10, kind="waveform")
+            # stopped far longer than it catches up: the stream goes on from now, the gap
+            # said, not replayed in a burst of stale values (and stale alarms)
+            gap = await patient.w.wait_for("source-gap")
         finally:
             await clinician.stop()
             await patient.stop()
+    assert gap["skipped"] > 0 and gap["seconds"] > 0
     assert patient.node.identity.fingerprint() == info["patient_fingerprint"]
     assert not clinician.w.of("identity-pinned", new=True), "the old trust store was not read"
     assert not clinician.w.of("technical-alarm")

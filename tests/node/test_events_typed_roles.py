@@ -20,6 +20,7 @@ NUMERICS["hr_source"] = "synthetic"
 CASES: list[tuple[ne.NodeEvent, str, dict[str, Any]]] = [
     (ne.HrDetectionInThread("no fork"), "hr-detection-in-thread", {"reason": "no fork"}),
     (ne.SourceStarted(3, None), "source-started", {"skip": 3, "hr_source": None}),
+    (ne.SourceGap(70_000, 3000.5), "source-gap", {"skipped": 70_000, "seconds": 3000.5}),
     (ne.SourceEnded(40), "source-ended", {"messages": 40}),
     (
         ne.MessageSent("c1", 9, "HIGH", 33, 123456, NUMERICS),
@@ -140,5 +141,5 @@ def test_every_role_event_class_is_covered() -> None:
         and cls is not ne.NodeEvent
         and source.index(f"class {cls.__name__}(") > start
     }
-    assert len(added) == 18
+    assert len(added) == 19
     assert added <= {type(event) for event, _, _ in CASES}
