@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import WSMsgType, web
 
@@ -125,20 +125,20 @@ class Joins:
         now = time.monotonic()
         reject = self.replies.reject
         lim = self.limits
-        if not self.limiter.take(ip, now) or not await self.store.join_allowed(
-            ip, lim.join_rate, lim.join_burst
-        ):
-            self.metrics.limit_violations.labels("join-rate").inc()
-            reject("join-rate", ip)
-            raise Closing(
-                cc.RATE_LIMITED, "too-many-joins", "too many join attempts from this address"
-            )
+        if not self.limiter.take(ip, now):
+            self._too_many(ip)
         try:
             grant = self.verifier.verify(data["token"])
         except TokenError as e:
             reject(f"token-{e.reason}", ip, endpoint_id=eid)
             raise Closing(cc.UNAUTHORIZED, f"token-{e.reason}", str(e)) from None
-        if await self.store.is_revoked(*{grant.jti, grant.root_jti}):
+        # the cluster's join bucket, revocations and the endpoint's record: one round trip
+        allowed, revoked, present = await self.store.prejoin(
+            ip, lim.join_rate, lim.join_burst, (grant.jti, grant.root_jti), grant.session, eid
+        )
+        if not allowed:
+            self._too_many(ip)
+        if revoked:
             reject("token-revoked", ip, endpoint_id=eid)
             raise Closing(cc.UNAUTHORIZED, "token-revoked", "token revoked")
         fields = {
@@ -162,7 +162,6 @@ class Joins:
         if owner is not None and owner != (grant.session, eid):
             reject("token-in-use", ip, **fields)
             raise Closing(cc.UNAUTHORIZED, "token-in-use", "token already used by another endpoint")
-        present = await self.store.member(grant.session, eid)
         if present is not None:
             if present.role != grant.role:
                 reject("role-mismatch", ip, **fields)
@@ -240,6 +239,11 @@ class Joins:
             self.wards.joined(ep, grant)
         self.metrics.join_latency.observe(time.perf_counter() - t0)
         return ep
+
+    def _too_many(self, ip: str) -> NoReturn:
+        self.metrics.limit_violations.labels("join-rate").inc()
+        self.replies.reject("join-rate", ip)
+        raise Closing(cc.RATE_LIMITED, "too-many-joins", "too many join attempts from this address")
 
     async def tell(self, m: Member, msg: dict[str, Any]) -> None:
         """Queue msg for the endpoint m, on this server or, over the bus, on the one holding it."""

@@ -108,6 +108,11 @@ class MemorySessionStore:
             return self._bindings.owner(jti) or (session, endpoint_id)
         return self._bound.setdefault(jti, (session, endpoint_id))
 
+    async def prejoin(
+        self, ip: str, rate: float, burst: float, jtis: tuple[str, ...], session: str, eid: str
+    ) -> tuple[bool, bool, Member | None]:
+        return True, False, self._sessions.get(session, {}).get(eid)
+
     async def join_allowed(self, ip: str, rate: float, burst: float) -> bool:
         return True  # Joins' own per-IP limiter is the whole limit on a single server
 

@@ -423,6 +423,18 @@ class RedisSessionStore:
             return session, endpoint_id
         return _pair(await self._do(self.r.get(key))) or (session, endpoint_id)
 
+    async def prejoin(
+        self, ip: str, rate: float, burst: float, jtis: tuple[str, ...], session: str, eid: str
+    ) -> tuple[bool, bool, Member | None]:
+        keys = [f"{self.p}r:{j}" for j in dict.fromkeys(jtis) if j]
+        async with self.r.pipeline(transaction=False) as pipe:
+            await self._bucket(keys=[f"{self.p}ip:{ip}"], args=[rate, burst], client=pipe)
+            pipe.exists(*keys)
+            pipe.hget(f"{self.p}s:{session}", eid)
+            ok, revoked, raw = await self._do(pipe.execute())
+        m = None if raw is None else _member(session, eid, raw)[1]
+        return int(ok) == 1, int(revoked) > 0, m
+
     async def join_allowed(self, ip: str, rate: float, burst: float) -> bool:
         res = await self._do(self._bucket(keys=[f"{self.p}ip:{ip}"], args=[rate, burst]))
         return int(res) == 1

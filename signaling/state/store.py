@@ -99,6 +99,13 @@ class SessionStore(Protocol):
         """Bind jti to the endpoint unless it is bound already; the binding that holds."""
         ...
 
+    async def prejoin(
+        self, ip: str, rate: float, burst: float, jtis: tuple[str, ...], session: str, eid: str
+    ) -> tuple[bool, bool, Member | None]:
+        """What a join reads first, in one round trip: (join_allowed, is_revoked(*jtis),
+        member(session, eid))."""
+        ...
+
     async def join_allowed(self, ip: str, rate: float, burst: float) -> bool:
         """The cluster-wide per-IP join bucket (a single server keeps its own limiter)."""
         ...
