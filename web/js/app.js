@@ -11,6 +11,7 @@ import { checkSdp, SdpError } from "./sdp.js";
 import { checkPin, getPin, markMismatch, markVerified, rememberLabel } from "./pins.js";
 import { AlarmSound } from "./audio.js";
 import { Binder, decodePathBind, dtlsFingerprints, dtlsTransport, encodePathBind } from "./bind.js";
+import { TileBridge } from "./tilebridge.js";
 
 const CHANNELS = [["control", 0], ["vitals", 1], ["bulk", 2]];
 const GRADES = ["normal", "mild", "moderate", "severe"];
@@ -37,6 +38,7 @@ function gradeOf(rtt, loss) {
 // for reloads of this tab and removed from the address bar and history.
 function parseFragment() {
   const params = new URLSearchParams(location.hash.replace(/^#/, ""));
+  if (TILE) return { token: params.get("token") || "", session: null };
   let token = params.get("token") || "";
   let session = params.get("session") || null;
   if (token) {
@@ -48,7 +50,17 @@ function parseFragment() {
   return { token: token || "", session: session || null };
 }
 
+// A bed tile of the station page (station.js): the station's endpoint id and the bed come in the
+// fragment; the station's sessionStorage keys (shared with same-origin frames) are left alone.
+const TILE = (() => {
+  const params = new URLSearchParams(location.hash.replace(/^#/, ""));
+  const eid = params.get("eid"), bed = params.get("bed");
+  if (window.parent === window || params.get("tile") !== "1" || !eid || !bed) return null;
+  return { eid, bed };
+})();
+
 function endpointId() {
+  if (TILE) return TILE.eid;
   let id = sessionStorage.getItem("p2pmed-endpoint");
   if (!id) {
     const b = crypto.getRandomValues(new Uint8Array(6));
@@ -114,7 +126,7 @@ class App {
     const base = location.pathname.replace(/\/join\/?$/, "");
     const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${base}/ws`;
     this.httpBase = `${location.origin}${base}`;
-    const resumeKey = `p2pmed-resume:${this.eid}`;
+    const resumeKey = TILE ? `p2pmed-resume:${this.eid}:${TILE.bed}` : `p2pmed-resume:${this.eid}`;
     this.sig = new SignalingClient({
       wsUrl, token, endpointId: this.eid, session,
       resumeToken: storedResume(resumeKey, token, this.eid),
@@ -141,8 +153,10 @@ class App {
     $("btn-mismatch").addEventListener("click", () => this.codesMismatch());
     // Browsers allow sound only after a gesture: the first click or key press anywhere unlocks it.
     const unlock = () => this.sound.unlock();
-    document.addEventListener("pointerdown", unlock, true);
-    document.addEventListener("keydown", unlock, true);
+    if (!TILE) { // a tile is silent: the station page sounds for every bed
+      document.addEventListener("pointerdown", unlock, true);
+      document.addEventListener("keydown", unlock, true);
+    }
     $("btn-audio-unlock").addEventListener("click", unlock);
     $("btn-audio-pause").addEventListener("click", () => {
       const t = now();
@@ -155,12 +169,18 @@ class App {
     setInterval(() => this.session && this.session.tick(), 50);
     setInterval(() => this.renderStatus(), 200);
     setInterval(() => this.pollStats(), 2000);
+    let drawn = 0;
     const loop = () => {
       const t = now();
-      this.ecg.frame(t);
-      this.pleth.frame(t);
+      // a small tile draws at most 30 frames a second (16 of them share one main thread)
+      if (!this.bridge || !this.bridge.compact || t - drawn >= 0.03) {
+        drawn = t;
+        this.ecg.frame(t);
+        this.pleth.frame(t);
+      }
       requestAnimationFrame(loop);
     };
+    if (TILE) this.bridge = new TileBridge(this, TILE.bed);
     requestAnimationFrame(loop);
   }
 
@@ -268,6 +288,7 @@ class App {
     });
     li.append(label, btn);
     list.append(li);
+    if (TILE) { btn.click(); return; } // the station admits every patient of its ward's beds
     showView("view-waiting");
     this.renderWaiting();
     announce(`Patient ${id} is waiting to be admitted`);
@@ -294,7 +315,7 @@ class App {
     showView("main");
     // the Admit button is gone: focus goes to the monitor, not to <body>
     const a = document.activeElement;
-    if (wasWaiting && (!a || a === document.body)) $("main").focus({ preventScroll: true });
+    if (!TILE && wasWaiting && (!a || a === document.body)) $("main").focus({ preventScroll: true });
     window.p2pmed.state = "admitted";
   }
 
@@ -1000,6 +1021,11 @@ async function main() {
   if (!token) {
     showError("token-missing", "This address has no join token.");
     window.p2pmed.state = "error";
+    return;
+  }
+  if (!TILE && claims(token).role === "station") { // a central station: the ward's beds (station.js)
+    const { startStation } = await import("./station.js");
+    await startStation(token, endpointId());
     return;
   }
   let identity;
