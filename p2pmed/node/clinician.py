@@ -92,6 +92,7 @@ class ClinicianApp(NoOpApp):
         self._raised_us: dict[int, int] = {}  # alarm id -> first time seen raised
         self._ack_info: dict[int, tuple[str, int]] = {}  # alarm id -> (who, time_us)
         self.devices: dict[str, DeviceStatus] = {}  # patient endpoint id -> its bedside device
+        self._device_refs: dict[str, dict[str, str]] = {}  # -> its FHIR reference (made once)
         out = node.config.fhir_out
         if out == "-":
             self._fhir = sys.stdout
@@ -284,11 +285,11 @@ class ClinicianApp(NoOpApp):
         self.devices[peer_id] = d
         # the Device resource again only when something but the time changed (state, identity)
         if before is None or replace(before, time_us=d.time_us) != d:
+            self._device_refs[peer_id] = fhir.device_reference(d)
             self._export(peer_id, partial(_device, d))
 
     def _device_ref(self, peer_id: str) -> dict[str, str] | None:
-        d = self.devices.get(peer_id)
-        return fhir.device_reference(d) if d is not None else None
+        return self._device_refs.get(peer_id)
 
     # ---- FHIR export ----
     def subject(self, peer_id: str) -> str | None:
