@@ -33,6 +33,7 @@ _CLOSE = {
     Refused.SERVER_FULL: (cc.CAPACITY, "too many sessions on this server"),
     Refused.SESSION_FULL: (cc.CAPACITY, "too many endpoints in this session"),
     Refused.PATIENT_PRESENT: (cc.FORBIDDEN, "the session already has a patient"),
+    Refused.TOKEN_IN_USE: (cc.UNAUTHORIZED, "token already used by another endpoint"),
 }
 
 
@@ -188,10 +189,12 @@ class Joins:
             grant.role != "patient",
             self.server_id,
         )
-        refused, started = await self.store.add(
+        # add it, bind its join token if nobody holds that, and read the session: one step
+        refused, started, members = await self.store.add_join(
             member,
             max_sessions=self.limits.max_sessions,
             max_endpoints=self.limits.max_endpoints_per_session,
+            bind_exp=grant.exp if owner is None else None,
         )
         if refused is not None:
             if refused in _LIMIT:
@@ -199,18 +202,6 @@ class Joins:
             reject(refused.value, ip, **fields)
             code, message = _CLOSE[refused]
             raise Closing(code, refused.value, message)
-        if owner is None:
-            try:
-                holder = await self._bind(grant, eid)
-            except BaseException:
-                await self.store.remove(grant.session, eid)
-                raise
-            if holder != (grant.session, eid):  # another server bound it first
-                await self.store.remove(grant.session, eid)
-                reject("token-in-use", ip, **fields)
-                raise Closing(
-                    cc.UNAUTHORIZED, "token-in-use", "token already used by another endpoint"
-                )
         if started:
             self.audit.append("session-start", session=grant.session)
         ep = Endpoint(member, ip)
@@ -220,7 +211,6 @@ class Joins:
         self.audit.append("join", ip=ip, waiting=not ep.admitted, **fields)
         self.metrics.joins.labels(grant.role).inc()
         logs.event("join", session=ep.session, endpoint_id=eid, role=grant.role)
-        members = await self.store.members(ep.session)
         others = [m for m in members if m.endpoint_id != eid]
         post, tell = self.relay.post, self.tell
         post(ep, self._joined(ep, members))

@@ -59,6 +59,25 @@ class MemorySessionStore:
         self._owners[member.jti] = (member.session, member.endpoint_id)
         return None, started
 
+    async def add_join(
+        self, member: Member, *, max_sessions: int, max_endpoints: int, bind_exp: float | None
+    ) -> tuple[Refused | None, bool, list[Member]]:
+        me = (member.session, member.endpoint_id)
+        if bind_exp is not None and (await self.bound(member.jti)) not in (None, me):
+            return Refused.TOKEN_IN_USE, False, []
+        refused, started = await self.add(
+            member, max_sessions=max_sessions, max_endpoints=max_endpoints
+        )
+        if refused is not None:
+            return refused, False, []
+        if bind_exp is not None:
+            try:
+                await self.bind(member.jti, member.session, member.endpoint_id, bind_exp)
+            except BaseException:
+                await self.remove(member.session, member.endpoint_id)
+                raise
+        return None, started, await self.members(member.session)
+
     async def remove(self, session: str, endpoint_id: str, server: str = "") -> bool:
         eps = self._sessions.get(session)
         if eps is None:

@@ -66,6 +66,40 @@ if n == 0 then return 'started' end
 return 'ok'
 """
 
+_ADD_JOIN = """
+local p, sid, eid, role, jti = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local adm, srv = ARGV[6], ARGV[7]
+local maxs, maxe, exp = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
+local me = sid .. '\\n' .. eid
+local bkey = p .. 'b:' .. jti
+if exp ~= '' then
+  local b = redis.call('GET', bkey)
+  if b and b ~= me then return {'token-in-use'} end
+end
+local h = p .. 's:' .. sid
+local n = redis.call('HLEN', h)
+if n == 0 then
+  if redis.call('SCARD', p .. 'sessions') >= maxs then return {'server-full'} end
+else
+  if redis.call('HEXISTS', h, eid) == 1 then return {'dup'} end
+  if n >= maxe then return {'session-full'} end
+  if role == 'patient' then
+    for _, v in ipairs(redis.call('HVALS', h)) do
+      if cjson.decode(v)[2] == 'patient' then return {'patient-present'} end
+    end
+  end
+end
+local seq = redis.call('INCR', p .. 'seq')
+redis.call('HSET', h, eid, cjson.encode({seq, role, jti, tonumber(adm), srv}))
+redis.call('SADD', p .. 'sessions', sid)
+redis.call('SET', p .. 'o:' .. jti, me)
+redis.call('SADD', p .. 'held:' .. srv, me)
+if exp ~= '' then redis.call('SET', bkey, me, 'NX', 'EXAT', exp) end
+local out = redis.call('HGETALL', h)
+if n == 0 then table.insert(out, 1, 'started') else table.insert(out, 1, 'ok') end
+return out
+"""
+
 _REMOVE = """
 local p, sid, eid, srv = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local h = p .. 's:' .. sid
@@ -189,6 +223,7 @@ class RedisSessionStore:
         )
         self.r: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._add = self.r.register_script(_ADD)
+        self._add_join = self.r.register_script(_ADD_JOIN)
         self._remove = self.r.register_script(_REMOVE)
         self._update = self.r.register_script(_UPDATE)
         self._bucket = self.r.register_script(_BUCKET)
@@ -393,6 +428,29 @@ class RedisSessionStore:
                 self._count += 1
             return None, res == "started"
         return Refused(res), False
+
+    async def add_join(
+        self, member: Member, *, max_sessions: int, max_endpoints: int, bind_exp: float | None
+    ) -> tuple[Refused | None, bool, list[Member]]:
+        m = member
+        args: list[str | int] = [
+            *(self.p, m.session, m.endpoint_id, m.role, m.jti),
+            *(int(m.admitted), m.server, max_sessions, max_endpoints),
+            "" if bind_exp is None else int(bind_exp) + 60,
+        ]
+        res = await self._do(self._add_join(args=args))
+        status = _text(res[0])
+        if status == "dup":
+            raise ValueError(f"endpoint {m.endpoint_id!r} is already in the session")
+        if status not in ("ok", "started"):
+            return Refused(status), False, []
+        if status == "started":
+            self._count += 1
+        flat = res[1:]
+        got = sorted(
+            _member(m.session, _text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)
+        )
+        return None, status == "started", [x for _, x in got]
 
     async def remove(self, session: str, endpoint_id: str, server: str = "") -> bool:
         res = await self._do(self._remove(args=[self.p, session, endpoint_id, server]))

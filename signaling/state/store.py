@@ -42,6 +42,7 @@ class Refused(Enum):
     SERVER_FULL = "server-full"
     SESSION_FULL = "session-full"
     PATIENT_PRESENT = "patient-present"
+    TOKEN_IN_USE = "token-in-use"  # add_join: the join token is bound to another endpoint
 
 
 class StoreUnavailable(Exception):
@@ -72,6 +73,13 @@ class SessionStore(Protocol):
     ) -> tuple[Refused | None, bool]:
         """Add a new endpoint unless the server or the session is full or a second patient
         would join: (why refused or None, whether this started the session)."""
+        ...
+
+    async def add_join(
+        self, member: Member, *, max_sessions: int, max_endpoints: int, bind_exp: float | None
+    ) -> tuple[Refused | None, bool, list[Member]]:
+        """`add`, and with bind_exp also `bind` member.jti to it (refused TOKEN_IN_USE, and
+        nothing added, if it is bound to another endpoint), then `members`: one step."""
         ...
 
     async def remove(self, session: str, endpoint_id: str, server: str = "") -> bool:

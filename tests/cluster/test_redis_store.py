@@ -52,6 +52,23 @@ async def contract(store: SessionStore) -> None:
     assert await store.bind("j", "s1", "e1", exp) == ("s1", "e1")
     assert await store.bind("j", "s1", "e2", exp) == ("s1", "e1")
     assert await store.bound("j") == ("s1", "e1") and await store.bound("k") is None
+    # add_join: add, bind and read the session in one step; a token bound elsewhere adds nothing
+    refused, started, members = await store.add_join(
+        Member("s3", "e1", "clinician", "jj", True, "A"),
+        max_sessions=9,
+        max_endpoints=9,
+        bind_exp=exp,
+    )
+    assert refused is None and started and [x.endpoint_id for x in members] == ["e1"]
+    assert await store.bound("jj") == ("s3", "e1")
+    refused, started, members = await store.add_join(
+        Member("s3", "e2", "clinician", "jj", True, "A"),
+        max_sessions=9,
+        max_endpoints=9,
+        bind_exp=exp,
+    )
+    assert (refused, started, members) == (Refused.TOKEN_IN_USE, False, [])
+    assert [x.endpoint_id for x in await store.members("s3")] == ["e1"]
 
 
 async def test_memory_store_contract() -> None:
