@@ -178,12 +178,14 @@ async def phases(
             await hl7sim.send_one(r, w, message(i)[0], stats)
 
     cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    clin_cpu0 = cpu_seconds(clin.proc.pid)
     await asyncio.gather(*(sender(k) for k in range(len(conns))))
     elapsed = time.perf_counter() - t0
     for _, w in conns[1:]:
         w.close()
     delivered = await wait_for(lambda: all(k in clin.arrived for k in keys), 60)
     cpu = cpu_seconds(pid) - cpu0
+    clin_cpu = cpu_seconds(clin.proc.pid) - clin_cpu0  # its --json output included
     throughput = {
         "connections": args.connections,
         "messages": args.count,
@@ -192,6 +194,7 @@ async def phases(
         "all_numerics_at_clinician": delivered,
         "patient_cpu_ms_per_message": round(cpu * 1000 / args.count, 3),
         "patient_cpu_share": round(cpu / elapsed, 2),
+        "clinician_cpu_ms_per_message": round(clin_cpu * 1000 / args.count, 3),
     }
     # latency
     e2e, added, rtt = [], [], []
