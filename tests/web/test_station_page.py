@@ -113,6 +113,14 @@ async def test_station_tiles_late_bed_link_lost_and_ward_b_unseen(
                     n0,
                 )
                 await until(page, LIVE, "b2")
+                # nothing lost: every class in sequence, no ECG sample gap, on the same session
+                m = await page.evaluate(
+                    "window.p2pmedStation.beds.get('b2').frame.contentWindow.p2pmed.metrics"
+                )
+                gaps = {c: d["gaps"] for c, d in m["delivered"].items()}
+                assert len(gaps) >= 2 and not any(gaps.values()), m["delivered"]
+                assert m["ecgSourceGaps"] == 0
+                assert m["codecRejected"] == 0 and m["rejected"] == 0
                 # nothing of ward B, and B's bed never saw the station
                 names = await page.evaluate("[...window.p2pmedStation.beds.keys()].sort()")
                 assert names == ["b1", "b2", "b3"]

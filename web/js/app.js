@@ -17,6 +17,7 @@ const CHANNELS = [["control", 0], ["vitals", 1], ["bulk", 2]];
 const GRADES = ["normal", "mild", "moderate", "severe"];
 const now = () => performance.now() / 1000;
 const AUDIO_PAUSE = 120; // seconds of audio pause (IEC 60601-1-8 AUDIO PAUSED)
+const TILE_FPS = 20; // waveform frames a second in a station tile (web/js/station.js)
 const ACK_TIMEOUT = 10; // seconds for the patient node to confirm an alarm acknowledgement
 
 // Test and benchmark hooks (read-only figures; no secrets).
@@ -172,8 +173,8 @@ class App {
     let drawn = 0;
     const loop = () => {
       const t = now();
-      // a small tile draws at most 30 frames a second (16 of them share one main thread)
-      if (!this.bridge || !this.bridge.compact || t - drawn >= 0.03) {
+      // a small tile draws at most TILE_FPS frames a second (the station's tiles share one main thread)
+      if (!this.bridge || !this.bridge.compact || t - drawn >= 1 / TILE_FPS - 0.004) {
         drawn = t;
         this.ecg.frame(t);
         this.pleth.frame(t);

@@ -51,7 +51,10 @@ class Station {
     this.pending = new Map(); // alarm row key -> when the station asked its tile to acknowledge
     this.full = null;
     this.sound = new AlarmSound();
-    this.metrics = { joins: 0, alarmShown: [], acks: [], posts: 0, bedMessages: 0 };
+    // alarmLatencyUs: per alarm announcement (raised, escalated) first listed here, from the
+    // patient node's alarm time; only those raised after this page started (benchmark hook)
+    this.metrics = { joins: 0, alarmShown: [], alarmLatencyUs: [], acks: [], posts: 0, bedMessages: 0, startUs: Date.now() * 1000 };
+    this.announced = new Set();
     this.base = location.pathname.replace(/\/join\/?$/, "");
   }
 
@@ -236,6 +239,11 @@ class Station {
       for (const a of (bed.snap && bed.snap.alarms) || []) {
         const key = `${bed.id}\u0000${a.key}`;
         if (!this.firstSeen.has(key)) this.firstSeen.set(key, Date.now() * 1000);
+        const ann = `${key}\u0000${a.time_us}`;
+        if (a.time_us && !this.announced.has(ann)) {
+          this.announced.add(ann);
+          if (a.time_us >= this.metrics.startUs && this.metrics.alarmLatencyUs.length < 100000) this.metrics.alarmLatencyUs.push(Date.now() * 1000 - a.time_us);
+        }
         rows.push({ key, bed, a, t: a.time_us || this.firstSeen.get(key) });
       }
     }
