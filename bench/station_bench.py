@@ -166,7 +166,7 @@ async def run(n: int, seconds: float, browser: Any, shot: str | None, tmp: Path)
             "(a) => window.p2pmedStation.metrics.alarmLatencyUs.slice(a)", a0
         )
         if shot:
-            await page.screenshot(path=shot)
+            await page.screenshot(path=shot, full_page=True)
         ms = [x / 1000 for x in lat["lat"]]
         page_ms = [x / 1000 for x in lat["page"]]
         am = [x / 1000 for x in alarms]
