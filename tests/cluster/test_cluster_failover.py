@@ -2,7 +2,8 @@
 real Redis (issue #15, items 3 and 4): real patient and clinician nodes stream vitals over
 the WebSocket relay; the server holding the patient is SIGKILLed mid-stream; the patient
 reconnects through HAProxy to the other server and resumes there; the session and its
-admission are still there, and the clinician gets every message once, in order."""
+admission are still there, and the clinician gets every message once, in order. The same
+with the server drained (SIGTERM: /healthz 503, `reconnect` to every connection)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from tests.cluster.lb import haproxy
@@ -29,8 +31,9 @@ async def holder(redis: RedisProcess, session: str, eid: str) -> tuple[str, bool
     return str(server), bool(admitted)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "drain"])
 async def test_server_killed_mid_stream_through_haproxy(
-    tmp_path: Path, redis_srv: RedisProcess, shared_key: Path
+    tmp_path: Path, redis_srv: RedisProcess, shared_key: Path, sig: signal.Signals
 ) -> None:
     async with cluster_procs(tmp_path, redis_srv, shared_key) as servers:
         by_id = dict(zip("AB", servers, strict=True))
@@ -56,7 +59,7 @@ async def test_server_killed_mid_stream_through_haproxy(
                 c_srv, _ = await holder(redis_srv, "s1", cid)
                 print(f"\npatient on {p_srv}, clinician on {c_srv}")
                 victim = by_id[p_srv]
-                victim.proc.send_signal(signal.SIGKILL)
+                victim.proc.send_signal(sig)
                 await victim.proc.wait()
                 n = len(clinician.w.of("message"))
                 ups = len(patient.w.of("signaling", state="up"))

@@ -254,3 +254,32 @@ async def test_revocation_confirmed_by_peer_on_another_server(
 
         await settle(lambda: bool(complete()))
         assert complete()[0]["peers"] == ["pat"] and complete()[0]["late"] is False
+
+
+async def test_sessions_isolated_across_servers(
+    tmp_path: Path, redis_srv: RedisProcess, shared_key: Path, http: aiohttp.ClientSession
+) -> None:
+    async with pair(tmp_path, redis_srv, shared_key) as (a, b):
+        ha, hb = Harness(a, http), Harness(b, http)
+        p1, _ = await ha.join("ward1-bed1", "patient", "p1")
+        d1, j1 = await hb.join("ward1-bed1", "clinician", "d1")
+        _p2, _ = await hb.join("ward2-bed1", "patient", "p2")
+        d2, j2 = await ha.join("ward2-bed1", "clinician", "d2")
+        assert [x["endpoint_id"] for x in j1["peers"]] == ["p1"]
+        assert [x["endpoint_id"] for x in j2["peers"]] == ["p2"]
+        for doc, pat in ((d1, "p1"), (d2, "p2")):
+            await doc.recv_type("peer-waiting")
+            await doc.send(type="admit", endpoint_id=pat)
+            await doc.recv_type("peer-joined")
+        # d1 (on B) cannot reach p2 (on B, other session) nor d2 (on A, other session)
+        for target in ("p2", "d2"):
+            await d1.send(type="offer", to=target, sdp="x")
+            err = await d1.recv_type("error")
+            assert err["code"] == "unknown-peer" and err["to"] == target
+            await d1.ws.send_bytes(bytes((len(target),)) + target.encode() + b"frame")
+            err = await d1.recv_type("error")
+            assert err["code"] == "unknown-peer"
+        await d1.send(type="admit", endpoint_id="p2")
+        assert (await d1.recv_type("error"))["code"] == "not-waiting"
+        await p1.send(type="offer", to="d1", sdp="ok")
+        assert (await d1.recv_type("offer"))["from"] == "p1"
