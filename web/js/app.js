@@ -168,7 +168,7 @@ class App {
     setInterval(() => this.renderAlarmSignals(), 100);
     this.sig.start();
     setInterval(() => this.session && this.session.tick(), 50);
-    setInterval(() => this.renderStatus(), 200);
+    setInterval(() => this.renderStatus(), TILE ? 500 : 200); // a tile's status is read twice a second
     setInterval(() => this.pollStats(), 2000);
     let drawn = 0;
     const loop = () => {

@@ -188,7 +188,12 @@ class Station {
     this.metrics.posts++;
     bed.snap = m;
     this.renderBed(bed);
-    this.renderAlarms();
+    // one list render per 40 ms, whatever the number of tiles posting (a timer, not an animation
+    // frame: the list must follow in a background tab too)
+    if (!this.alarmsQueued) {
+      this.alarmsQueued = true;
+      setTimeout(() => { this.alarmsQueued = false; this.renderAlarms(); }, 40);
+    }
   }
 
   renderBed(bed) {
@@ -279,16 +284,16 @@ class Station {
       if (row.text.textContent !== txt) row.text.textContent = txt;
       const cls = `alarm alarm-${a.priority}${a.technical ? " alarm-technical" : ""}${a.acked ? " acked" : ""}`;
       if (row.li.className !== cls) row.li.className = cls;
-      row.li.dataset.priority = a.priority;
-      row.li.dataset.bed = r.bed.id;
-      row.li.dataset.ack = a.ack || (this.pending.has(r.key) ? "sending" : "");
-      if (a.alarm_id !== undefined) row.li.dataset.alarmId = String(a.alarm_id);
+      const data = { priority: a.priority, bed: r.bed.id, ack: a.ack || (this.pending.has(r.key) ? "sending" : "") };
+      if (a.alarm_id !== undefined) data.alarmId = String(a.alarm_id);
+      for (const [k, v] of Object.entries(data)) if (row.li.dataset[k] !== v) row.li.dataset[k] = v;
       const canAck = a.alarm_id !== undefined && !a.acked && a.ack !== "sending";
-      row.btn.hidden = a.alarm_id === undefined;
-      row.btn.disabled = !canAck;
+      if (row.btn.hidden !== (a.alarm_id === undefined)) row.btn.hidden = a.alarm_id === undefined;
+      if (row.btn.disabled !== !canAck) row.btn.disabled = !canAck;
       const label = a.acked ? "Acknowledged" : a.ack === "sending" ? "Acknowledging…" : a.ack === "failed" ? "Acknowledge again" : "Acknowledge";
       if (row.btn.textContent !== label) row.btn.textContent = label;
-      row.btn.setAttribute("aria-label", `Acknowledge ${a.priority} priority alarm ${what} of bed ${r.bed.id}`);
+      const aria = `Acknowledge ${a.priority} priority alarm ${what} of bed ${r.bed.id}`;
+      if (row.btn.getAttribute("aria-label") !== aria) row.btn.setAttribute("aria-label", aria);
       const stTxt = a.ackText || "";
       if (row.st.textContent !== stTxt) row.st.textContent = stTxt;
       if (list.children[i] !== row.li) list.insertBefore(row.li, list.children[i] || null);

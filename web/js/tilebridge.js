@@ -5,7 +5,7 @@
 import { $ } from "./ui.js";
 import { PRIORITY_NAME, STATE_NAME, isTechnicalAlarm } from "./vitals.js";
 
-const POST_EVERY = 250; // ms between snapshots; alarm changes are posted at once
+const POST_EVERY = 500; // ms between snapshots (numerics come once a second); alarm changes are posted at once
 
 const num = (v) => (typeof v === "bigint" ? Number(v) : v);
 
