@@ -165,7 +165,7 @@ class App {
       else this.sound.pause(AUDIO_PAUSE, t);
       this.renderAlarmSignals();
     });
-    setInterval(() => this.renderAlarmSignals(), 100);
+    setInterval(() => this.renderAlarmSignals(), TILE ? 250 : 100); // a tile is silent: outlines only
     this.sig.start();
     setInterval(() => this.session && this.session.tick(), 50);
     setInterval(() => this.renderStatus(), TILE ? 500 : 200); // a tile's status is read twice a second
