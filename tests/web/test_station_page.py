@@ -227,3 +227,34 @@ async def test_station_alarms_ack_and_audio_pause(browser: Browser, tmp_path: Pa
                 await ctx.close()
                 for p in (b1, b2, b3):
                     await p.stop()
+
+
+async def test_station_reload_resumes_every_bed(browser: Browser, tmp_path: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="p2pmed-station-reload-") as d:
+        async with running_server(Path(d) / "srv") as srv:
+            beds = [await bed(srv, "R", f"b{i}", tmp_path, "--scenario", "normal") for i in (1, 2)]
+            page, (ctx, errors) = await station(browser, srv, "R")
+            try:
+                for b in ("b1", "b2"):
+                    await until(page, LIVE, b)
+                sid = await page.evaluate("window.p2pmedStation.eid")
+                await page.reload()
+                await page.wait_for_function("!!window.p2pmedStation", timeout=10_000)
+                assert await page.evaluate("window.p2pmedStation.eid") == sid
+                for b in ("b1", "b2"):
+                    await until(page, LIVE, b)
+                    m = await page.evaluate(
+                        "(b) => { const w = window.p2pmedStation.beds.get(b).frame.contentWindow;"
+                        " return { resumed: !!w.p2pmed.resumed, m: w.p2pmed.metrics }; }",
+                        b,
+                    )
+                    assert m["resumed"], b  # the bed's running session continued
+                    gaps = {c: x["gaps"] for c, x in m["m"]["delivered"].items()}
+                    assert not any(gaps.values()), m["m"]["delivered"]
+                for p in beds:  # one handshake each: no new session after the reload
+                    assert len(p.w.of("handshake")) == 1
+                assert not errors, errors
+            finally:
+                await ctx.close()
+                for p in beds:
+                    await p.stop()
