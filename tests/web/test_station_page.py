@@ -138,6 +138,7 @@ async def test_station_tiles_late_bed_link_lost_and_ward_b_unseen(
                 assert await violations(page) == []
                 await page.keyboard.press("Enter")
                 await expect(page.locator('.bedtile[data-bed="b1"] .bedopen')).to_be_focused()
+                await expect(frame.locator("#sas")).to_be_hidden()  # the frame is a tile again
                 assert await page.evaluate(
                     "window.p2pmedStation.beds.get('b1').frame.contentDocument"
                     ".documentElement.classList.contains('tile-mode')"
