@@ -416,15 +416,13 @@ def _print_patient_sas(event: dict[str, Any]) -> None:
 WARD_SCENARIOS = ("demo", "normal", "normal", "alarm")
 
 
-async def _ward_demo_main(args: argparse.Namespace) -> int:
-    from p2pmed.node import Node, NodeConfig, NodeError
-    from p2pmed.node.output import Events
-    from signaling.testing import running_server
-
+def _demo_setup(
+    data_dir: str | None, prefix: str
+) -> tuple[tempfile.TemporaryDirectory[str] | None, str, asyncio.Event]:
+    """The demo's data dir (a temporary one unless given) and the event SIGINT/SIGTERM set."""
     tmp = None
-    data_dir = args.data_dir
     if data_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="p2pmed-ward-")
+        tmp = tempfile.TemporaryDirectory(prefix=prefix)
         data_dir = tmp.name
     os.makedirs(data_dir, exist_ok=True)
     stop = asyncio.Event()
@@ -432,6 +430,15 @@ async def _ward_demo_main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    return tmp, data_dir, stop
+
+
+async def _ward_demo_main(args: argparse.Namespace) -> int:
+    from p2pmed.node import Node, NodeConfig, NodeError
+    from p2pmed.node.output import Events
+    from signaling.testing import running_server
+
+    tmp, data_dir, stop = _demo_setup(args.data_dir, "p2pmed-ward-")
     nodes: list[Any] = []
     ward = "demo-ward"
     try:
@@ -481,17 +488,7 @@ async def _demo_main(args: argparse.Namespace) -> int:
     from p2pmed.node.output import Events
     from signaling.testing import running_server
 
-    tmp = None
-    data_dir = args.data_dir
-    if data_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="p2pmed-demo-")
-        data_dir = tmp.name
-    os.makedirs(data_dir, exist_ok=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    tmp, data_dir, stop = _demo_setup(args.data_dir, "p2pmed-demo-")
     nodes: list[Any] = []
     try:
         async with (
