@@ -53,13 +53,23 @@ class SessionDriver:
         self.session = session
         self.handler = handler
         self.candidate: Session | None = None
-        self.established = session.state.name in ("ESTABLISHED", "REKEYING")
+        self._established = session.state.name in ("ESTABLISHED", "REKEYING")
         self.sas = ""
         self.closed = False
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
         self._in_flush = False
         self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def established(self) -> bool:
+        """Handshake done and the session still takes messages: a session that is closing
+        (our stop, or the peer's CLOSE) refuses send(), so callers must see it as gone."""
+        return self._established and self.session.state.name not in ("CLOSING", "CLOSED")
+
+    @established.setter
+    def established(self, value: bool) -> None:
+        self._established = value
 
     # ---- input ----
     def receive(self, frame: bytes, path_id: str) -> None:

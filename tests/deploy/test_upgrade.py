@@ -78,9 +78,12 @@ async def test_upgrade_keeps_server_and_node_state(manifest: Path, tmp_path: Pat
             # stopped far longer than it catches up: the stream goes on from now, the gap
             # said, not replayed in a burst of stale values (and stale alarms)
             gap = await patient.w.wait_for("source-gap")
+            # before the teardown: frames that cross a CLOSE are rejected (and counted) there
+            assert not clinician.w.of("rejected") and not patient.w.of("rejected")
         finally:
             await clinician.stop()
             await patient.stop()
+    assert not patient.w.of("error") and not clinician.w.of("error")
     assert gap["skipped"] > 0 and gap["seconds"] > 0
     assert patient.node.identity.fingerprint() == info["patient_fingerprint"]
     assert not clinician.w.of("identity-pinned", new=True), "the old trust store was not read"
@@ -94,7 +97,6 @@ async def test_upgrade_keeps_server_and_node_state(manifest: Path, tmp_path: Pat
     assert [(p["fingerprint"], p["role"]) for p in pins] == [
         (info["patient_fingerprint"], "patient")
     ]
-    assert not clinician.w.of("rejected") and not patient.w.of("rejected")
     lines = (site / "server" / "audit.jsonl").read_text().splitlines()
     assert len(lines) > entries_before
     _verify(site / "server" / "audit.jsonl")
