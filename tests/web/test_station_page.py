@@ -60,6 +60,13 @@ LIVE = (
     " return x && x.state === 'live' && x.snap && x.snap.live && x.snap.numerics; }"
 )
 
+# [whether the bed's page runs its own animation loop, ECG samples drawn so far]
+DRAWING = (
+    "(b) => { const a = window.p2pmedStation.beds.get(b).frame.contentWindow.p2pmed.app;"
+    " return [!!a.drawing, a.ecg.samplesDrawn]; }"
+)
+RTT_SHOWN = "(b) => /ms$/.test(window.p2pmedStation.beds.get(b)?.snap?.rtt || '')"
+
 
 async def test_station_tiles_late_bed_link_lost_and_ward_b_unseen(
     browser: Browser, tmp_path: Path
@@ -125,6 +132,13 @@ async def test_station_tiles_late_bed_link_lost_and_ward_b_unseen(
                 names = await page.evaluate("[...window.p2pmedStation.beds.keys()].sort()")
                 assert names == ["b1", "b2", "b3"]
                 assert not other.w.of("handshake")
+                # a small tile has no animation loop of its own: the station draws every
+                # tile's sweeps in its one animation frame, and runs every tile's timers (the
+                # RTT comes from the tile session's own pings)
+                own, n1 = await page.evaluate(DRAWING, "b1")
+                assert own is False
+                await until(page, f"(n) => ({DRAWING})('b1')[1] > n + 200", n1)
+                await until(page, RTT_SHOWN, "b1")
                 # full view of a bed by keyboard, and back
                 await page.locator('.bedtile[data-bed="b1"] .bedopen').focus()
                 await page.keyboard.press("Enter")
@@ -135,6 +149,9 @@ async def test_station_tiles_late_bed_link_lost_and_ward_b_unseen(
                     "window.p2pmedStation.beds.get('b1').frame.contentDocument"
                     ".documentElement.classList.contains('tile-mode')"
                 )
+                # full size: the bed's page draws at the screen's frame rate itself
+                n2 = (await until(page, f"() => ({DRAWING})('b1')[0] && ({DRAWING})('b1')"))[1]
+                await until(page, f"(n) => ({DRAWING})('b1')[1] > n + 200", n2)
                 assert await violations(page) == []
                 await page.keyboard.press("Enter")
                 await expect(page.locator('.bedtile[data-bed="b1"] .bedopen')).to_be_focused()
@@ -143,6 +160,8 @@ async def test_station_tiles_late_bed_link_lost_and_ward_b_unseen(
                     "window.p2pmedStation.beds.get('b1').frame.contentDocument"
                     ".documentElement.classList.contains('tile-mode')"
                 )
+                n3 = (await until(page, f"() => !({DRAWING})('b1')[0] && ({DRAWING})('b1')"))[1]
+                await until(page, f"(n) => ({DRAWING})('b1')[1] > n + 200", n3)
                 assert not errors, errors
             finally:
                 await ctx.close()

@@ -17,7 +17,6 @@ const CHANNELS = [["control", 0], ["vitals", 1], ["bulk", 2]];
 const GRADES = ["normal", "mild", "moderate", "severe"];
 const now = () => performance.now() / 1000;
 const AUDIO_PAUSE = 120; // seconds of audio pause (IEC 60601-1-8 AUDIO PAUSED)
-const TILE_FPS = 20; // waveform frames a second in a station tile (web/js/station.js)
 const ACK_TIMEOUT = 10; // seconds for the patient node to confirm an alarm acknowledgement
 
 // Test and benchmark hooks (read-only figures; no secrets).
@@ -165,23 +164,36 @@ class App {
       else this.sound.pause(AUDIO_PAUSE, t);
       this.renderAlarmSignals();
     });
-    setInterval(() => this.renderAlarmSignals(), TILE ? 250 : 100); // a tile is silent: outlines only
     this.sig.start();
-    setInterval(() => this.session && this.session.tick(), 50);
-    setInterval(() => this.renderStatus(), TILE ? 500 : 200); // a tile's status is read twice a second
-    setInterval(() => this.pollStats(), 2000);
-    let drawn = 0;
+    // [ms, what]: a station tile gets these from the station page's one timer (tilebridge.js), so
+    // its beds' periodic work does not wake the shared main thread once per bed
+    const periodic = [
+      [TILE ? 250 : 100, () => this.renderAlarmSignals()], // a tile is silent: outlines only
+      [50, () => this.session && this.session.tick()],
+      [TILE ? 500 : 200, () => this.renderStatus()], // a tile's status is read twice a second
+      [TILE ? 5000 : 2000, () => this.pollStats()], // getStats per bed: TURN or direct
+    ];
+    if (TILE) this.bridge = new TileBridge(this, TILE.bed, periodic);
+    else for (const [ms, f] of periodic) setInterval(f, ms);
+    this.startDrawing();
+  }
+
+  drawTraces() {
+    const t = now();
+    this.ecg.frame(t);
+    this.pleth.frame(t);
+  }
+
+  // The sweeps follow the screen's frames; a small station tile is drawn by the station page
+  // instead, all tiles in one animation frame (tilebridge.js), until it is shown full size.
+  startDrawing() {
+    if (this.drawing) return;
+    this.drawing = true;
     const loop = () => {
-      const t = now();
-      // a small tile draws at most TILE_FPS frames a second (the station's tiles share one main thread)
-      if (!this.bridge || !this.bridge.compact || t - drawn >= 1 / TILE_FPS - 0.004) {
-        drawn = t;
-        this.ecg.frame(t);
-        this.pleth.frame(t);
-      }
+      if (this.bridge && this.bridge.compact) { this.drawing = false; return; }
+      this.drawTraces();
       requestAnimationFrame(loop);
     };
-    if (TILE) this.bridge = new TileBridge(this, TILE.bed);
     requestAnimationFrame(loop);
   }
 

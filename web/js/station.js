@@ -8,6 +8,8 @@ import { AlarmSound } from "./audio.js";
 import { $, announce, showError } from "./ui.js";
 
 const AUDIO_PAUSE = 120; // seconds (IEC 60601-1-8 AUDIO PAUSED), as the single page
+const TILE_TICK = 50; // ms: the tiles' periodic work (tilebridge.js; their sessions' timers need 50 ms)
+const TILE_FPS = 20; // sweep frames a second in a tile
 const PING_EVERY = 30000; // ms: keeps the ward connection (it carries no relay frames) from idle logoff
 const RANK = { high: 3, medium: 2, low: 1 };
 const STATE_TEXT = { waiting: "waiting", live: "live", "link-lost": "LINK LOST", ended: "ended" };
@@ -86,6 +88,18 @@ class Station {
     });
     $("st-back").addEventListener("click", () => this.closeFull());
     setInterval(() => this.renderSignals(), 100);
+    // every tile's periodic work (session timers, status, snapshot) from this one timer, and
+    // every tile's sweeps in one animation frame: one main thread serves all frames
+    setInterval(() => this.eachTile((w) => w.tick(performance.now())), TILE_TICK);
+    let drawn = -Infinity;
+    const draw = (ms) => {
+      if (ms - drawn >= 1000 / TILE_FPS - 4) {
+        drawn = ms;
+        this.eachTile((w, bed) => { if (bed !== this.full) w.draw(); });
+      }
+      requestAnimationFrame(draw);
+    };
+    requestAnimationFrame(draw);
     setInterval(() => this.sig.sendJson({ type: "ping" }), PING_EVERY);
   }
 
@@ -176,6 +190,17 @@ class Station {
     grid.dataset.cols = String(cols);
     grid.dataset.rows = String(Math.ceil(n / cols));
     $("st-beds-title").textContent = `Beds (${n})`;
+  }
+
+  // f(tile hooks, bed) for every bed frame that has loaded (tilebridge.js); one failing tile does
+  // not stop the others
+  eachTile(f) {
+    for (const bed of this.beds.values()) {
+      let w = null;
+      try { w = bed.frame.contentWindow && bed.frame.contentWindow.p2pmedTile; } catch { w = null; }
+      if (!w) continue;
+      try { f(w, bed); } catch (e) { console.error(`bed ${bed.id}: tile work failed`, e); }
+    }
   }
 
   // ---- what each tile reports ----

@@ -7,14 +7,18 @@ import { PRIORITY_NAME, STATE_NAME, isTechnicalAlarm } from "./vitals.js";
 
 const POST_EVERY = 500; // ms between snapshots (numerics come once a second); alarm changes are posted at once
 
+const TICK_SLACK = 5; // ms: a station tick a little early still runs what is due
+
 const num = (v) => (typeof v === "bigint" ? Number(v) : v);
 
 export class TileBridge {
-  constructor(app, bed) {
+  // periodic: [ms, what] of the page's periodic work, run from the station's ticks (tick below)
+  constructor(app, bed, periodic = []) {
     this.app = app;
     this.bed = bed;
     this.compact = true;
     this.queued = false;
+    this.periodic = [...periodic, [POST_EVERY, () => this.post()]].map(([ms, run]) => ({ ms, run, due: null }));
     document.documentElement.classList.add("embedded", "tile-mode");
     const css = document.createElement("link");
     css.rel = "stylesheet";
@@ -27,7 +31,19 @@ export class TileBridge {
       list[name] = (...args) => { const r = orig(...args); this.soon(); return r; };
     }
     window.addEventListener("message", (e) => this.onMessage(e));
-    setInterval(() => this.post(), POST_EVERY);
+    // the station page calls these for every tile from one timer and one animation frame
+    window.p2pmedTile = { tick: (ms) => this.tick(ms), draw: () => { if (this.compact) app.drawTraces(); } };
+  }
+
+  // One station tick (every 50 ms): whatever periodic work is due. Each tile starts at its own
+  // phase, so the beds' slower work (status, snapshots) spreads over the ticks.
+  tick(ms) {
+    for (const p of this.periodic) {
+      if (p.due === null) p.due = ms + Math.random() * p.ms;
+      if (ms < p.due - TICK_SLACK) continue;
+      p.due = p.due + p.ms > ms ? p.due + p.ms : ms + p.ms;
+      try { p.run(); } catch (e) { console.error("tile periodic work failed", e); }
+    }
   }
 
   soon() {
@@ -47,6 +63,7 @@ export class TileBridge {
     } else if (m.type === "p2pmed-view") {
       this.compact = !m.full;
       document.documentElement.classList.toggle("tile-mode", this.compact);
+      if (!this.compact) this.app.startDrawing(); // full size: at the screen's frame rate
     }
   }
 

@@ -25,6 +25,7 @@ export class SweepTrace {
     this.lastT = null;
     this.lastArrival = -Infinity;
     this.samplesDrawn = 0;
+    this.firstDrawn = false;
     this.min = -1;
     this.max = 1;
     this.gaps = 0;
@@ -132,6 +133,8 @@ export class SweepTrace {
     return h - 6 - ((v - this.min) / span) * (h - 12);
   }
 
+  // One path per call (not one stroke per sample): at 500 Hz a sweep step holds many samples, and
+  // the station page draws every bed's traces on one main thread.
   _draw(from, to) {
     const ctx = this.ctx;
     const w = this.canvas.width;
@@ -139,41 +142,57 @@ export class SweepTrace {
     const per = this.rate * this.seconds;
     const xOf = (seq) => ((seq % per) / per) * w;
     if (this.mode !== "ecg") this._updateRange(from, to);
+    const start = Math.max(from, to - per + 1, this.lo);
+    if (start > to) { this.drawn = to; return; }
+    const gap = this.gapPx * this.px;
+    // blank what the new samples overwrite and the gap ahead of the write point
+    const x0 = xOf(start) + 1;
+    this._blank(x0, x0 + ((to - start) / per) * w + gap);
     ctx.strokeStyle = this.color;
     ctx.lineWidth = 2 * this.px;
     ctx.lineJoin = "round";
-    const start = Math.max(from, to - per + 1, this.lo);
+    ctx.beginPath();
+    const dots = [];
     let prevX = null;
     let prevY = null;
     for (let s = start; s <= to; s++) {
       const x = xOf(s);
-      // blank the gap ahead of the write point
-      ctx.fillStyle = "#000";
-      const gx = x + 1;
-      const gap = this.gapPx * this.px;
-      ctx.fillRect(gx, 0, gap, h);
-      if (gx + gap > w) ctx.fillRect(0, 0, gx + gap - w, h);
       const v = s >= this.lo && s < this.hi ? this.buf[s % this.cap] : NaN;
-      const pv = s - 1 >= this.lo ? this.buf[(s - 1) % this.cap] : NaN;
       if (Number.isNaN(v)) { prevX = null; continue; }
       const y = this._scale(v);
-      const px = prevX ?? (s > start || Number.isNaN(pv) ? null : xOf(s - 1));
-      const py = prevY ?? (px === null ? null : this._scale(pv));
-      if (px !== null && px <= x) {
-        ctx.beginPath();
-        ctx.moveTo(px, py);
-        ctx.lineTo(x, y);
-        ctx.stroke();
-      } else {
-        ctx.fillStyle = this.color;
-        ctx.fillRect(x, y - 1, 2, 2);
+      if (prevX === null && s === start) {
+        const pv = s - 1 >= this.lo ? this.buf[(s - 1) % this.cap] : NaN;
+        if (!Number.isNaN(pv)) { prevX = xOf(s - 1); prevY = this._scale(pv); }
       }
+      if (prevX !== null && prevX <= x) {
+        ctx.moveTo(prevX, prevY);
+        ctx.lineTo(x, y);
+      } else dots.push(x, y);
       prevX = x;
       prevY = y;
       this.samplesDrawn++;
-      if (this.samplesDrawn === 1 && this.onFirstDraw) this.onFirstDraw();
+    }
+    ctx.stroke();
+    ctx.fillStyle = this.color;
+    for (let i = 0; i < dots.length; i += 2) ctx.fillRect(dots[i], dots[i + 1] - 1, 2, 2);
+    // a call spanning a whole sweep drew over its own gap: blank it again
+    const xe = xOf(to) + 1;
+    if ((to - start) / per * w + gap >= w) this._blank(xe, xe + gap);
+    if (this.samplesDrawn > 0 && !this.firstDrawn) {
+      this.firstDrawn = true;
+      if (this.onFirstDraw) this.onFirstDraw();
     }
     this.drawn = to;
+  }
+
+  // Black from x0 to x1 (x1 may pass the right edge: the rest from the left edge).
+  _blank(x0, x1) {
+    const ctx = this.ctx;
+    const w = this.canvas.width;
+    ctx.fillStyle = "#000";
+    if (x1 - x0 >= w) { ctx.fillRect(0, 0, w, this.canvas.height); return; }
+    ctx.fillRect(x0, 0, Math.min(x1, w) - x0, this.canvas.height);
+    if (x1 > w) ctx.fillRect(0, 0, x1 - w, this.canvas.height);
   }
 
   _updateRange(from, to) {
