@@ -14,6 +14,18 @@ process crash but can lose the last commits on power loss, and a lost
 PnReserved record would let a restarted node reuse AES-GCM nonces; a lost
 delivery record would re-deliver an acked message. Neither is acceptable here.
 
+Acknowledgement bookkeeping alone (a transaction of only FramesAcked and ReplayHigh records:
+the peer's ACK frames) is committed without its own fsync (`synchronous=NORMAL` for that
+transaction): it survives a process crash, and the next commit with anything else fsyncs the
+WAL with it. Lost to a power cut before then, it costs a retransmission of frames the peer
+already has (it drops them as duplicates) and, after the restart, a replay window as of that
+commit; every frame whose processing changed anything else is covered by that commit's
+fsync. On the patient's path a peer's ACK otherwise cost an fsync that the next vitals
+message waited behind.
+
+A message queued and framed in the same transaction (the usual case: the driver frames what
+it was given before it commits) is not written to `out_message` only to be deleted again.
+
 Received messages go to an `inbox` table in the same transaction that advances
 the receive state, so a delivery is never lost nor repeated across crashes;
 the application marks rows done with `inbox_done`.
@@ -82,6 +94,7 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 MetaValue = bytes | str | int
+_LAZY = (FramesAcked, ReplayHigh)  # committed without an fsync of their own (see above)
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
@@ -106,6 +119,25 @@ class InboxMessage:
     seq: int
     ts_us: int
     data: bytes
+
+
+def _framed_here(changes: list[Change]) -> set[tuple[int, int]]:
+    """(position of the MessageQueued, msg_id) and (position of the FrameAdded, msg_id) of
+    each message that `changes` both queue and frame whole, within one session (an
+    Established starts another): such a message never needs an out_message row."""
+    queued: dict[int, int] = {}
+    skip: set[tuple[int, int]] = set()
+    for i, ch in enumerate(changes):
+        if isinstance(ch, MessageQueued):
+            queued[ch.msg_id] = i
+        elif isinstance(ch, FrameAdded):
+            for m in ch.msg_ids:
+                at = queued.pop(m, None)
+                if at is not None:
+                    skip.update(((at, m), (i, m)))
+        elif isinstance(ch, Established):
+            queued.clear()
+    return skip
 
 
 def _private_file(path: str) -> None:
@@ -134,6 +166,7 @@ class SessionStore:
         self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._synchronous = synchronous
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:
@@ -148,28 +181,23 @@ class SessionStore:
         rows = _check_meta(meta) if meta else []
         if not changes and not rows:
             return
-        db, k = self._db, self.key
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for ch in changes:
-                self._apply_one(ch)
-            if rows:
-                db.executemany(
-                    "INSERT OR REPLACE INTO meta (key, name, value) VALUES (?,?,?)",
-                    [(k, name, value) for name, value in rows],
-                )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        self.apply_together([(self, changes, meta)])
 
-    def _apply_one(self, ch: Change, db: sqlite3.Connection | None = None) -> None:
-        db, k = (self._db if db is None else db), self.key
+    def _apply_changes(self, changes: list[Change], db: sqlite3.Connection) -> None:
+        skip = _framed_here(changes) if len(changes) > 1 else set()
+        for i, ch in enumerate(changes):
+            self._apply_one(ch, db, i, skip)
+
+    def _apply_one(
+        self, ch: Change, db: sqlite3.Connection, i: int, skip: set[tuple[int, int]]
+    ) -> None:
+        k = self.key
         if isinstance(ch, MessageQueued):
-            db.execute(
-                "INSERT INTO out_message (key, msg_id, cls, data, ts_us) VALUES (?,?,?,?,?)",
-                (k, ch.msg_id, ch.cls, ch.data, ch.ts_us),
-            )
+            if (i, ch.msg_id) not in skip:
+                db.execute(
+                    "INSERT INTO out_message (key, msg_id, cls, data, ts_us) VALUES (?,?,?,?,?)",
+                    (k, ch.msg_id, ch.cls, ch.data, ch.ts_us),
+                )
             db.execute(
                 "UPDATE class_state SET send_next_index = max(send_next_index, ?)"
                 " WHERE key=? AND cls=?",
@@ -185,11 +213,9 @@ class SessionStore:
                 " WHERE key=? AND cls=?",
                 (ch.seq + 1, k, ch.cls),
             )
-            if ch.msg_ids:
-                db.executemany(
-                    "DELETE FROM out_message WHERE key=? AND msg_id=?",
-                    [(k, m) for m in ch.msg_ids],
-                )
+            stored = [(k, m) for m in ch.msg_ids if (i, m) not in skip]
+            if stored:
+                db.executemany("DELETE FROM out_message WHERE key=? AND msg_id=?", stored)
             if ch.progress is not None:
                 db.execute(
                     "UPDATE out_message SET offset=? WHERE key=? AND msg_id=?",
@@ -249,7 +275,8 @@ class SessionStore:
         items: Iterable[tuple[SessionStore, Iterable[Change], Mapping[str, MetaValue] | None]],
     ) -> None:
         """`apply` for several keys of the SAME database file in ONE transaction: one fsync
-        instead of one per key, durable when it returns, all of it or none."""
+        instead of one per key, durable when it returns (ACK bookkeeping alone: see the
+        module docstring), all of it or none."""
         work = []
         for store, changes, meta in items:
             changes = list(changes)
@@ -258,21 +285,30 @@ class SessionStore:
                 work.append((store, changes, rows))
         if not work:
             return
-        db = work[0][0]._db
-        db.execute("BEGIN IMMEDIATE")
+        first = work[0][0]
+        db = first._db
+        lazy = first._synchronous != "NORMAL" and all(
+            not rows and all(isinstance(ch, _LAZY) for ch in changes) for _s, changes, rows in work
+        )
+        if lazy:
+            db.execute("PRAGMA synchronous=NORMAL")
         try:
-            for store, changes, rows in work:
-                for ch in changes:
-                    store._apply_one(ch, db)
-                if rows:
-                    db.executemany(
-                        "INSERT OR REPLACE INTO meta (key, name, value) VALUES (?,?,?)",
-                        [(store.key, name, value) for name, value in rows],
-                    )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for store, changes, rows in work:
+                    store._apply_changes(changes, db)
+                    if rows:
+                        db.executemany(
+                            "INSERT OR REPLACE INTO meta (key, name, value) VALUES (?,?,?)",
+                            [(store.key, name, value) for name, value in rows],
+                        )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        finally:
+            if lazy:
+                db.execute(f"PRAGMA synchronous={first._synchronous}")
 
     def load(self) -> SessionSnapshot | None:
         """The stored session, or None if this key never got established."""
