@@ -1,13 +1,14 @@
 """What a bedside device reports, independent of the protocol it spoke (SDC or HL7 v2).
 
-A device source is an async iterator of these records. Codes are IEEE 11073-10101 MDC
-codes (the numeric code; e.g. 147842 MDC_ECG_HEART_RATE), times are microseconds since the
-Unix epoch as the device stamped them (None if it gave none).
+A device source is an async iterator of these records (`readings()`, or `batches()` of
+them). Codes are IEEE 11073-10101 MDC codes (the numeric code; e.g. 147842
+MDC_ECG_HEART_RATE), times are microseconds since the Unix epoch as the device stamped them
+(None if it gave none).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -88,6 +89,12 @@ class DeviceSource(Protocol):
     def readings(self) -> AsyncIterator[Reading]:
         """Everything the device reports, for as long as the source runs (it reconnects on
         its own after DeviceLost)."""
+        ...
+
+    def batches(self) -> AsyncGenerator[list[Reading], None]:
+        """The same, as lists of what arrived together (one message or report, or all that
+        came in one event-loop turn): the patient node maps, commits and sends each list at
+        once, with no queue hop in between."""
         ...
 
     async def aclose(self) -> None: ...

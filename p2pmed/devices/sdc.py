@@ -8,7 +8,8 @@ metric, alert and context reports, waveform streams) and yields:
   the device reports another patient;
 - the current value of every numeric metric and the current state of every alert condition
   (active or not, so a condition that ended while the device was away is closed);
-- then `Metric`, `Samples` and `DeviceAlert` as reports arrive.
+- then `Metric`, `Samples` and `DeviceAlert` as reports arrive (`batches()`: one list per
+  report, or per several that arrived in the same loop turn).
 
 Loss: when no report of any kind arrives for `stale_after` seconds (2 s by default; the
 simulated monitor sends waveforms every 50 ms and numerics every second), when a subscription
@@ -28,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -471,8 +472,11 @@ class SdcSource:
 
     # --- the source ---
 
-    async def readings(self) -> AsyncIterator[Reading]:
+    async def batches(self) -> AsyncGenerator[list[Reading], None]:
+        """What the device reported, one list per wake-up: every reading that came since the
+        last one (usually one report; several when they came in the same loop turn)."""
         self._loop = asyncio.get_running_loop()
+        queue = self._queue
         try:
             while not self._closed:
                 connected = await self._connect()
@@ -483,25 +487,44 @@ class SdcSource:
                 self.stats.sessions += 1
                 self._overflowed = 0
                 self._last_report = time.monotonic()
-                yield info
-                for reading in initial:
-                    yield reading
-                while True:
+                yield [info, *initial]
+                end: _End | None = None
+                while end is None:
                     item = await self._next()
                     if item is None:
                         return  # closed: _shutdown unsubscribes
                     if isinstance(item, _End):
+                        end = item
                         break
-                    yield item
+                    batch = [item]
+                    while not queue.empty() and not self._overflowed:
+                        more = queue.get_nowait()
+                        if isinstance(more, _Closed):
+                            yield batch
+                            return
+                        if isinstance(more, _End):
+                            end = more
+                            break
+                        batch.append(more)
+                    yield batch
                 self._session = self._current = None
                 session.active = False
                 self.stats.lost += 1
                 self._drain()
-                yield DeviceLost(item.reason)
+                yield [DeviceLost(end.reason)]
                 # the provider may be gone: no unsubscribe, just stop listening
                 await asyncio.to_thread(session.stop, False)
         finally:
             await self._shutdown()
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        batches = self.batches()
+        try:
+            async for batch in batches:
+                for r in batch:
+                    yield r
+        finally:
+            await batches.aclose()
 
     async def _next(self) -> Reading | _End | None:
         """The next reading, an _End when the device is lost, None once closed."""

@@ -78,9 +78,7 @@ class PatientApp(NoOpApp):
         self._stop = asyncio.Event()
         self.device: DeviceMapper | None = None  # --source hl7-mllp: / sdc:
         self._unreported: list[ne.NodeEvent] = []  # sent, waiting for the batch's commit
-        # bounded: a node that cannot keep up holds the source back (its own queue then
-        # overflows and says so) instead of growing without limit
-        self._device_queue: asyncio.Queue[rd.Reading | None] = asyncio.Queue(10_000)
+        self._device_task: asyncio.Task[Any] | None = None
 
     # ---- the source ----
     async def _beats(self) -> hr.BeatTrack | None:
@@ -205,6 +203,7 @@ class PatientApp(NoOpApp):
     async def _run_device(self) -> None:
         """Readings pushed by the device: everything that arrived together is mapped as one
         batch (one NUMERICS per batch), sent at once, and the alarm engine runs on it."""
+        self._device_task = asyncio.current_task()
         source = self._device_source()
         self.device = DeviceMapper(self.patient_id, self.engine, self._expected_patient())
         self.hr_source = "device"
@@ -221,30 +220,39 @@ class PatientApp(NoOpApp):
                 self.node.stop()
                 return
             self.node.events.publish(de.DeviceListening("hl7", host, port))
-        tasks = [
-            asyncio.create_task(self._pump(source)),
-            asyncio.create_task(self._device_counts(source, self.device)),
-        ]
+        counts = asyncio.create_task(self._device_counts(source, self.device))
         self.node.events.publish(ne.SourceStarted(0, self.hr_source))
         self._send_status()
         try:
             while not self._stop.is_set():
-                first = await self._device_queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                while not self._device_queue.empty():
-                    r = self._device_queue.get_nowait()
-                    if r is None:
-                        return
-                    batch.append(r)
-                self._device_batch(batch)
+                await self._device_readings(source)
+                with contextlib.suppress(TimeoutError):  # a source that ended: again, in 1 s
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
         finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            counts.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await counts
             await source.aclose()
+
+    async def _device_readings(self, source: rd.DeviceSource) -> None:
+        """Each batch the source yields is mapped, committed and sent before the next is
+        taken: in the loop turn it arrived in, with no queue between (a node that cannot keep
+        up holds the source back; the source's own bounded queue says so)."""
+        batches = source.batches()
+        try:
+            async for batch in batches:
+                self._device_batch(batch)
+                if self._stop.is_set():
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a source that fails is restarted
+            log.exception("device source failed")
+            self.node.events.publish(de.DeviceSourceFailed(repr(exc)[:200]))
+            self._device_batch([rd.DeviceLost(f"source failed: {exc!r}"[:200])])
+        finally:
+            with contextlib.suppress(Exception):
+                await batches.aclose()
 
     async def _device_counts(self, source: rd.DeviceSource, mapper: DeviceMapper) -> None:
         """What the source and the mapping could not use, by reason: published once a second
@@ -256,20 +264,6 @@ class PatientApp(NoOpApp):
             if now_counts != counts:
                 counts = now_counts
                 self.node.events.publish(de.DeviceCounts(*counts))
-
-    async def _pump(self, source: rd.DeviceSource) -> None:
-        """Device readings into the queue, as they come (a source that fails is restarted)."""
-        while True:
-            try:
-                async for r in source.readings():
-                    await self._device_queue.put(r)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("device source failed")
-                self.node.events.publish(de.DeviceSourceFailed(repr(exc)[:200]))
-                await self._device_queue.put(rd.DeviceLost(f"source failed: {exc!r}"[:200]))
-            await asyncio.sleep(1.0)
 
     def _device_batch(self, batch: list[rd.Reading]) -> None:
         assert self.device is not None
@@ -439,6 +433,6 @@ class PatientApp(NoOpApp):
 
     async def close(self) -> None:
         self._stop.set()
-        if self._device_queue.full():  # make room: the readings left are not sent anyway
-            self._device_queue.get_nowait()
-        self._device_queue.put_nowait(None)
+        task = self._device_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()  # it is waiting on the device; it closes the source as it ends

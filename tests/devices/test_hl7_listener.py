@@ -15,7 +15,7 @@ from hl7.mllp import open_hl7_connection  # type: ignore[import-untyped]
 
 from p2pmed.devices import hl7sim
 from p2pmed.devices import reading as rd
-from p2pmed.devices.hl7 import Hl7Error, Hl7Source, parse_message
+from p2pmed.devices.hl7 import Hl7Error, Hl7Source, ack_for, parse_hl7, parse_message
 
 VT, FS, CR = b"\x0b", b"\x1c", b"\r"
 
@@ -263,3 +263,72 @@ def test_fields_without_components() -> None:
     assert isinstance(hr, rd.Metric) and hr.unit == "/min"
     assert spo2.time_us == 1_704_110_400_000_000  # OBR-7 absent: MSH-7
     assert not parsed.warnings
+
+
+async def test_messages_read_before_the_node_takes_them_are_one_batch(
+    listener: Hl7Source,
+) -> None:
+    """batches(): what was read since the consumer last took a batch (here two messages in
+    one TCP write, both parsed and ACKed in one loop turn) comes as one list, in order, so
+    the patient node maps, commits (one fsync) and sends it together."""
+    t = float(int(time.time()))  # whole seconds: OBX-14 carries ms
+    first = hl7sim.oru_r01("G1", t, patient="PID-7", device="MON-1")
+    second = hl7sim.oru_r01("G2", t + 1, patient="PID-7", device="MON-1")
+    reader, writer = await connect(listener)
+    writer.write(frame(first) + frame(second))
+    await writer.drain()
+    for _ in range(2):
+        ack = await read_ack(reader)
+        assert ack is not None and msa(ack)[0] == "AA"
+    batches = listener.batches()
+    batch = await asyncio.wait_for(anext(batches), 10)
+    assert isinstance(batch[0], rd.DeviceInfo)
+    assert not any(isinstance(r, rd.DeviceInfo) for r in batch[1:])  # same device: said once
+    times = [r.time_us for r in batch if isinstance(r, rd.Metric)]
+    assert times == [round(t * 1e6)] * 8 + [round((t + 1) * 1e6)] * 8
+    await batches.aclose()
+    writer.close()
+
+
+def _shape(node: object) -> object:
+    if isinstance(node, str):
+        return node
+    assert isinstance(node, list)
+    attrs = {k: v for k, v in vars(node).items() if k != "factory"}
+    return (type(node), attrs, getattr(node, "factory", None), [_shape(x) for x in node])
+
+
+@pytest.mark.parametrize("kind", ["r01", "r40", "odd"])
+def test_parse_tree_is_python_hl7s_own(kind: str) -> None:
+    """parse_hl7 (a faster parse plan) builds exactly the tree hl7.parse builds: the same
+    container classes, separators and text, so python-hl7's accessors and create_ack work."""
+    t = time.time()
+    text = {
+        "r01": hl7sim.oru_r01("P1", t, patient="PID-7", device="MON-1"),
+        "r40": hl7sim.oru_r40("P2", t, patient="PID-7", device="MON-1", alert_id="A1", active=True),
+        "odd": "MSH|^~\\&|A^B&C~D|||||ORU^R01|X1|P|2.6\rOBX|1|NM|1^x^MDC||~^&&||\\F\\|",
+    }[kind]
+    assert _shape(parse_hl7(text)) == _shape(hl7.parse(text))
+    assert str(parse_hl7(text)) == str(hl7.parse(text))
+
+
+@pytest.mark.parametrize("kind", ["r01", "r40", "short"])
+def test_ack_is_python_hl7s_create_ack(kind: str) -> None:
+    """The listener writes its ACK's MSH and MSA itself (cheaper than building a message
+    tree), exactly as python-hl7's create_ack(code, application="P2PMED") would, but for the
+    generated control id (MSH-10) and the time (MSH-7)."""
+    t = time.time()
+    text = {
+        "r01": hl7sim.oru_r01("K1", t, patient="PID-7", device="MON-1"),
+        "r40": hl7sim.oru_r40(
+            "K2", t, patient="PID-7", device="MON-1", alert_id="A1", active=False
+        ),
+        "short": "MSH|^~\\&|A^B|F1|R|F2|2026||ORU^R01|X1|P|2.6",
+    }[kind]
+    msg = hl7.parse(text)
+    for code in ("AA", "AE"):
+        ours = hl7.parse(ack_for(msg, code, []).decode())
+        theirs = msg.create_ack(code, application="P2PMED")
+        for ack in (ours, theirs):
+            ack.segment("MSH")[7] = ack.segment("MSH")[10] = ""
+        assert str(ours) == str(theirs)
