@@ -46,7 +46,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from signaling_bench import free_port, join, pct, raise_nofile, rss_kib, run_pairs  # noqa: E402
+from signaling_bench import (  # noqa: E402
+    cpu_s,
+    free_port,
+    join,
+    pct,
+    raise_nofile,
+    rss_kib,
+    run_pairs,
+)
 
 BAR_IDLE_3 = 15_000
 BAR_JOIN_P99 = 0.050
@@ -54,6 +62,7 @@ BAR_CROSS = 0.5
 BAR_REJOIN_S = 10.0
 BAR_REDIS_RATIO = 0.8
 DEADLINE = 900.0  # the whole run, seconds
+STAGES = ("idle", "storm", "relay", "kill", "single")
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -117,18 +126,38 @@ async def wait_http(url: str, what: str) -> None:
     raise RuntimeError(f"{what} not ready at {url}")
 
 
+PROFILE: Path | None = None  # --profile: each server runs under cProfile, one file each
+# the main thread's CPU time, not wall time: on this shared machine other processes'
+# time slices would otherwise be charged to whatever function was running
+PROFILED = """
+import cProfile, sys, time
+from p2pmed.cli import main
+prof = cProfile.Profile(time.thread_time)
+try:
+    prof.runcall(main)
+finally:
+    prof.dump_stats({out!r})
+"""
+
+
 async def start_server(
     work: Path, name: str, key: Path, redis_url: str | None
 ) -> tuple[asyncio.subprocess.Process, int]:
-    port = free_port()
+    port, mport = free_port(), free_port()
     data = work / name
     data.mkdir(mode=0o700)
     extra = ("--redis", redis_url, "--server-id", name) if redis_url else ()
     env = {k: v for k, v in os.environ.items() if not k.startswith("P2PMED_")}
     log = (work / f"{name}.log").open("wb")
+    run: tuple[str, ...] = ("-m", "p2pmed")
+    if PROFILE is not None:
+        PROFILE.mkdir(parents=True, exist_ok=True)
+        run = ("-c", PROFILED.format(out=str(PROFILE / f"{name}-{port}.prof")))
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        *("-m", "p2pmed", "signaling", "--port", str(port), "--data-dir", str(data)),
+        *run,
+        *("signaling", "--port", str(port), "--data-dir", str(data)),
+        *("--metrics-port", str(mport)),
         *("--token-key", str(key), *extra, *SERVER_FLAGS),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=log,
@@ -137,7 +166,11 @@ async def start_server(
         cwd=str(REPO),
     )
     await wait_http(f"http://127.0.0.1:{port}/healthz", name)
+    METRICS_PORT[port] = mport
     return proc, port
+
+
+METRICS_PORT: dict[int, int] = {}  # server port -> its /metrics port
 
 
 async def stop(proc: asyncio.subprocess.Process | None) -> None:
@@ -187,7 +220,6 @@ async def cluster(n: int, with_lb: bool = True) -> AsyncIterator[Cluster]:
             if with_lb:
                 c.lb_port = free_port()
                 addrs = [f"127.0.0.1:{p}" for _, p in c.servers]
-                addrs += [addrs[-1]] * (3 - len(addrs))
                 env = {
                     **os.environ,
                     "P2PMED_LB_BIND": f"127.0.0.1:{c.lb_port}",
@@ -195,7 +227,7 @@ async def cluster(n: int, with_lb: bool = True) -> AsyncIterator[Cluster]:
                 }
                 c.lb = await asyncio.create_subprocess_exec(
                     HAPROXY,
-                    *("-db", "-f", str(REPO / "deploy" / "haproxy.cfg")),
+                    *("-db", "-f", str(lb_config(work, n))),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.DEVNULL,
@@ -208,6 +240,18 @@ async def cluster(n: int, with_lb: bool = True) -> AsyncIterator[Cluster]:
             for proc, _ in c.servers:
                 await stop(proc)
             await stop(redis)
+
+
+def lb_config(work: Path, n: int) -> Path:
+    """deploy/haproxy.cfg with its server lines cut to the n servers running: a slot
+    repeating a server would give that server twice its share (leastconn counts per slot)."""
+    lines = (REPO / "deploy" / "haproxy.cfg").read_text().splitlines(keepends=True)
+    keep = [
+        x for x in lines if not (x.strip().startswith("server sig") and int(x.split()[1][3:]) > n)
+    ]
+    path = work / "haproxy.cfg"
+    path.write_text("".join(keep))
+    return path
 
 
 async def redis_used(url: str) -> int:
@@ -283,6 +327,59 @@ async def bench_idle(http: aiohttp.ClientSession, c: Cluster, per_server: int) -
     }
 
 
+async def join_hist(http: aiohttp.ClientSession, port: int) -> dict[str, float]:
+    """The server's own p2pmed_join_latency_seconds histogram (cumulative buckets, sum)."""
+    out: dict[str, float] = {}
+    async with http.get(f"http://127.0.0.1:{METRICS_PORT[port]}/metrics") as r:
+        for line in (await r.text()).splitlines():
+            if line.startswith("p2pmed_join_latency_seconds_bucket{"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                out[le] = float(line.rsplit(" ", 1)[1])
+            elif line.startswith(
+                ("p2pmed_join_latency_seconds_sum", "p2pmed_join_latency_seconds_count")
+            ):
+                name, value = line.rsplit(" ", 1)
+                out[name.rsplit("_", 1)[1]] = float(value)
+    return out
+
+
+def hist_p99(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, Any]:
+    """The servers' own join time during the storm: mean, and the bucket holding the p99."""
+    diff: dict[str, float] = {}
+    for b, a in zip(before, after, strict=True):
+        for k, v in a.items():
+            diff[k] = diff.get(k, 0.0) + v - b.get(k, 0.0)
+    n = diff.get("count", 0.0)
+    if not n:
+        return {}
+    buckets = sorted((float(k), v) for k, v in diff.items() if k not in ("sum", "count"))
+    p99 = next((le for le, c in buckets if c >= 0.99 * n), float("inf"))
+    return {"server_mean_ms": round(diff["sum"] / n * 1e3, 2), "server_p99_le_ms": p99 * 1e3}
+
+
+class LoopLag:
+    """How late this (client) process's event loop runs a 1 ms timer: the client's own
+    share of a measured latency."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            self.lags.append(time.perf_counter() - t - 0.001)
+
+    def stop(self) -> dict[str, float]:
+        self.task.cancel()
+        lags = self.lags or [0.0]
+        return {
+            "client_lag_p99_ms": round(pct(lags, 99) * 1e3, 1),
+            "client_lag_max_ms": round(max(lags) * 1e3, 1),
+        }
+
+
 async def bench_storm(http: aiohttp.ClientSession, c: Cluster, per_server: int) -> dict[str, Any]:
     """per_server x servers joins through HAProxy, spread evenly over 1 s, on open sockets."""
     assert c.mint is not None
@@ -296,33 +393,45 @@ async def bench_storm(http: aiohttp.ClientSession, c: Cluster, per_server: int) 
             return await http.ws_connect(c.lb_ws, max_msg_size=1 << 16)
 
     socks = await asyncio.gather(*(connect() for _ in range(n)))
+    frames = [
+        json.dumps({"type": "join", "token": t, "endpoint_id": f"c{i % 2}"})
+        for i, t in enumerate(tokens)
+    ]
+    await asyncio.sleep(0.5)  # the servers' upgrade work is done
+    hist0 = [await join_hist(http, p) for _, p in c.servers]
     lat: list[float] = []
     failed: dict[str, int] = {}
+    cpu0 = cpu_use(c)
+    lag = LoopLag()
     start = time.perf_counter() + 0.05
 
-    async def fire(i: int, ws: aiohttp.ClientWebSocketResponse, tok: str) -> None:
+    async def fire(i: int, ws: aiohttp.ClientWebSocketResponse, frame: str) -> None:
         delay = start + i / n - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         t0 = time.perf_counter()
-        await ws.send_str(json.dumps({"type": "join", "token": tok, "endpoint_id": f"c{i % 2}"}))
+        await ws.send_str(frame)
         while True:
             msg = await ws.receive(timeout=30)
             if msg.type != aiohttp.WSMsgType.TEXT:
                 why = f"close-{ws.close_code}"
                 failed[why] = failed.get(why, 0) + 1
                 return
-            data = json.loads(msg.data)
-            if data["type"] == "joined":
-                lat.append(time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            if msg.data.startswith('{"type":"joined"'):
+                lat.append(t1 - t0)
                 return
+            data = json.loads(msg.data)
             if data["type"] in ("error", "reconnect"):
                 why = str(data.get("code") or data.get("reason"))
                 failed[why] = failed.get(why, 0) + 1
 
     await asyncio.gather(
-        *(fire(i, ws, t) for i, (ws, t) in enumerate(zip(socks, tokens, strict=True)))
+        *(fire(i, ws, f) for i, (ws, f) in enumerate(zip(socks, frames, strict=True)))
     )
+    client = lag.stop()
+    cpu = {k: round(v - cpu0[k], 2) for k, v in cpu_use(c).items()}
+    hist1 = [await join_hist(http, p) for _, p in c.servers]
     for ws in socks:
         await ws.close()
     return {
@@ -330,7 +439,22 @@ async def bench_storm(http: aiohttp.ClientSession, c: Cluster, per_server: int) 
         "failed": failed,
         "join_p50_ms": round(pct(lat, 50) * 1e3, 1) if lat else None,
         "join_p99_ms": round(pct(lat, 99) * 1e3, 1) if lat else None,
+        **hist_p99(hist0, hist1),
+        **client,
+        "storm_s": round(time.perf_counter() - start, 2),
+        "cpu_s": cpu,
     }
+
+
+def cpu_use(c: Cluster) -> dict[str, float]:
+    """CPU seconds used so far by each process of the cluster and by this client."""
+    out = {f"sig{i + 1}": cpu_s(p.pid) for i, (p, _) in enumerate(c.servers)}
+    out["redis"] = cpu_s(c.redis.pid)
+    if c.lb is not None:
+        out["haproxy"] = cpu_s(c.lb.pid)
+    t = os.times()
+    out["client"] = t.user + t.system
+    return out
 
 
 async def make_pairs(
@@ -466,8 +590,11 @@ async def bench_redis_ratio(http: aiohttp.ClientSession, pairs: int, frames: int
 
 
 async def main(args: argparse.Namespace) -> int:
+    global PROFILE
     raise_nofile()
     sizes = [int(x) for x in args.sizes.split(",")]
+    stages = set(args.stages.split(","))
+    PROFILE = args.profile
     results: dict[str, Any] = {}
     deadline = time.monotonic() + DEADLINE
     conn = aiohttp.TCPConnector(limit=0)
@@ -478,14 +605,17 @@ async def main(args: argparse.Namespace) -> int:
                 break
             r: dict[str, Any] = {}
             async with cluster(n) as c:
-                r["idle"] = await bench_idle(http, c, args.idle_per_server)
-                r["storm"] = await bench_storm(http, c, args.storm_per_server)
-                r["relay"] = await bench_relay(http, c, args.pairs, args.frames)
-                if n > 1:
+                if "idle" in stages:
+                    r["idle"] = await bench_idle(http, c, args.idle_per_server)
+                if "storm" in stages:
+                    r["storm"] = await bench_storm(http, c, args.storm_per_server)
+                if "relay" in stages:
+                    r["relay"] = await bench_relay(http, c, args.pairs, args.frames)
+                if n > 1 and "kill" in stages:
                     r["kill"] = await bench_kill(http, c, args.kill_per_server)
             results[f"{n}"] = r
             print(f"{n} server(s): {json.dumps(r)}", flush=True)
-        if time.monotonic() < deadline:
+        if "single" in stages and time.monotonic() < deadline:
             results["single"] = await bench_redis_ratio(http, args.pairs, args.frames)
             print(f"single --redis vs memory: {json.dumps(results['single'])}", flush=True)
     print(json.dumps(results, indent=1))
@@ -494,14 +624,15 @@ async def main(args: argparse.Namespace) -> int:
 
 def check(results: dict[str, Any], sizes: list[int]) -> int:
     missed = []
-    if "3" in results and results["3"]["idle"]["idle_held"] < BAR_IDLE_3:
+    if "3" in results and "idle" in results["3"] and results["3"]["idle"]["idle_held"] < BAR_IDLE_3:
         missed.append(f"3 servers held {results['3']['idle']['idle_held']} < {BAR_IDLE_3}")
     for n, r in results.items():
         if n == "single":
             continue
-        if r["storm"]["failed"] or (r["storm"]["join_p99_ms"] or 1e9) > BAR_JOIN_P99 * 1e3:
+        st = r.get("storm")
+        if st is not None and (st["failed"] or (st["join_p99_ms"] or 1e9) > BAR_JOIN_P99 * 1e3):
             missed.append(f"{n} servers: join p99 {r['storm']['join_p99_ms']} ms")
-        if "cross_ratio" in r["relay"] and r["relay"]["cross_ratio"] < BAR_CROSS:
+        if "cross_ratio" in r.get("relay", {}) and r["relay"]["cross_ratio"] < BAR_CROSS:
             missed.append(f"{n} servers: cross-server relay {r['relay']['cross_ratio']} x")
         k = r.get("kill")
         if k is not None and (k["all_back_s"] is None or k["all_back_s"] > BAR_REJOIN_S):
@@ -524,6 +655,12 @@ def cli() -> int:
     p.add_argument("--pairs", type=int, default=20)
     p.add_argument("--frames", type=int, default=2000)
     p.add_argument("--kill-per-server", type=int, default=500)
+    p.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        help="which measurements to run (comma-separated subset of the default)",
+    )
+    p.add_argument("--profile", type=Path, help="run each server under cProfile, files here")
     return asyncio.run(main(p.parse_args()))
 
 

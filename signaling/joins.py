@@ -133,13 +133,20 @@ class Joins:
         except TokenError as e:
             reject(f"token-{e.reason}", ip, endpoint_id=eid)
             raise Closing(cc.UNAUTHORIZED, f"token-{e.reason}", str(e)) from None
-        # the cluster's join bucket, revocations and the endpoint's record: one round trip
-        allowed, revoked, present = await self.store.prejoin(
-            ip, lim.join_rate, lim.join_burst, (grant.jti, grant.root_jti), grant.session, eid
+        # the cluster's join bucket, revocations, the endpoint's record and who holds its
+        # join token: one round trip
+        pre = await self.store.prejoin(
+            ip,
+            lim.join_rate,
+            lim.join_burst,
+            (grant.jti, grant.root_jti),
+            grant.session,
+            eid,
+            grant.root_jti,
         )
-        if not allowed:
+        if not pre.allowed:
             self._too_many(ip)
-        if revoked:
+        if pre.revoked:
             reject("token-revoked", ip, endpoint_id=eid)
             raise Closing(cc.UNAUTHORIZED, "token-revoked", "token revoked")
         fields = {
@@ -157,12 +164,13 @@ class Joins:
             reject("wrong-session", ip, **fields)
             raise Closing(cc.UNAUTHORIZED, "wrong-session", "token is for another session")
         if self.wards is not None:
-            owner = await self.wards.owner(grant, eid)
+            owner = self.wards.owner(grant, eid, pre.owner, pre.bound)
         else:
-            owner = await self._owner(grant.root_jti)
+            owner = pre.owner or pre.bound
         if owner is not None and owner != (grant.session, eid):
             reject("token-in-use", ip, **fields)
             raise Closing(cc.UNAUTHORIZED, "token-in-use", "token already used by another endpoint")
+        present = pre.present
         if present is not None:
             if present.role != grant.role:
                 reject("role-mismatch", ip, **fields)

@@ -66,19 +66,24 @@ class Wards:
         self.patients: dict[tuple[str, str], str] = {}
 
     # ---- joins.py hooks ----
-    async def owner(self, grant: Grant, eid: str) -> tuple[str, str] | None:
-        """Who holds grant's token line, for the token-in-use check. A station token is bound
-        to the station's endpoint in ward.W; a bed token the server minted for that station
-        (same root, another session) belongs to the same endpoint id. The store's `owner`
-        cannot say this: the station and its bed endpoints share one jti."""
+    def owner(
+        self,
+        grant: Grant,
+        eid: str,
+        owner: tuple[str, str] | None,
+        bound: tuple[str, str] | None,
+    ) -> tuple[str, str] | None:
+        """Who holds grant's token line, for the token-in-use check, from the store's
+        `owner` and `bound` of its root jti. A station token is bound to the station's
+        endpoint in ward.W; a bed token the server minted for that station (same root,
+        another session) belongs to the same endpoint id. The store's `owner` alone cannot
+        say this: the station and its bed endpoints share one jti."""
         if grant.role == "station":
-            return await self.store.bound(grant.root_jti)
-        if grant.role == "clinician" and grant.root:  # a resume or bed token
-            bound = await self.store.bound(grant.root_jti)
-            if bound is not None and bound[0].startswith(WARD_PREFIX):
-                return (grant.session, eid) if bound[1] == eid else bound
-            return await self.store.owner(grant.root_jti) or bound
-        return await self.store.owner(grant.root_jti) or await self.store.bound(grant.root_jti)
+            return bound
+        bed = grant.role == "clinician" and grant.root  # a resume or bed token
+        if bed and bound is not None and bound[0].startswith(WARD_PREFIX):
+            return (grant.session, eid) if bound[1] == eid else bound
+        return owner or bound
 
     def ward_for(self, ep: Endpoint) -> str | None:
         """The ward claim of ep's resume tokens (None: no claim, or derived from the session)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from signaling.bindings import BindingStore
-from signaling.state.store import Member, Refused
+from signaling.state.store import Member, Prejoin, Refused
 
 
 class MemorySessionStore:
@@ -128,9 +128,17 @@ class MemorySessionStore:
         return self._bound.setdefault(jti, (session, endpoint_id))
 
     async def prejoin(
-        self, ip: str, rate: float, burst: float, jtis: tuple[str, ...], session: str, eid: str
-    ) -> tuple[bool, bool, Member | None]:
-        return True, False, self._sessions.get(session, {}).get(eid)
+        self,
+        ip: str,
+        rate: float,
+        burst: float,
+        jtis: tuple[str, ...],
+        session: str,
+        eid: str,
+        root: str,
+    ) -> Prejoin:
+        present = self._sessions.get(session, {}).get(eid)
+        return Prejoin(True, False, present, self._owners.get(root), await self.bound(root))
 
     async def join_allowed(self, ip: str, rate: float, burst: float) -> bool:
         return True  # Joins' own per-IP limiter is the whole limit on a single server

@@ -30,7 +30,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from signaling import logs
-from signaling.state.store import Member, Refused, StoreUnavailable
+from signaling.state.batch import Batcher
+from signaling.state.store import Member, Prejoin, Refused, StoreUnavailable
 
 PREFIX = "p2pmed:"
 BEAT = 1.0  # seconds between heartbeats
@@ -175,6 +176,34 @@ redis.call('EXPIRE', key, math.ceil(burst / rate) + 1)
 return ok
 """
 
+# what a join reads first (store.Prejoin), one round trip: the per-IP join bucket (as
+# _BUCKET), whether any of the jtis is revoked, the endpoint's record, and who holds the
+# root jti now and what it is bound to. Only the bucket writes.
+_PREJOIN = """
+local p, ip, rate, burst = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local sid, eid, root = ARGV[5], ARGV[6], ARGV[7]
+local key = p .. 'ip:' .. ip
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local b = redis.call('HMGET', key, 'tok', 't')
+local tok = tonumber(b[1]) or burst
+local last = tonumber(b[2]) or now
+tok = math.min(burst, tok + (now - last) * rate)
+local ok = 0
+if tok >= 1 then
+  tok = tok - 1
+  ok = 1
+end
+redis.call('HSET', key, 'tok', tostring(tok), 't', tostring(now))
+redis.call('EXPIRE', key, math.ceil(burst / rate) + 1)
+local revoked = 0
+for i = 8, #ARGV do
+  if redis.call('EXISTS', p .. 'r:' .. ARGV[i]) == 1 then revoked = 1 end
+end
+return {ok, revoked, redis.call('HGET', p .. 's:' .. sid, eid),
+  redis.call('GET', p .. 'o:' .. root), redis.call('GET', p .. 'b:' .. root)}
+"""
+
 
 def redact(url: str) -> str:
     """The URL without its password, for logs and errors."""
@@ -228,6 +257,12 @@ class RedisSessionStore:
         self._update = self.r.register_script(_UPDATE)
         self._bucket = self.r.register_script(_BUCKET)
         self._put = self.r.register_script(_PUT)
+        self._prejoin = self.r.register_script(_PREJOIN)
+        scripts = (self._add, self._add_join, self._remove, self._update, self._prejoin)
+        # the join path's commands (and the notices between servers) of one loop turn share
+        # one round trip (batch.py); the rest (heartbeat, reaper, re-registration) do not
+        sources = {x.sha: x.script for x in scripts}
+        self.batch = Batcher(self.r, sources, self._unavailable)
         self._count = 0
         self.healthy = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -239,8 +274,21 @@ class RedisSessionStore:
         try:
             return await aw
         except (RedisError, OSError) as e:
-            self.healthy = False
-            raise StoreUnavailable(f"redis: {e}") from None
+            raise self._unavailable(e) from None
+
+    def _unavailable(self, e: BaseException) -> StoreUnavailable:
+        self.healthy = False
+        return StoreUnavailable(f"redis: {e}")
+
+    async def _call(self, *command: Any) -> Any:
+        """One command, sent with the others of this loop turn (batch.py)."""
+        try:
+            return await self.batch.call(*command)
+        except StoreUnavailable as e:
+            raise StoreUnavailable(str(e)) from None  # this caller's own traceback
+
+    async def _script(self, script: Any, args: list[Any]) -> Any:
+        return await self._call("EVALSHA", script.sha, 0, *args)
 
     # the server side: subscribe, beat
 
@@ -249,6 +297,8 @@ class RedisSessionStore:
     ) -> None:
         self._handler = handler
         self._frames = frames
+        for x in (self._add, self._add_join, self._remove, self._update, self._prejoin):
+            await self._do(self.r.script_load(x.script))  # EVALSHA in a pipeline needs them
         await self._beat_once()
         loop = asyncio.get_running_loop()
         ready = loop.create_future()
@@ -259,6 +309,7 @@ class RedisSessionStore:
         await ready
 
     async def close(self) -> None:
+        await self.batch.close()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -338,7 +389,7 @@ class RedisSessionStore:
             logs.log.exception("bus-message-error")
 
     async def send(self, server: str, msg: dict[str, Any]) -> None:
-        await self._do(self.r.publish(f"{self.p}ctl:{server}", json.dumps(msg)))
+        await self._call("PUBLISH", f"{self.p}ctl:{server}", json.dumps(msg))
 
     async def register(self, members: list[Member], ttl: float) -> int:
         """Put back what this server holds that Redis lost (it restarted empty); entries
@@ -398,19 +449,19 @@ class RedisSessionStore:
         return self.healthy
 
     async def has_session(self, session: str) -> bool:
-        return bool(await self._do(self.r.exists(f"{self.p}s:{session}")))
+        return bool(await self._call("EXISTS", f"{self.p}s:{session}"))
 
     async def members(self, session: str) -> list[Member]:
-        raw = await self._do(self.r.hgetall(f"{self.p}s:{session}"))
+        raw = await self._call("HGETALL", f"{self.p}s:{session}")
         got = sorted(_member(session, _text(k), v) for k, v in raw.items())
         return [m for _, m in got]
 
     async def member(self, session: str, endpoint_id: str) -> Member | None:
-        raw = await self._do(self.r.hget(f"{self.p}s:{session}", endpoint_id))
+        raw = await self._call("HGET", f"{self.p}s:{session}", endpoint_id)
         return None if raw is None else _member(session, endpoint_id, raw)[1]
 
     async def owner(self, jti: str) -> tuple[str, str] | None:
-        return _pair(await self._do(self.r.get(f"{self.p}o:{jti}")))
+        return _pair(await self._call("GET", f"{self.p}o:{jti}"))
 
     async def add(
         self, member: Member, *, max_sessions: int, max_endpoints: int
@@ -420,7 +471,7 @@ class RedisSessionStore:
             *(self.p, m.session, m.endpoint_id, m.role, m.jti),
             *(int(m.admitted), m.server, max_sessions, max_endpoints),
         ]
-        res = (await self._do(self._add(args=args))).decode()
+        res = (await self._script(self._add, args)).decode()
         if res == "dup":
             raise ValueError(f"endpoint {m.endpoint_id!r} is already in the session")
         if res in ("ok", "started"):
@@ -438,7 +489,7 @@ class RedisSessionStore:
             *(int(m.admitted), m.server, max_sessions, max_endpoints),
             "" if bind_exp is None else int(bind_exp) + 60,
         ]
-        res = await self._do(self._add_join(args=args))
+        res = await self._script(self._add_join, args)
         status = _text(res[0])
         if status == "dup":
             raise ValueError(f"endpoint {m.endpoint_id!r} is already in the session")
@@ -453,11 +504,11 @@ class RedisSessionStore:
         return None, status == "started", [x for _, x in got]
 
     async def remove(self, session: str, endpoint_id: str, server: str = "") -> bool:
-        res = await self._do(self._remove(args=[self.p, session, endpoint_id, server]))
+        res = await self._script(self._remove, [self.p, session, endpoint_id, server])
         return int(res) == 1
 
     async def _up(self, session: str, endpoint_id: str, mode: str, arg: str) -> Member | None:
-        raw = await self._do(self._update(args=[self.p, session, endpoint_id, mode, arg]))
+        raw = await self._script(self._update, [self.p, session, endpoint_id, mode, arg])
         return None if raw is None else _member(session, endpoint_id, raw)[1]
 
     async def admit(self, session: str, endpoint_id: str) -> Member | None:
@@ -473,7 +524,7 @@ class RedisSessionStore:
         return await self._up(session, endpoint_id, "claim", server)
 
     async def bound(self, jti: str) -> tuple[str, str] | None:
-        return _pair(await self._do(self.r.get(f"{self.p}b:{jti}")))
+        return _pair(await self._call("GET", f"{self.p}b:{jti}"))
 
     async def bind(self, jti: str, session: str, endpoint_id: str, exp: float) -> tuple[str, str]:
         key, value = f"{self.p}b:{jti}", f"{session}\n{endpoint_id}"
@@ -482,16 +533,20 @@ class RedisSessionStore:
         return _pair(await self._do(self.r.get(key))) or (session, endpoint_id)
 
     async def prejoin(
-        self, ip: str, rate: float, burst: float, jtis: tuple[str, ...], session: str, eid: str
-    ) -> tuple[bool, bool, Member | None]:
-        keys = [f"{self.p}r:{j}" for j in dict.fromkeys(jtis) if j]
-        async with self.r.pipeline(transaction=False) as pipe:
-            await self._bucket(keys=[f"{self.p}ip:{ip}"], args=[rate, burst], client=pipe)
-            pipe.exists(*keys)
-            pipe.hget(f"{self.p}s:{session}", eid)
-            ok, revoked, raw = await self._do(pipe.execute())
+        self,
+        ip: str,
+        rate: float,
+        burst: float,
+        jtis: tuple[str, ...],
+        session: str,
+        eid: str,
+        root: str,
+    ) -> Prejoin:
+        args: list[str | float] = [self.p, ip, rate, burst, session, eid, root]
+        args += [j for j in dict.fromkeys(jtis) if j]
+        ok, revoked, raw, owner, bound = await self._script(self._prejoin, args)
         m = None if raw is None else _member(session, eid, raw)[1]
-        return int(ok) == 1, int(revoked) > 0, m
+        return Prejoin(int(ok) == 1, int(revoked) == 1, m, _pair(owner), _pair(bound))
 
     async def join_allowed(self, ip: str, rate: float, burst: float) -> bool:
         res = await self._do(self._bucket(keys=[f"{self.p}ip:{ip}"], args=[rate, burst]))

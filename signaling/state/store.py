@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,16 @@ class Refused(Enum):
     SESSION_FULL = "session-full"
     PATIENT_PRESENT = "patient-present"
     TOKEN_IN_USE = "token-in-use"  # add_join: the join token is bound to another endpoint
+
+
+class Prejoin(NamedTuple):
+    """What a join reads before it changes anything (`SessionStore.prejoin`)."""
+
+    allowed: bool  # the cluster's per-IP join bucket had a token
+    revoked: bool  # one of the jtis is revoked on some server of the cluster
+    present: Member | None  # the endpoint's record, if the store has it
+    owner: tuple[str, str] | None  # `owner(root)`: who descends from the join token now
+    bound: tuple[str, str] | None  # `bound(root)`: the join token's binding
 
 
 class StoreUnavailable(Exception):
@@ -108,10 +118,17 @@ class SessionStore(Protocol):
         ...
 
     async def prejoin(
-        self, ip: str, rate: float, burst: float, jtis: tuple[str, ...], session: str, eid: str
-    ) -> tuple[bool, bool, Member | None]:
-        """What a join reads first, in one round trip: (join_allowed, is_revoked(*jtis),
-        member(session, eid))."""
+        self,
+        ip: str,
+        rate: float,
+        burst: float,
+        jtis: tuple[str, ...],
+        session: str,
+        eid: str,
+        root: str,
+    ) -> Prejoin:
+        """What a join reads first, in one round trip: join_allowed, is_revoked(*jtis),
+        member(session, eid), owner(root) and bound(root)."""
         ...
 
     async def join_allowed(self, ip: str, rate: float, burst: float) -> bool:
