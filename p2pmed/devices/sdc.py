@@ -18,11 +18,7 @@ drops the consumer without unsubscribing, rediscovers (one WS-Discovery probe pe
 `search_s`, 1 s by default) and resubscribes on its own, then yields a fresh `DeviceInfo`.
 
 sdc11073 runs its own threads; each report is converted there and handed to the event loop
-with `call_soon_threadsafe` into a bounded queue. Those threads hold the GIL while they parse
-and convert a report, and the loop thread they just woke waits for it up to the
-interpreter's switch interval (5 ms by default): the source lowers it to `switch_interval`
-(1 ms) for the process once it runs, so a report reaches the node within about 1 ms of its
-callback instead of up to 5. A full queue is never dropped silently: it is
+with `call_soon_threadsafe` into a bounded queue. A full queue is never dropped silently: it is
 counted (`stats.overflows`) and ends the session with DeviceLost("overflow ..."), since samples
 were lost; the source then resubscribes.
 """
@@ -32,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -59,7 +54,6 @@ from p2pmed.devices.reading import (
 )
 
 log = logging.getLogger(__name__)
-SWITCH_INTERVAL_S = 0.001  # see the module docstring: how long the loop may wait for the GIL
 
 # sdc11073's observable helpers are untyped
 _strongbind: Any = observableproperties.strongbind
@@ -376,7 +370,6 @@ class SdcSource:
         search_s: float = 1.0,
         queue_size: int = 10_000,
         tap: Callable[[Reading, float], None] | None = None,
-        switch_interval: float | None = SWITCH_INTERVAL_S,
     ) -> None:
         """`tap(reading, time.time())` is called on sdc11073's thread for each reading of a
         report as it is converted: the consumer-callback moment, for benchmarks."""
@@ -392,7 +385,6 @@ class SdcSource:
         self.interface = interface
         self.stale_after = stale_after
         self._tap = tap
-        self.switch_interval = switch_interval
         self.search_s = search_s
         self.stats = SdcStats()
         self._queue: asyncio.Queue[Reading | _End | _Closed] = asyncio.Queue(queue_size)
@@ -484,8 +476,6 @@ class SdcSource:
         """What the device reported, one list per wake-up: every reading that came since the
         last one (usually one report; several when they came in the same loop turn)."""
         self._loop = asyncio.get_running_loop()
-        if self.switch_interval is not None:
-            sys.setswitchinterval(min(sys.getswitchinterval(), self.switch_interval))
         queue = self._queue
         try:
             while not self._closed:

@@ -97,8 +97,6 @@ async def test_reads_identity_metrics_waveforms_alerts(
     first = await asyncio.wait_for(anext(readings), 30)
     assert isinstance(first, DeviceInfo)
     assert first.protocol == "sdc"
-    # sdc11073's threads hand the GIL back to the loop within 1 ms, not the default 5
-    assert sys.getswitchinterval() <= 0.001
     assert first.device_id == sim.epr
     assert first.patient_id == "P-42"
     assert first.model and first.serial and first.manufacturer == "p2pmed"
