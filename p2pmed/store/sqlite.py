@@ -9,8 +9,8 @@ Use (the adapter contract, see p2pmed.core.session):
     store.apply(session.take_changes())     # commits (fsync) before anything leaves
     transport.send(out); handle(session.next_event() ...)
 
-`synchronous=FULL`: every commit is fsynced. NORMAL in WAL mode survives a
-process crash but can lose the last commits on power loss, and a lost
+`synchronous=FULL`: every commit is fsynced (but ACK bookkeeping, below). NORMAL
+in WAL mode survives a process crash but can lose the last commits on power loss, and a lost
 PnReserved record would let a restarted node reuse AES-GCM nonces; a lost
 delivery record would re-deliver an acked message. Neither is acceptable here.
 
@@ -18,10 +18,11 @@ Acknowledgement bookkeeping alone (a transaction of only FramesAcked and ReplayH
 the peer's ACK frames) is committed without its own fsync (`synchronous=NORMAL` for that
 transaction): it survives a process crash, and the next commit with anything else fsyncs the
 WAL with it. Lost to a power cut before then, it costs a retransmission of frames the peer
-already has (it drops them as duplicates) and, after the restart, a replay window as of that
-commit; every frame whose processing changed anything else is covered by that commit's
-fsync. On the patient's path a peer's ACK otherwise cost an fsync that the next vitals
-message waited behind.
+already has (it drops them as duplicates) and, after the restart, a replay window as of the
+last fsynced commit: only frames whose processing changed nothing else (ACKs, which can
+acknowledge only frames the peer had) could be replayed once; every other frame's effects
+and its pn are in an fsynced commit. On the patient's path a peer's ACK otherwise cost an
+fsync that the next vitals message waited behind.
 
 A message queued and framed in the same transaction (the usual case: the driver frames what
 it was given before it commits) is not written to `out_message` only to be deleted again.
