@@ -14,15 +14,17 @@ in WAL mode survives a process crash but can lose the last commits on power loss
 PnReserved record would let a restarted node reuse AES-GCM nonces; a lost
 delivery record would re-deliver an acked message. Neither is acceptable here.
 
-Acknowledgement bookkeeping alone (a transaction of only FramesAcked and ReplayHigh records:
-the peer's ACK frames) is committed without its own fsync (`synchronous=NORMAL` for that
-transaction): it survives a process crash, and the next commit with anything else fsyncs the
-WAL with it. Lost to a power cut before then, it costs a retransmission of frames the peer
-already has (it drops them as duplicates) and, after the restart, a replay window as of the
-last fsynced commit: only frames whose processing changed nothing else (ACKs, which can
-acknowledge only frames the peer had) could be replayed once; every other frame's effects
-and its pn are in an fsynced commit. On the patient's path a peer's ACK otherwise cost an
-fsync that the next vitals message waited behind.
+Acknowledgement bookkeeping alone (a transaction of FramesAcked and ReplayHigh records
+only, with at least one FramesAcked: the peer's ACK frames) is committed without its own
+fsync (`synchronous=NORMAL` for that transaction): it survives a process crash, and the next
+commit with anything else fsyncs the WAL with it. Lost to a power cut before then, it costs
+a retransmission of frames the peer already has (it drops them as duplicates) and, after
+the restart, a replay window as of the last fsynced commit: frames received in that window
+whose processing changed nothing else (ACKs, which acknowledge only frames the peer had; a
+PING or PATH_BIND that came in the same loop turn as an ACK) could be replayed once. A PING
+or PATH_BIND on its own is fsynced as before, and every frame with any other effect is in an
+fsynced commit. On the patient's path a peer's ACK otherwise cost an fsync that the next
+vitals message waited behind.
 
 A message queued and framed in the same transaction (the usual case: the driver frames what
 it was given before it commits) is not written to `out_message` only to be deleted again.
@@ -48,6 +50,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from p2pmed.core.frame import NUM_CLASSES
 from p2pmed.core.persist import (
@@ -95,7 +98,6 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 MetaValue = bytes | str | int
-_LAZY = (FramesAcked, ReplayHigh)  # committed without an fsync of their own (see above)
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
@@ -120,6 +122,21 @@ class InboxMessage:
     seq: int
     ts_us: int
     data: bytes
+
+
+def _ack_bookkeeping(work: list[tuple[SessionStore, list[Change], list[Any]]]) -> bool:
+    """Only FramesAcked and the ReplayHigh of the frames that carried them, no meta: a
+    transaction of a peer's ACKs. A ReplayHigh on its own (a PING, a PATH_BIND) is not."""
+    acked = False
+    for _store, changes, rows in work:
+        if rows:
+            return False
+        for ch in changes:
+            if isinstance(ch, FramesAcked):
+                acked = True
+            elif not isinstance(ch, ReplayHigh):
+                return False
+    return acked
 
 
 def _framed_here(changes: list[Change]) -> set[tuple[int, int]]:
@@ -288,9 +305,7 @@ class SessionStore:
             return
         first = work[0][0]
         db = first._db
-        lazy = first._synchronous != "NORMAL" and all(
-            not rows and all(isinstance(ch, _LAZY) for ch in changes) for _s, changes, rows in work
-        )
+        lazy = first._synchronous != "NORMAL" and _ack_bookkeeping(work)
         if lazy:
             db.execute("PRAGMA synchronous=NORMAL")
         try:

@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EST = Established("sid", True, "sas", "fp", b"k" * 32)
 N = 20
 
-# Phase 1: N message commits; phase 2: N commits of ACK bookkeeping only; then the process
-# dies without closing the database (no checkpoint at close). getppid() marks the phases
-# in strace's output.
+# Phase 1: N message commits; phase 2: N commits of ACK bookkeeping only; phase 3: one
+# ReplayHigh alone; then the process dies without closing the database (no checkpoint at
+# close). getppid() marks the phases in strace's output.
 CHILD = f"""
 import os, sys
 from p2pmed.core.persist import Established, FrameAdded, FramesAcked, MessageQueued, ReplayHigh
@@ -42,6 +42,8 @@ for i in range({N}):
 os.getppid()
 for i in range({N}):
     s.apply([ReplayHigh(i), FramesAcked(1, i + 1)])
+os.getppid()
+s.apply([ReplayHigh({N})])  # a PING or PATH_BIND alone: its replay window is made durable
 os.getppid()
 os._exit(0)
 """
@@ -61,20 +63,21 @@ def test_ack_bookkeeping_commits_without_fsync_and_survives_a_process_crash(
         cwd=ROOT,
         timeout=120,
     )
-    phase, syncs = 0, [0, 0, 0, 0]
+    phase, syncs = 0, [0, 0, 0, 0, 0]
     for line in log.read_text().splitlines():
         if "getppid(" in line:
             phase += 1
         elif "fsync(" in line or "fdatasync(" in line:
             syncs[phase] += 1
-    assert phase == 3
+    assert phase == 4
     assert syncs[1] >= N  # every message commit is durable when apply() returns
     assert syncs[2] == 0  # ACK bookkeeping rides on the next commit's fsync
+    assert syncs[3] >= 1
     # ... and a process crash right after it loses none of it
     snap = SessionStore(db, "s/p").load()
     assert snap is not None
     assert snap.frames == {}
-    assert snap.replay_high == N - 1
+    assert snap.replay_high == N
 
 
 def _wal_frames(db: Path) -> int:
