@@ -178,9 +178,14 @@ async def run_page(
     page = await ctx.new_page()
     try:
         await page.goto(url)
-        await page.wait_for_function("!!window.p2pmedStation", timeout=20_000)
         t_join = time.monotonic()
         end = t_join + warmup_s(n)
+        # polled with evaluate: wait_for_function's string predicates need eval, which the
+        # page's CSP refuses
+        while not await page.evaluate("!!window.p2pmedStation"):
+            if time.monotonic() > t_join + 20:
+                raise CannotRun("the station page did not start in 20 s")
+            await asyncio.sleep(0.2)
         while True:
             s = await page.evaluate(SNAPSHOT)
             if s["beds"] == n and s["live"] == n:
@@ -467,6 +472,9 @@ async def one(
     except CannotRun as exc:
         failed[run] = n
         return {"run": run, "beds": n, "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - any failure of one count is reported, not fatal
+        failed[run] = n
+        return {"run": run, "beds": n, "error": f"failed: {type(exc).__name__}: {exc}"[:300]}
 
 
 async def main() -> int:
