@@ -65,6 +65,10 @@ DRAWING = (
     "(b) => { const a = window.p2pmedStation.beds.get(b).frame.contentWindow.p2pmed.app;"
     " return [!!a.drawing, a.ecg.samplesDrawn]; }"
 )
+ALL_DRAWN = (
+    "() => [...window.p2pmedStation.beds.values()].map((b) =>"
+    " b.frame.contentWindow.p2pmed.app.ecg.samplesDrawn)"
+)
 RTT_SHOWN = "(b) => /ms$/.test(window.p2pmedStation.beds.get(b)?.snap?.rtt || '')"
 
 
@@ -139,6 +143,16 @@ async def test_station_tiles_late_bed_link_lost_and_ward_b_unseen(
                 assert own is False
                 await until(page, f"(n) => ({DRAWING})('b1')[1] > n + 200", n1)
                 await until(page, RTT_SHOWN, "b1")
+                # tiles out of sight are not drawn, their sessions still run: a viewport too
+                # short to show any tile, then the whole page again
+                await page.set_viewport_size({"width": 1400, "height": 60})
+                await until(page, "() => window.p2pmedStation.inSight.size === 0")
+                drawn0 = await page.evaluate(ALL_DRAWN)
+                posts = await page.evaluate("window.p2pmedStation.metrics.posts")
+                await until(page, "(n) => window.p2pmedStation.metrics.posts > n + 6", posts)
+                assert await page.evaluate(ALL_DRAWN) == drawn0
+                await page.set_viewport_size({"width": 1400, "height": 900})
+                await until(page, f"(n) => ({DRAWING})('b1')[1] > n + 200", drawn0[0])
                 # full view of a bed by keyboard, and back
                 await page.locator('.bedtile[data-bed="b1"] .bedopen').focus()
                 await page.keyboard.press("Enter")
@@ -151,7 +165,9 @@ async def test_station_tiles_late_bed_link_lost_and_ward_b_unseen(
                 )
                 # full size: the bed's page draws at the screen's frame rate itself
                 n2 = (await until(page, f"() => ({DRAWING})('b1')[0] && ({DRAWING})('b1')"))[1]
+                hidden = await page.evaluate(DRAWING, "b2")
                 await until(page, f"(n) => ({DRAWING})('b1')[1] > n + 200", n2)
+                assert await page.evaluate(DRAWING, "b2") == hidden  # out of sight: not drawn
                 assert await violations(page) == []
                 await page.keyboard.press("Enter")
                 await expect(page.locator('.bedtile[data-bed="b1"] .bedopen')).to_be_focused()

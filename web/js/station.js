@@ -57,6 +57,10 @@ class Station {
     // patient node's alarm time; only those raised after this page started (benchmark hook)
     this.metrics = { joins: 0, alarmShown: [], alarmLatencyUs: [], acks: [], posts: 0, bedMessages: 0, startUs: Date.now() * 1000 };
     this.announced = new Set();
+    this.inSight = new Set(); // beds whose tile is in the viewport
+    this.sight = new IntersectionObserver((seen) => {
+      for (const e of seen) this.inSight[e.isIntersecting ? "add" : "delete"](e.target.dataset.bed);
+    });
     this.base = location.pathname.replace(/\/join\/?$/, "");
   }
 
@@ -93,9 +97,11 @@ class Station {
     setInterval(() => this.eachTile((w) => w.tick(performance.now())), TILE_TICK);
     let drawn = -Infinity;
     const draw = (ms) => {
-      if (ms - drawn >= 1000 / TILE_FPS - 4) {
+      // only tiles in sight: not those scrolled away, none behind a bed in full view (that bed
+      // draws itself)
+      if (ms - drawn >= 1000 / TILE_FPS - 4 && !this.full) {
         drawn = ms;
-        this.eachTile((w, bed) => { if (bed !== this.full) w.draw(); });
+        this.eachTile((w, bed) => { if (this.inSight.has(bed.id)) w.draw(); });
       }
       requestAnimationFrame(draw);
     };
@@ -178,6 +184,7 @@ class Station {
     const bed = { id, state: b.state, patient: b.patient, tile, frame, name, stateEl: state, alarmEl: alarm, nums, path, open, snap: null, alarm: null };
     this.beds.set(id, bed);
     $("st-grid").append(tile);
+    this.sight.observe(tile);
     $("st-empty").hidden = true;
     this.layout();
     return bed;
