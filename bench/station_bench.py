@@ -472,7 +472,7 @@ async def one(
     except CannotRun as exc:
         failed[run] = n
         return {"run": run, "beds": n, "error": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - any failure of one count is reported, not fatal
+    except Exception as exc:  # any failure of one count is reported, not fatal
         failed[run] = n
         return {"run": run, "beds": n, "error": f"failed: {type(exc).__name__}: {exc}"[:300]}
 
