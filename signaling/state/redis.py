@@ -298,7 +298,7 @@ class RedisSessionStore:
         self._handler = handler
         self._frames = frames
         for x in (self._add, self._add_join, self._remove, self._update, self._prejoin):
-            await self._do(self.r.script_load(x.script))  # EVALSHA in a pipeline needs them
+            await self._do(self.r.script_load(x.script))  # the batches send EVALSHA only
         await self._beat_once()
         loop = asyncio.get_running_loop()
         ready = loop.create_future()
@@ -453,7 +453,8 @@ class RedisSessionStore:
 
     async def members(self, session: str) -> list[Member]:
         raw = await self._call("HGETALL", f"{self.p}s:{session}")
-        got = sorted(_member(session, _text(k), v) for k, v in raw.items())
+        pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+        got = sorted(_member(session, _text(k), v) for k, v in pairs)
         return [m for _, m in got]
 
     async def member(self, session: str, endpoint_id: str) -> Member | None:

@@ -185,3 +185,26 @@ async def test_a_cancelled_waiter_does_not_hold_the_others(redis_srv: RedisProce
         assert await store.members("s0") == []
     finally:
         await store.close()
+
+
+async def test_the_batch_connection_comes_back_after_it_was_killed(
+    redis_srv: RedisProcess,
+) -> None:
+    """The batches go over one connection of their own: Redis dropping it (CLIENT KILL, a
+    timeout, a proxy) costs the batch in flight at most, never the later ones."""
+    store = RedisSessionStore(redis_srv.url, "A")
+    r = aioredis.Redis.from_url(redis_srv.url)
+    try:
+        m = Member("s1", "e1", "clinician", "j1", True, "A")
+        assert await store.add(m, max_sessions=9, max_endpoints=9) == (None, True)
+        assert await r.client_kill_filter(_type="normal", skipme=True) >= 1
+        for _ in range(2):  # the first may meet the dead connection; then it is back
+            try:
+                assert await store.members("s1") == [m]
+            except StoreUnavailable:
+                continue
+        assert await store.members("s1") == [m]
+        assert await store.member("s1", "e1") == m
+    finally:
+        await r.aclose()
+        await store.close()
