@@ -7,6 +7,7 @@ from typing import Any
 
 from signaling import logs
 from signaling.hub import Hub
+from signaling.wards import ClusterWards
 
 
 async def on_bus(hub: Hub, msg: dict[str, Any]) -> None:
@@ -44,6 +45,10 @@ async def on_bus(hub: Hub, msg: dict[str, Any]) -> None:
         if hub.remote is not None:
             hub.remote.forget(session, to)
         await hub.joins.dropped(session, to)
+    elif op == "ward-bed":
+        # a bed changed on another server: post it to the ward's stations held here
+        if isinstance(hub.joins.wards, ClusterWards):
+            hub.joins.wards.on_bus(msg)
     elif op == "revoked":
         if hub.revoked.revoke(str(msg["jti"])):  # the sweep closes it if held here
             hub.sweep_now.set()

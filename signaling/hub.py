@@ -42,7 +42,7 @@ from signaling.state.memory import MemorySessionStore
 from signaling.state.store import SessionStore
 from signaling.sweep import Sweeper
 from signaling.tokens import RevocationStore, Verifier
-from signaling.wards import Wards
+from signaling.wards import ClusterWards, Wards
 
 # A ward's central station (wards.py) holds only its ward connection: it sends no signaling
 # and holds no E2E session itself (its per-bed clinician endpoints do).
@@ -116,16 +116,29 @@ class Hub:
             revocations=self.revocations,
             bus=bus,
         )
-        self.joins.wards = Wards(
-            config,
-            store=self.store,
-            local=self.local,
-            verifier=verifier,
-            audit=audit,
-            metrics=metrics,
-            replies=self.replies,
-            relay=self.relay,
-        )
+        ward_parts: dict[str, Any] = {
+            "store": self.store,
+            "local": self.local,
+            "verifier": verifier,
+            "audit": audit,
+            "metrics": metrics,
+            "replies": self.replies,
+            "relay": self.relay,
+        }
+        if bus is None:
+            self.joins.wards = Wards(config, **ward_parts)
+        else:  # a cluster: the ward registry in the store's Redis, shared by the servers
+            from signaling.state.redis import RedisSessionStore
+            from signaling.state.wards_redis import RedisWardRegistry
+
+            assert isinstance(self.store, RedisSessionStore)
+            self.joins.wards = ClusterWards(
+                config,
+                registry=RedisWardRegistry(self.store.r, self.store.p),
+                bus=bus,
+                remove=self.joins.remove,
+                **ward_parts,
+            )
         self.messages = Messages(
             local=self.local,
             audit=audit,
