@@ -530,5 +530,20 @@ async def main() -> int:
     return 0
 
 
+async def stoppable() -> int:
+    """main(), with SIGINT/SIGTERM ending it through its finally blocks: the demo and station
+    processes it started are stopped, never left running after the bench."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await main()
+    except asyncio.CancelledError:
+        print("station bench: stopped", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(asyncio.run(stoppable()))
