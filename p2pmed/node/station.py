@@ -38,6 +38,10 @@ RANK = {p.name: int(p) for p in Priority}
 # The ward connection carries no relay frames: it pings so the server's idle logoff (900 s by
 # default, protocol.md 8.3.4) never takes it
 PING_EVERY = 60.0
+# refusals of the moment after which a bed's join is tried again, first after BED_RETRY[0] s,
+# doubling up to BED_RETRY[1] s (the server allows 2 joins a second per address after a burst)
+RETRY_REFUSED = ("too-many-joins",)
+BED_RETRY = (1.0, 30.0)
 
 
 def is_station_token(token: str) -> bool:
@@ -90,6 +94,7 @@ class Station:
         self.exit_code = 0
         self._tokens: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._retrying: set[str] = set()  # beds waiting to try their join again
         self._stopped = asyncio.Event()
         self.signaling = SignalingClient(
             config.join,
@@ -219,7 +224,12 @@ class Station:
             self.events.emit("bed", bed=bed, state=row.state, patient=b.get("patient"))
         if isinstance(token, str) and token:
             self._tokens[bed] = token
-        if bed not in self.nodes and row.state != "ended" and bed in self._tokens:
+        if (
+            bed not in self.nodes
+            and bed not in self._retrying
+            and row.state != "ended"
+            and bed in self._tokens
+        ):
             self._spawn(self._start_bed(bed, self._tokens[bed]))
 
     # ---- one clinician node per bed ----
@@ -240,8 +250,48 @@ class Station:
         return os.path.join(out, f"{bed}.ndjson")
 
     async def _start_bed(self, bed: str, token: str) -> None:
-        if bed in self.nodes:
+        """Joins the bed with a node of its own; a join the server refuses for a limit of the
+        moment (too many joins from this address: a station joins every bed at once) is tried
+        again, waiting longer each time, while the bed is there and the station runs."""
+        if bed in self.nodes or bed in self._retrying:
             return
+        wait = BED_RETRY[0]
+        while True:
+            node = self._bed_node(bed, token)
+            self.nodes[bed] = node
+            try:
+                await node.start()
+                break
+            except NodeError as exc:
+                self.nodes.pop(bed, None)
+                again = any(code in str(exc) for code in RETRY_REFUSED)
+                self.events.emit(
+                    "error",
+                    code="bed-join",
+                    bed=bed,
+                    message=str(exc)[:300],
+                    retry_s=wait if again else None,
+                )
+                if not again:
+                    return
+            self._retrying.add(bed)
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                self._retrying.discard(bed)
+            wait = min(wait * 2, BED_RETRY[1])
+            if bed in self.nodes or self.rows[bed].state == "ended" or self._stopped.is_set():
+                return
+            token = self._tokens.get(bed, token)
+        self.rows[bed].joined = True
+        try:
+            await node.run()
+        except Revoked:
+            pass
+        finally:
+            await node.close()
+
+    def _bed_node(self, bed: str, token: str) -> Node:
         cfg = replace(
             self.config,
             join=replace(self.config.join, token=token),
@@ -254,21 +304,7 @@ class Station:
         )
         events = Events(json_out=False)
         events.listeners.append(lambda e: self._bed_event(bed, e))
-        node = Node(cfg, events)
-        self.nodes[bed] = node
-        try:
-            await node.start()
-        except NodeError as exc:
-            self.nodes.pop(bed, None)
-            self.events.emit("error", code="bed-join", bed=bed, message=str(exc)[:300])
-            return
-        self.rows[bed].joined = True
-        try:
-            await node.run()
-        except Revoked:
-            pass
-        finally:
-            await node.close()
+        return Node(cfg, events)
 
     def _bed_event(self, bed: str, e: dict[str, Any]) -> None:
         row = self.rows.setdefault(bed, BedRow(bed))
