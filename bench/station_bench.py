@@ -140,11 +140,14 @@ def warmup_s(n: int) -> float:
 
 
 async def start_ward(beds: int, data: Path) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "p2pmed", "demo", "--beds", str(beds), "--data-dir", str(data),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL, cwd=str(ROOT),
-    )  # fmt: skip
+    data.mkdir(parents=True, exist_ok=True)
+    err = data / "demo.stderr"  # why the demo failed, for the report
+    with err.open("wb") as errf:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "p2pmed", "demo", "--beds", str(beds), "--data-dir", str(data),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=errf,
+            cwd=str(ROOT),
+        )  # fmt: skip
     assert proc.stdout is not None
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), warmup_s(beds))
@@ -155,7 +158,8 @@ async def start_ward(beds: int, data: Path) -> tuple[asyncio.subprocess.Process,
     url = line.decode().strip()
     if "/join#token=" not in url:
         await stop(proc)
-        raise CannotRun(f"p2pmed demo --beds {beds} failed (printed {url!r})")
+        tail = err.read_text(errors="replace").strip().splitlines()[-2:]
+        raise CannotRun(f"p2pmed demo --beds {beds} failed: {' / '.join(tail)[:300]}")
     return proc, url
 
 
