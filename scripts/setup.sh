@@ -14,6 +14,7 @@ if [ "$want_apt" = "test" ]; then
     command -v certutil >/dev/null || need+=(libnss3-tools)
     command -v redis-server >/dev/null || need+=(redis-server)
     command -v haproxy >/dev/null || need+=(haproxy)
+    command -v strace >/dev/null || need+=(strace)
 fi
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
