@@ -436,14 +436,20 @@ def _demo_setup(
 async def _ward_demo_main(args: argparse.Namespace) -> int:
     from p2pmed.node import Node, NodeConfig, NodeError
     from p2pmed.node.output import Events
+    from signaling.config import Limits
     from signaling.testing import running_server
 
     tmp, data_dir, stop = _demo_setup(args.data_dir, "p2pmed-ward-")
     nodes: list[Any] = []
     ward = "demo-ward"
+    # every bed, and every bed connection of a station on this machine, joins from one
+    # address: the demo's own server lets them all in at once (a bed and a station join
+    # each bed, plus room for a reconnect or two)
+    limits = Limits()
+    limits.join_burst = max(limits.join_burst, 2 * args.beds + 8)
     try:
         async with running_server(
-            os.path.join(data_dir, "server"), host=args.host, port=args.port
+            os.path.join(data_dir, "server"), host=args.host, port=args.port, limits=limits
         ) as srv:
             print("p2pmed demo: a simulated ward", file=sys.stderr)
             print(f"  signaling server : {srv.url}", file=sys.stderr)
