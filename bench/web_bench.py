@@ -131,7 +131,7 @@ def judge(r: dict[str, Any], min_samples: int) -> int:
             f"    of which inside the page (frame handed over -> message delivered):"
             f" p50 {pct(page_ms, 50):.2f} ms p99 {pct(page_ms, 99):.2f} ms"
         )
-    print(f"  machine load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"  load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     ok = max(ttfs) <= TTFS_BAR_S and p99 <= P99_BAR_MS
     print("  PASS" if ok else "  FAIL: a bar was missed")
     return 0 if ok else 1
@@ -141,7 +141,8 @@ async def repeat(a: argparse.Namespace) -> int:
     codes: list[int] = []
     lines: list[str] = []
     for k in range(a.repeat):
-        print(f"run {k + 1}/{a.repeat}", flush=True)
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"run {k + 1}/{a.repeat} (load average at its start: {load})", flush=True)
         shot = a.screenshot if k == a.repeat - 1 else None
         try:
             r = await bench(a.runs, a.seconds, a.media, shot, a.store_dir)
@@ -155,10 +156,11 @@ async def repeat(a: argparse.Namespace) -> int:
         if lat and r["ttfs"]:
             lines.append(
                 f"run {k + 1}: n={len(lat)} p50 {pct(lat, 50):.2f} p99 {pct(lat, 99):.2f}"
-                f" max {max(lat):.2f} ms, first ECG max {max(r['ttfs']):.3f} s  {verdict}"
+                f" max {max(lat):.2f} ms, first ECG max {max(r['ttfs']):.3f} s, load {load}"
+                f"  {verdict}"
             )
         else:
-            lines.append(f"run {k + 1}: {verdict}")
+            lines.append(f"run {k + 1}: load {load}  {verdict}")
     if a.repeat > 1:
         print(f"{a.repeat} consecutive runs:")
         print("\n".join(lines))
