@@ -7,6 +7,10 @@ get `peer-left`, the session ends with its last endpoint. One server of the clus
 (a lock in Redis); the entries go into its audit chain with why "server-lost". A server
 that restarts under the same id does the same, after the grace, for what its previous
 process held.
+
+Wards (wards.py): nobody is left to say that a dead server's bed lost its link, so when a
+server is first seen dead its beds still held there become link-lost, and a bed reaped
+becomes ended, as `disconnected` and a leave would have done; the stations hear of both.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from signaling import logs
 from signaling.hub import Hub
 from signaling.state.redis import RedisSessionStore
 from signaling.state.store import StoreUnavailable
+from signaling.wards import ENDED, LINK_LOST, ClusterWards
 
 
 class Reaper:
@@ -27,6 +32,7 @@ class Reaper:
         self.grace = grace
         self.started = time.time()
         self.own_done = False
+        self.marked: set[str] = set()  # dead servers whose beds were marked link-lost
 
     async def run(self) -> None:
         with contextlib.suppress(StoreUnavailable):  # Redis away: next time
@@ -40,10 +46,17 @@ class Reaper:
             for session, eid in await self.store.held_by(me):
                 if self.hub.local.get(session, eid) is None:
                     await self.reap_one(session, eid, me)
-        for server in await self.store.dead_servers():
+        dead = await self.store.dead_servers()
+        self.marked &= set(dead)
+        for server in dead:
             if server == me:
                 continue
             if now - await self.store.dead_since(server, now) < self.grace:
+                if server not in self.marked:
+                    self.marked.add(server)
+                    wards = self._wards()
+                    if wards is not None:
+                        wards.server_lost(await self.store.held_by(server), server, LINK_LOST)
                 continue
             if not await self.store.lock(f"reap:{server}", 30):
                 continue
@@ -66,3 +79,10 @@ class Reaper:
             await hub.joins.tell(o, {"type": "peer-left", "endpoint_id": eid})
         if ended:
             hub.audit.append("session-end", session=session)
+        wards = self._wards()
+        if wards is not None and m.role == "patient":
+            wards.server_lost([(session, eid)], server, ENDED)
+
+    def _wards(self) -> ClusterWards | None:
+        w = self.hub.joins.wards
+        return w if isinstance(w, ClusterWards) else None

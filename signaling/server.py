@@ -40,6 +40,7 @@ from signaling.tokens import (
     token_key,
 )
 from signaling.turncreds import credentials
+from signaling.wards import ClusterWards
 
 CONFIG = web.AppKey("config", Config)
 HUB = web.AppKey("hub", Hub)
@@ -275,6 +276,8 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
             if n:
                 logs.event("store-reregistered", endpoints=n)
                 audit.append("store-reregistered", endpoints=n)
+            if isinstance(hub.joins.wards, ClusterWards):
+                hub.joins.wards.reregister()  # its beds, and fresh snapshots to its stations
 
         shared.on_reconnect = reregister
         await shared.start(handle, frames)

@@ -305,6 +305,18 @@ class ClusterWards(Wards):
     def admitted(self, session: str, endpoint_id: str, by: str) -> None:
         self._later(self._admitted(session, endpoint_id, by))
 
+    def server_lost(self, held: list[tuple[str, str]], server: str, state: str) -> None:
+        """The reaper (reaper.py): `server` died holding `held` (session, endpoint pairs).
+        Its beds still there become link-lost; those it removed from the store, ended (as
+        `disconnected` and `removed` would have done on that server)."""
+        self._later(self._lost(held, server, state))
+
+    def reregister(self) -> None:
+        """Redis is back (maybe restarted empty): put back the beds of the patients held
+        here, then send each station held here a fresh snapshot (the ward versions restart
+        with an empty Redis, so what a station was sent before says nothing now)."""
+        self._later(self._reregister())
+
     def on_bus(self, msg: dict[str, Any]) -> None:
         """A bed of a ward whose stations this server holds changed on another server."""
         ward, bed = str(msg["ward"]), Bed.from_wire(msg["bed"])
@@ -353,6 +365,27 @@ class ClusterWards(Wards):
         status, bed = await self.shared.claim(ward, ep.session, ep.id, state, lim.max_beds_per_ward)
         if bed is not None and status in ("new", "ok"):
             await self._changed(ward, bed)
+
+    async def _lost(self, held: list[tuple[str, str]], server: str, state: str) -> None:
+        for i in range(0, len(held), 500):  # one script per 500: Redis stays responsive
+            for ward, bed in await self.shared.lost(held[i : i + 500], server, state):
+                await self._changed(ward, bed)
+
+    async def _reregister(self) -> None:
+        lim = self.config.limits
+        for ep in self.local.all():
+            ward = self.patients.get((ep.session, ep.id))
+            if ep.role != "patient" or ep.gone or ward is None:
+                continue
+            state = LINK_LOST if ep.ws is None else LIVE if ep.admitted else WAITING
+            status, bed = await self.shared.claim(
+                ward, ep.session, ep.id, state, lim.max_beds_per_ward
+            )
+            if bed is not None and status in ("new", "ok"):
+                await self._changed(ward, bed)
+        for st in self.local.all():
+            if st.role == "station" and not st.gone:
+                await self._send_snapshot(st)
 
     async def _update(self, ward: str, session: str, patient: str, state: str) -> None:
         bed = await self.shared.set(ward, session, patient, state, same=True)

@@ -6,7 +6,9 @@ Keys (the store's prefix, `p2pmed:`):
   bed:{session}   the ward that bed session belongs to
   wardseq         the counter behind `o` and `v`
 `claim` (a bed joins or comes back) checks and writes in one Lua script: a bed session in
-one ward only, and at most max_beds beds not ended per ward, whichever server asks.
+one ward only, and at most max_beds beds not ended per ward, whichever server asks. `lost`
+(the reaper) reads the session store's `s:{session}` in the same script, so a bed that
+resumed on another server in the meantime is left alone.
 """
 
 from __future__ import annotations
@@ -99,6 +101,42 @@ return enc
 """
 
 
+# ARGV: prefix, state ('link-lost' or 'ended'), server, then session, endpoint pairs of
+# what the dead `server` held. A pair that is a bed's patient becomes `state`: link-lost
+# only while that server still holds it in the session store, ended only once it is gone
+# from there (reaped). Returns {ward, session, bed JSON, ...} of the beds changed.
+_LOST = """
+local p, state, srv = ARGV[1], ARGV[2], ARGV[3]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local out = {}
+for i = 4, #ARGV - 1, 2 do
+  local sid, eid = ARGV[i], ARGV[i + 1]
+  local ward = redis.call('GET', p .. 'bed:' .. sid)
+  local raw = ward and redis.call('HGET', p .. 'ward:' .. ward, sid)
+  if raw then
+    local b = cjson.decode(raw)
+    local m = redis.call('HGET', p .. 's:' .. sid, eid)
+    local ok = b.p == eid and b.s ~= 'ended' and b.s ~= state
+    if state == 'ended' then
+      ok = ok and not m
+    else
+      ok = ok and m and cjson.decode(m)[5] == srv
+    end
+    if ok then
+      b.s, b.v, b.t = state, redis.call('INCR', p .. 'wardseq'), now
+      local enc = cjson.encode(b)
+      redis.call('HSET', p .. 'ward:' .. ward, sid, enc)
+      table.insert(out, ward)
+      table.insert(out, sid)
+      table.insert(out, enc)
+    end
+  end
+end
+return out
+"""
+
+
 def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
@@ -116,6 +154,7 @@ class RedisWardRegistry:
         self.p = prefix
         self._claim = r.register_script(_CLAIM)
         self._set = r.register_script(_SET)
+        self._lost = r.register_script(_LOST)
 
     async def _do(self, aw: Awaitable[T]) -> T:
         try:
@@ -152,3 +191,16 @@ class RedisWardRegistry:
         raw = await self._do(self.r.hgetall(f"{self.p}ward:{ward}"))
         got = sorted((_bed(_text(k), v) for k, v in raw.items()), key=lambda x: x[0])
         return [b for _, b in got]
+
+    async def lost(
+        self, held: list[tuple[str, str]], server: str, state: str
+    ) -> list[tuple[str, Bed]]:
+        """The beds among `held` (session, endpoint pairs the dead `server` held) moved to
+        `state` (see _LOST): (ward, bed) of each one changed."""
+        args: list[str] = [self.p, state, server]
+        for session, eid in held:
+            args += [session, eid]
+        raw = await self._do(self._lost(args=args))
+        return [
+            (_text(raw[i]), _bed(_text(raw[i + 1]), raw[i + 2])[1]) for i in range(0, len(raw), 3)
+        ]
