@@ -138,6 +138,15 @@ def _register_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         f" [env {ENV_PREFIX}REDIS_URL]",
     )
     _opt(p, "--server-id", "this server's name in the cluster (default: hostname:port)")
+    p.add_argument(
+        "--trusted-proxy",
+        action="append",
+        metavar="CIDR",
+        help="a load balancer's network (e.g. 10.0.0.0/24, repeatable): from a peer in it the"
+        " client address is the right-most X-Forwarded-For entry not in a trusted network, for"
+        " the per-IP limits and the audit log (default: none, the TCP peer is the client)"
+        f" [env {ENV_PREFIX}TRUSTED_PROXY, comma-separated]",
+    )
     _opt(
         p,
         "--token-key",
@@ -231,6 +240,9 @@ def _build_config(args: argparse.Namespace) -> Any:
     secret = os.environ.get("P2PMED_TURN_SECRET")
     if args.redis is not None:
         kw["redis_url"] = args.redis
+    proxies = args.trusted_proxy or _csv(os.environ.get(ENV_PREFIX + "TRUSTED_PROXY", ""))
+    if proxies:
+        kw["trusted_proxies"] = proxies
     return Config(
         data_dir=args.data_dir,
         host=args.host,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from signaling.origins import allowed_origins, normalize
+from signaling.proxies import parse_cidr
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
@@ -97,6 +98,9 @@ class Config:
     # the token signing key file; None: DATA_DIR/token-key (created). A cluster needs one key
     # on every server, so --redis requires it.
     token_key: Path | None = None
+    # networks of load balancers whose X-Forwarded-For names the client (proxies.py);
+    # empty: trust nobody, the TCP peer is the client
+    trusted_proxies: list[str] = field(default_factory=list)
     audit_checkpoint_every: int = 100
     audit_checkpoint_interval: float = 60.0
     limits: Limits = field(default_factory=Limits)
@@ -118,6 +122,8 @@ class Config:
         for o in [*self.public_origins, *self.allowed_origins]:
             normalize(o)  # ValueError names the bad one
         self._check_turn()
+        for c in self.trusted_proxies:
+            parse_cidr(c)  # ValueError names the bad one
         if self.resume_ttl > self.max_token_ttl:
             raise ValueError(
                 f"--resume-ttl exceeds the token lifetime cap {self.max_token_ttl:.0f} s"
@@ -189,6 +195,7 @@ class Config:
             "previous_key": self.token_key_previous is not None,  # no "token" in logs
             "cluster": self.redis_url is not None,
             "server_id": self.server_id or None,
+            "trusted_proxies": self.trusted_proxies,
             "limits": asdict(self.limits),
         }
 

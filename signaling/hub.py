@@ -34,6 +34,7 @@ from signaling.listen import ConnectionGuard
 from signaling.local import LocalEndpoints
 from signaling.messages import ALLOWED, Messages
 from signaling.metrics import Metrics
+from signaling.proxies import TrustedProxies
 from signaling.relay import FAST_PATH_BUFFER, RELAY_ROLES, SAMPLE_EVERY, SAMPLE_MASK, Relay
 from signaling.remote import FrameBus, RemoteRelay
 from signaling.replies import Replies, send_now
@@ -159,6 +160,7 @@ class Hub:
             joins=self.joins,
             revocations=self.revocations,
         )
+        self.proxies = TrustedProxies(config.trusted_proxies)
         self.closing = False
         self.sweep_now = asyncio.Event()  # set to run the sweep at once (a revocation came)
         self.connections: set[web.WebSocketResponse] = set()
@@ -192,6 +194,17 @@ class Hub:
             "audit_head_seq": max(self.audit.head_seq, 0),
         }
 
+    def client_ip(self, request: web.Request) -> str:
+        """The client's address: the TCP peer, or behind a trusted proxy the address it
+        forwarded (proxies.py); an unreadable X-Forwarded-For is counted."""
+        peer = request.remote or "?"
+        if not self.proxies:
+            return peer
+        ip, bad = self.proxies.client(peer, request.headers.getall("X-Forwarded-For", []))
+        if bad:
+            self.metrics.errors.labels("bad-forwarded-for").inc()
+        return ip
+
     def endpoint(self, session: str, endpoint_id: str) -> Endpoint | None:
         """The endpoint this server holds, connected or within its reconnect grace."""
         return self.local.get(session, endpoint_id)
@@ -208,7 +221,7 @@ class Hub:
             await send_now(ws, {"type": "reconnect", "after_ms": self.config.shutdown_reconnect_ms})
             await shut(ws, cc.SERVICE_RESTART, b"shutting down")
             return ws
-        ip = request.remote or "?"
+        ip = self.client_ip(request)
         self.connections.add(ws)
         ep: Endpoint | None = None
         try:

@@ -51,9 +51,13 @@ class ConnectionGuard:
     cap, and any over the total cap (many addresses; it keeps file descriptors for the
     joined endpoints and the server's own files)."""
 
-    def __init__(self, limit: int, total_limit: int) -> None:
+    def __init__(
+        self, limit: int, total_limit: int, exempt: Callable[[str], bool] | None = None
+    ) -> None:
         self.limit = limit
         self.total_limit = total_limit
+        # a trusted proxy (proxies.py) carries many clients: only the total cap counts it
+        self.exempt = exempt
         self.unjoined: dict[str, int] = {}
         self._ip: dict[asyncio.BaseTransport, str] = {}  # unjoined transports
         self._over: set[str] = set()
@@ -68,7 +72,7 @@ class ConnectionGuard:
         n = self.unjoined.get(ip, 0)
         if len(self._ip) >= self.total_limit:
             return self._refuse(ip, "unjoined", "")
-        if n >= self.limit:
+        if n >= self.limit and not (self.exempt is not None and self.exempt(ip)):
             return self._refuse(ip, "pending-per-ip", ip)
         self.unjoined[ip] = n + 1
         self._ip[transport] = ip

@@ -30,6 +30,7 @@ from signaling.keys import KeyFileError, audit_key, load_secret
 from signaling.listen import ConnectionGuard, GuardedSite, log_refusal
 from signaling.metrics import Metrics
 from signaling.origins import normalize
+from signaling.proxies import TrustedProxies
 from signaling.replies import send_now
 from signaling.tokens import (
     REVOCATIONS,
@@ -88,7 +89,7 @@ async def origin_check(request: web.Request, handler: Handler) -> web.StreamResp
             if not ok:
                 hub = request.app[HUB]
                 hub.replies.reject(
-                    "origin", request.remote or "?", origin=urlsplit(origin).netloc[:100]
+                    "origin", hub.client_ip(request), origin=urlsplit(origin).netloc[:100]
                 )
                 return json_error(403, "origin", "Origin not allowed for WebSocket upgrade")
     return await handler(request)
@@ -143,7 +144,7 @@ async def turn_credentials(request: web.Request) -> web.StreamResponse:
     config, hub = request.app[CONFIG], request.app[HUB]
     auth = request.headers.get("Authorization", "")
     scheme, _, token = auth.partition(" ")
-    ip = request.remote or "?"
+    ip = hub.client_ip(request)
     if scheme.lower() != "bearer" or not token.strip():
         hub.replies.reject("token-missing", ip, path="/turn-credentials")
         return json_error(401, "token-missing", "Authorization: Bearer <join token> required")
@@ -418,7 +419,12 @@ def create_app(config: Config, lock: DataDirLock | None = None) -> web.Applicati
     )
     app[CONFIG] = config
     app[METRICS] = Metrics()
-    app[GUARD] = ConnectionGuard(config.limits.pending_per_ip, config.limits.max_unjoined)
+    proxies = TrustedProxies(config.trusted_proxies)
+    app[GUARD] = ConnectionGuard(
+        config.limits.pending_per_ip,
+        config.limits.max_unjoined,
+        exempt=proxies.trusts if proxies else None,
+    )
     if lock is not None:
         app[LOCK] = lock
     app.cleanup_ctx.append(_state)
