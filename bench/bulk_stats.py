@@ -27,6 +27,26 @@ def stat_cpu_s(stat: str) -> float:
     return (utime + stime) / _TICK
 
 
+def machine_busy_s(stat: str | None = None) -> float:
+    """CPU seconds all CPUs spent in user, nice, system and steal so far (/proc/stat): work of
+    any process, plus time the hypervisor took away. Interrupt time is left out (here mostly
+    the benchmark's own loopback packets)."""
+    if stat is None:
+        with open("/proc/stat") as f:
+            stat = f.readline()
+    fields = stat.split()
+    if not fields or fields[0] != "cpu":
+        raise ValueError("first line of /proc/stat is not the cpu total")
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = map(int, fields[1:9])
+    return (user + nice + system + steal) / _TICK
+
+
+def clean_pairs(foreign: list[tuple[float, float]], limit: float) -> list[bool]:
+    """Per pair of transfers, whether neither ran beside more than `limit` cores of work
+    that was not the benchmark's (another process, the hypervisor)."""
+    return [a <= limit and b <= limit for a, b in foreign]
+
+
 def udp_counters(snmp: str | None = None) -> tuple[int, int]:
     """(datagrams sent, datagrams dropped because a receive buffer was full) by this network
     namespace so far, from /proc/net/snmp (or the text given)."""

@@ -10,6 +10,8 @@ import pytest
 from bench.bulk_stats import (
     _TICK,
     abba,
+    clean_pairs,
+    machine_busy_s,
     mb_per_s,
     pair_ratios,
     proc_cpu_s,
@@ -17,7 +19,7 @@ from bench.bulk_stats import (
     stat_cpu_s,
     udp_counters,
 )
-from bench.node_bench import BULK_TP, bulk_cpu, bulk_wall, cpu_per_mib
+from bench.node_bench import BULK_TP, bulk_cpu, bulk_valid, bulk_wall, cpu_per_mib
 
 
 def test_stat_line_with_spaces_and_parentheses_in_the_name() -> None:
@@ -57,7 +59,11 @@ def test_pairs_alternate_abba() -> None:
 def test_bulk_ratios_point_the_same_way_for_wall_time_and_cpu() -> None:
     # p2pmed slower and dearer than bare in every pair: both ratios under 1
     mib = BULK_TP / 2**20
-    p = {"bulk_runs_mb_s": [14.0, 13.0], "bulk_cpu_s": [(1.2, 0.8), (1.3, 0.9)]}
+    p = {
+        "bulk_runs_mb_s": [14.0, 13.0],
+        "bulk_cpu_s": [(1.2, 0.8), (1.3, 0.9)],
+        "bulk_clean": [True, True],
+    }
     b = {"bulk_runs_mb_s": [16.0, 15.0], "bulk_cpu_s": [(1.0, 0.6), (1.0, 0.7)]}
     assert cpu_per_mib(p["bulk_cpu_s"]) == pytest.approx([2000 / mib, 2200 / mib])
     assert bulk_wall(p, b).values == pytest.approx((14 / 16, 13 / 15))
@@ -84,3 +90,29 @@ def test_mb_per_s_times_each_transfer_from_its_own_start() -> None:
     assert mb_per_s([(5, 1.0)], [1.0]) == [0.0]  # no time passed: no figure, not a crash
     with pytest.raises(ValueError, match="2 transfers arrived, 1 started"):
         mb_per_s([(1, 2.0), (1, 3.0)], [1.0])
+
+
+def test_machine_busy_counts_user_nice_system_and_steal() -> None:
+    line = f"cpu  {_TICK} {_TICK} {_TICK} 999 5 7 9 {_TICK} 0 0\n"
+    assert machine_busy_s(line) == pytest.approx(4.0)
+    assert machine_busy_s() > 0  # this machine's
+    with pytest.raises(ValueError, match="cpu total"):
+        machine_busy_s("intr 1 2 3")
+
+
+def test_a_pair_is_clean_only_if_both_transfers_were() -> None:
+    assert clean_pairs([(0.1, 0.2), (0.1, 0.6), (0.9, 0.0)], 0.25) == [True, False, False]
+
+
+def test_ratios_use_clean_pairs_and_fall_back_to_all_when_none_was() -> None:
+    p = {
+        "bulk_runs_mb_s": [14.0, 5.0, 14.0],
+        "bulk_cpu_s": [(1.0, 1.0)] * 3,
+        "bulk_clean": [True, False, True],
+    }
+    b = {"bulk_runs_mb_s": [16.0, 16.0, 16.0], "bulk_cpu_s": [(1.0, 1.0)] * 3}
+    assert bulk_valid(p)
+    assert bulk_wall(p, b).values == pytest.approx((14 / 16, 14 / 16))  # the disturbed pair out
+    p["bulk_clean"] = [False, False, False]
+    assert not bulk_valid(p)
+    assert len(bulk_wall(p, b).values) == 3
