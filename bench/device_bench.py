@@ -13,11 +13,16 @@ processes, as in a deployment.
   (user + system time of its process, from /proc, over the phase). Bar: >= 200 messages/s,
   every ACK AA, every message's NUMERICS at the clinician.
 - latency: --latency-count messages at --latency-rate per second. For each: t_send (before
-  the MLLP write), t_ack (ACK read), t_clin (the clinician node has its NUMERICS). The MLLP
-  read in the patient node happens between t_send and t_ack, so p2pmed's added latency lies
-  between t_clin - t_ack and t_clin - t_send; reported as t_clin - t_send - rtt/2 (the
-  one-way MLLP hop taken as half the ACK round trip), with the ACK round trip itself (the
-  device protocol's own latency) side by side. Bar: added p99 <= 5 ms.
+  the MLLP write), t_read (the patient node read the MLLP frame: stamped in that process by
+  bench/device_stages.py, which the nodes run through), t_ack (the ACK read back), t_clin
+  (the clinician node has its NUMERICS: its `message` event). p2pmed added = t_clin - t_read,
+  the issue's "from the moment ... the MLLP read delivers a value to the moment the clinician
+  node has it". Side by side, the device protocol's own latency: the MLLP hop t_read -
+  t_send, and the ACK round trip t_ack - t_send the device waits for (which holds the
+  patient node's durable commit: AA only once the reading is stored). Bar: added p99 <= 5
+  ms. With --plain the nodes run as `python -m p2pmed node` (no stamps) and added is
+  t_clin - t_send (an upper bound: it includes the MLLP hop). Also, per stage, where each
+  message's time went (see bench/device_stages.py; --stages DIR keeps its files).
 
     .venv/bin/python bench/device_bench.py --mode sdc [--seconds 600]
 
@@ -115,19 +120,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         async with running_server(tmp) as srv:
             patient = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "p2pmed", "node", "--join",
+                *node_cmd(args, "patient"), "--join",
                 srv.join_url(srv.mint("bench", "patient")), "--media", "none",
                 "--source", f"hl7-mllp:127.0.0.1:{port}?idle=60",
                 "--data-dir", os.path.join(args.store_dir or tmp, f"patient-{port}"),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL, cwd=str(ROOT),
+                env=node_env(args, "patient", tmp),
             )  # fmt: skip
             clin = Clinician(
                 await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "p2pmed",
-                    "node",
+                    *node_cmd(args, "clinician"),
                     "--json",
                     "--media",
                     "none",
@@ -137,6 +140,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.DEVNULL,
                     cwd=str(ROOT),
+                    env=node_env(args, "clinician", tmp),
                 )
             )
             try:
@@ -149,12 +153,100 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         await asyncio.sleep(0.1)
                 else:
                     raise RuntimeError("the patient node's MLLP listener never came up")
-                return await phases(args, patient.pid, reader, writer, clin)
+                res = await phases(args, patient.pid, reader, writer, clin)
             finally:
                 for proc in (clin.proc, patient):
                     proc.terminate()
                     await proc.wait()
                 clin.task.cancel()
+            times = res.pop("times")
+            stages = None if args.plain else load_stages(args.stages or tmp)
+            res["latency"] = latency(times, stages, args.latency_count)
+            if stages is not None:
+                res["stages_ms"] = stage_breakdown(times, stages)
+            return res
+
+
+def node_cmd(args: argparse.Namespace, role: str) -> list[str]:
+    """`p2pmed node` through bench/device_stages.py, or as it is with --plain."""
+    if args.plain:
+        return [sys.executable, "-m", "p2pmed", "node"]
+    return [sys.executable, str(ROOT / "bench" / "device_stages.py"), "node"]
+
+
+def node_env(args: argparse.Namespace, role: str, tmp: str) -> dict[str, str] | None:
+    if args.plain:
+        return None
+    out = os.path.join(args.stages or tmp, f"{role}.json")
+    return os.environ | {"DEVICE_STAGES_OUT": out}
+
+
+Stages = tuple[dict[int, list[Any]], dict[int, list[Any]]]  # patient, clinician rows by key
+Times = dict[int, tuple[float, float, float]]  # key -> t_send, t_ack, t_clin
+
+
+def load_stages(where: str) -> Stages:
+    def rows(role: str) -> dict[int, list[Any]]:
+        doc = json.loads(Path(where, f"{role}.json").read_text())
+        return {r[0]: r for r in doc[role]}
+
+    return rows("patient"), rows("clinician")
+
+
+def latency(times: Times, stages: Stages | None, expected: int) -> dict[str, Any]:
+    hop, rtt, e2e, added = [], [], [], []
+    for key, (t_send, t_ack, t_clin) in times.items():
+        t_read = t_send
+        if stages is not None:
+            row = stages[0].get(key)
+            if row is None or row[1] is None:
+                continue
+            t_read = row[1]
+            hop.append((t_read - t_send) * 1000)
+        rtt.append((t_ack - t_send) * 1000)
+        e2e.append((t_clin - t_send) * 1000)
+        added.append((t_clin - t_read) * 1000)
+    return {
+        "samples": len(added),
+        "expected": expected,
+        "added_from": "mllp read (stamped)" if stages is not None else "mllp send (--plain)",
+        "mllp_hop_ms_p50": pct(hop, 0.5),
+        "mllp_hop_ms_p99": pct(hop, 0.99),
+        "mllp_ack_rtt_ms_p50": pct(rtt, 0.5),
+        "mllp_ack_rtt_ms_p99": pct(rtt, 0.99),
+        "send_to_clinician_ms_p50": pct(e2e, 0.5),
+        "send_to_clinician_ms_p99": pct(e2e, 0.99),
+        "p2pmed_added_ms_p50": pct(added, 0.5),
+        "p2pmed_added_ms_p99": pct(added, 0.99),
+    }
+
+
+def stage_breakdown(times: Times, stages: Stages) -> dict[str, Any]:
+    """Per latency-phase message, the time between stages (ms, p50/p99) from the nodes'
+    device_stages.py records."""
+    steps: dict[str, list[float]] = {}
+
+    def add(name: str, a: float | None, b: float | None) -> None:
+        if a is not None and b is not None:
+            steps.setdefault(name, []).append((b - a) * 1000)
+
+    for key, (t_send, _t_ack, t_clin) in times.items():
+        p, c = stages[0].get(key), stages[1].get(key)
+        if p is None or c is None:
+            continue
+        _, read, batch, c0, c1, tx, ack, _end = p
+        add("send->read (MLLP hop)", t_send, read)
+        add("read->batch (parse, queue hop)", read, batch)
+        add("batch->commit start (map, encode, session)", batch, c0)
+        add("commit (SQLite, fsync)", c0, c1)
+        add("commit end->first frame to transport", c1, tx)
+        add("batch->first frame to transport", batch, tx)
+        add("read->HL7 ACK ready", read, ack)
+        add("frame to transport->clinician driver (aiortc, UDP, both loops)", tx, c[1])
+        add("clinician driver->on_message (session, flush turn)", c[1], c[2])
+        add("on_message->message event (decode, --json)", c[2], t_clin)
+        add("read->clinician on_message", read, c[2])
+    return {k: {"n": len(v), "p50": pct(v, 0.5), "p99": pct(v, 0.99)} for k, v in steps.items()}
 
 
 def message(i: int) -> tuple[str, int]:
@@ -197,7 +289,7 @@ async def phases(
         "clinician_cpu_ms_per_message": round(clin_cpu * 1000 / args.count, 3),
     }
     # latency
-    e2e, added, rtt = [], [], []
+    times: Times = {}
     base = args.count
     for j in range(args.latency_count):
         text, key = message(base + j)
@@ -207,22 +299,10 @@ async def phases(
         t_ack = time.time()
         if not await wait_for(lambda key=key: key in clin.arrived, 10):
             continue
-        t_clin = clin.arrived[key]
-        e2e.append((t_clin - t_send) * 1000)
-        rtt.append((t_ack - t_send) * 1000)
-        added.append((t_clin - t_send - (t_ack - t_send) / 2) * 1000)
+        times[key] = (t_send, t_ack, clin.arrived[key])
         await asyncio.sleep(max(0.0, 1 / args.latency_rate - (time.time() - t_send)))
-    latency = {
-        "samples": len(e2e),
-        "mllp_ack_rtt_ms_p50": pct(rtt, 0.5),
-        "mllp_ack_rtt_ms_p99": pct(rtt, 0.99),
-        "send_to_clinician_ms_p50": pct(e2e, 0.5),
-        "send_to_clinician_ms_p99": pct(e2e, 0.99),
-        "p2pmed_added_ms_p50": pct(added, 0.5),
-        "p2pmed_added_ms_p99": pct(added, 0.99),
-    }
     writer.close()
-    return {"throughput": throughput, "latency": latency}
+    return {"throughput": throughput, "times": times}
 
 
 # -- SDC mode --------------------------------------------------------------------------------
@@ -437,6 +517,18 @@ def main() -> int:
         default=None,
         help="where the patient node keeps its durable store (default: a temp dir on disk; "
         "/dev/shm takes the fsync out, as in docs/benchmarks.md)",
+    )
+    ap.add_argument(
+        "--stages",
+        metavar="DIR",
+        default=None,
+        help="hl7: keep bench/device_stages.py's timestamps per stage in DIR",
+    )
+    ap.add_argument(
+        "--plain",
+        action="store_true",
+        help="hl7: run the nodes as `python -m p2pmed node`, without device_stages.py "
+        "(added latency then counted from the MLLP send: an upper bound)",
     )
     args = ap.parse_args()
     if args.mode == "sdc":

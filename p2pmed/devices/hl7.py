@@ -6,6 +6,9 @@ python-hl7, answers it with an HL7 ACK and yields what it reported as `reading` 
 - AA: accepted; AE: accepted, but some OBX could not be used (ERR says which and why);
   AR: rejected, nothing of it used (no MSH, wrong encoding characters, not UTF-8, a message
   type other than ORU^R01/ORU^R40, no observation).
+- AA and AE are written only once the consumer of `batches()` has made the message's
+  readings durable (it asks for the next batch); a message it never takes (the node
+  stopped) gets no ACK: its connection is closed and the device sends it again.
 - Garbage before a frame's start byte is skipped (the frame after it is used); a frame cut
   off by the end of the connection is dropped; a message over `max_bytes` closes the
   connection (no ACK: its control id was never read). Every one is counted in `errors`.
@@ -290,6 +293,11 @@ def _alerts(msg: Any, obx: list[Any]) -> Parsed:
     return out
 
 
+def _settle(done: asyncio.Future[bool], durable: bool) -> None:
+    if not done.done():
+        done.set_result(durable)
+
+
 def _ack(msg: Any, code: str) -> str:
     """The text of python-hl7's `msg.create_ack(code, application="P2PMED")` (sending and
     receiving application and facility swapped, the trigger event, processing id and version
@@ -346,8 +354,10 @@ class Hl7Source:
         self.errors: Counter[str] = Counter()  # by reason
         self.acks: Counter[str] = Counter()  # AA / AE / AR sent
         self.messages = 0
-        self.read_at: float | None = None  # loop time the last message was read (bench)
-        self._queue: asyncio.Queue[list[rd.Reading]] = asyncio.Queue(1024)
+        # each message's readings, and the future its ACK waits on (True: durable)
+        self._queue: asyncio.Queue[tuple[list[rd.Reading], asyncio.Future[bool]]] = asyncio.Queue(
+            1024
+        )
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
         self._identity: rd.DeviceInfo | None = None
@@ -367,30 +377,38 @@ class Hl7Source:
         await self.start()
         queue = self._queue
         seen = lost = False
-        while True:
-            if queue.empty():
-                try:
-                    async with asyncio.timeout(self.idle_s if seen and not lost else None):
-                        batch = await queue.get()
-                except TimeoutError:
-                    lost = True
-                    yield [rd.DeviceLost(f"no HL7 message for {self.idle_s:g} s")]
-                    continue
-            else:
-                batch = queue.get_nowait()
-            seen, lost = True, False
-            while not queue.empty():
-                batch = batch + queue.get_nowait()
-            yield batch
-
-    async def readings(self) -> AsyncIterator[rd.Reading]:
-        batches = self.batches()
+        waiting: list[asyncio.Future[bool]] = []  # the ACKs of the batch out there
         try:
-            async for batch in batches:
-                for r in batch:
-                    yield r
-        finally:
-            await batches.aclose()
+            while True:
+                if queue.empty():
+                    try:
+                        async with asyncio.timeout(self.idle_s if seen and not lost else None):
+                            item = await queue.get()
+                    except TimeoutError:
+                        lost = True
+                        yield [rd.DeviceLost(f"no HL7 message for {self.idle_s:g} s")]
+                        continue
+                else:
+                    item = queue.get_nowait()
+                seen, lost = True, False
+                batch, waiting = list(item[0]), [item[1]]
+                while not queue.empty():
+                    readings, done = queue.get_nowait()
+                    batch += readings
+                    waiting.append(done)
+                yield batch
+                # asked for the next batch: this one is durable, its messages are ACKed
+                for done in waiting:
+                    _settle(done, True)
+                waiting = []
+        finally:  # not taken, or taken and not made durable: no ACK
+            for done in waiting:
+                _settle(done, False)
+            while not queue.empty():
+                _settle(queue.get_nowait()[1], False)
+
+    def readings(self) -> AsyncIterator[rd.Reading]:
+        return rd.flatten(self.batches())
 
     async def aclose(self) -> None:
         if self._server is not None:
@@ -434,11 +452,13 @@ class Hl7Source:
             if block[:start].strip():
                 # bytes outside a frame (garbage, or a frame cut off by a new start byte)
                 self.errors["garbage" if START_BLOCK not in block[:start] else "truncated"] += 1
-            self.read_at = asyncio.get_running_loop().time()
-            writer.writeblock(await self._handle(block[start + 1 : -len(sep)]))
+            ack = await self._handle(block[start + 1 : -len(sep)])
+            if ack is None:
+                return  # not made durable: no ACK, the device sends it again
+            writer.writeblock(ack)
             await writer.drain()
 
-    async def _handle(self, raw: bytes) -> bytes:
+    async def _handle(self, raw: bytes) -> bytes | None:
         self.messages += 1
         try:
             try:
@@ -458,9 +478,13 @@ class Hl7Source:
         else:
             assert isinstance(info, rd.DeviceInfo)
             self._identity = info
-        await self._queue.put(readings)
         for reason, _ in parsed.warnings:
             self.errors[reason] += 1
+        done = asyncio.get_running_loop().create_future()
+        await self._queue.put((readings, done))
+        if not await done:
+            self.errors["not-stored"] += 1
+            return None
         code = "AE" if parsed.warnings else "AA"
         self.acks[code] += 1
         return ack_for(msg, code, [(r, 207, t) for r, t in parsed.warnings])

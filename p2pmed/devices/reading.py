@@ -1,7 +1,9 @@
 """What a bedside device reports, independent of the protocol it spoke (SDC or HL7 v2).
 
 A device source is an async iterator of these records (`readings()`, or `batches()` of
-them). Codes are IEEE 11073-10101 MDC codes (the numeric code; e.g. 147842
+them). A source that answers the device (HL7's ACK) answers for a batch only once its
+consumer asks for the next one: the consumer makes each batch durable before it does.
+Codes are IEEE 11073-10101 MDC codes (the numeric code; e.g. 147842
 MDC_ECG_HEART_RATE), times are microseconds since the Unix epoch as the device stamped them
 (None if it gave none).
 """
@@ -94,7 +96,19 @@ class DeviceSource(Protocol):
     def batches(self) -> AsyncGenerator[list[Reading], None]:
         """The same, as lists of what arrived together (one message or report, or all that
         came in one event-loop turn): the patient node maps, commits and sends each list at
-        once, with no queue hop in between."""
+        once, with no queue hop in between. Asking for the next list says the previous one
+        is durable (an HL7 source ACKs its messages then)."""
         ...
 
     async def aclose(self) -> None: ...
+
+
+async def flatten(batches: AsyncGenerator[list[Reading], None]) -> AsyncIterator[Reading]:
+    """`readings()` of a source: its `batches()` one reading at a time (the next batch is
+    asked for once every reading of this one was taken)."""
+    try:
+        async for batch in batches:
+            for r in batch:
+                yield r
+    finally:
+        await batches.aclose()

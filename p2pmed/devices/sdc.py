@@ -51,6 +51,7 @@ from p2pmed.devices.reading import (
     Priority,
     Reading,
     Samples,
+    flatten,
 )
 
 log = logging.getLogger(__name__)
@@ -517,14 +518,8 @@ class SdcSource:
         finally:
             await self._shutdown()
 
-    async def readings(self) -> AsyncIterator[Reading]:
-        batches = self.batches()
-        try:
-            async for batch in batches:
-                for r in batch:
-                    yield r
-        finally:
-            await batches.aclose()
+    def readings(self) -> AsyncIterator[Reading]:
+        return flatten(self.batches())
 
     async def _next(self) -> Reading | _End | None:
         """The next reading, an _End when the device is lost, None once closed."""

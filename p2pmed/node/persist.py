@@ -16,10 +16,12 @@ multiplied the fsyncs a message waits for before it leaves (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from p2pmed.core.persist import Change
@@ -102,6 +104,7 @@ class NodeStore:
         self.stores: dict[str, PeerStore] = {}
         self._index = PeerStore(self.path, f"{session_id}/")  # node-wide metadata
         self.group = GroupCommit(self)
+        self._wal = WalSync(self._all_stores)
 
     def peer(self, peer_id: str) -> PeerStore:
         store = self.stores.get(peer_id)
@@ -109,19 +112,31 @@ class NodeStore:
             store = self.stores[peer_id] = PeerStore(self.path, f"{self.session_id}/{peer_id}")
         return store
 
-    def apply_all(self, items: Iterable[tuple[str, Iterable[Change]]]) -> None:
+    def apply_all(self, items: Iterable[tuple[str, Iterable[Change]]], defer: bool = False) -> bool:
         """Every peer's session changes (and set-ahead meta) in one transaction: one fsync
-        per call however many peers, instead of one per peer."""
+        per call however many peers, instead of one per peer. `defer`: outgoing vitals
+        may skip the fsync (False returned: durable after `synced()`; store/sqlite.py)."""
         work = []
         for peer_id, changes in items:
             store = self.peer(peer_id)
             work.append((store, list(changes), store.take_meta()))
+        if not work:
+            return True
         try:
-            SessionStore.apply_together(work)
+            return SessionStore.apply_together(work, defer=defer)
         except BaseException:
             for store, _changes, meta in work:
                 store.keep_meta(meta)
             raise
+
+    def synced(self) -> asyncio.Future[None]:
+        """Done once every commit made so far is durable: at once if none was deferred,
+        else after an fdatasync of the WAL on the store's sync thread (requests made while
+        one runs share the next)."""
+        return self._wal.request()
+
+    def _all_stores(self) -> list[SessionStore]:
+        return [*self.stores.values(), self._index]
 
     def peers_with_meta(self) -> list[str]:
         return [peer_id for peer_id, store in self.stores.items() if store._meta]
@@ -137,9 +152,73 @@ class NodeStore:
         self._index.apply([])
 
     def close(self) -> None:
+        self._wal.close()
         for store in self.stores.values():
             store.close()
         self._index.close()
+
+
+class WalSync:
+    """fdatasync of the store's WAL on a thread of its own, so the event loop sends the
+    frames of a deferred commit while the disk syncs it. Every SessionStore of the node
+    shares one database file, so one fdatasync covers whichever of them committed."""
+
+    def __init__(self, stores: Callable[[], Iterable[SessionStore]]) -> None:
+        self._stores = stores
+        self._pool: ThreadPoolExecutor | None = None
+        self._waiting: list[asyncio.Future[None]] = []
+        self._running = False
+
+    def request(self) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(done)
+        if not self._running:
+            self._start()
+        return done
+
+    def _start(self) -> None:
+        """Sync what was committed up to now for everyone waiting (at once if nothing was
+        deferred since the last sync or FULL commit)."""
+        waiting, self._waiting = self._waiting, []
+        dirty = [s for s in self._stores() if s.unsynced]
+        if not dirty:
+            for w in waiting:
+                if not w.done():
+                    w.set_result(None)
+            return
+        for store in dirty:
+            store.unsynced = False  # what it wrote up to now is synced below
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="p2pmed-wal-sync")
+        self._running = True
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self._pool, dirty[0].sync_wal)
+        job.add_done_callback(lambda j: self._finished(j, waiting, dirty))
+
+    def _finished(
+        self,
+        job: asyncio.Future[None],
+        waiting: list[asyncio.Future[None]],
+        dirty: list[SessionStore],
+    ) -> None:
+        self._running = False
+        exc = job.exception() if not job.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            for store in dirty:
+                store.unsynced = True  # not synced: the next request tries again
+        for w in waiting:
+            if not w.done():
+                if exc is None:
+                    w.set_result(None)
+                else:
+                    w.set_exception(exc)
+        if self._waiting:  # asked for while it ran: commits since its start need another
+            self._start()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 class GroupCommit:
@@ -157,14 +236,17 @@ class GroupCommit:
         else:
             pending.extend(changes)
 
-    def flush(self) -> None:
+    def flush(self, defer: bool = False) -> bool:
+        """Write what was handed in; True when it is durable now, False when `defer` let a
+        transaction of outgoing vitals skip its fsync (durable after the store's
+        `synced()`)."""
         pending, self._pending = self._pending, {}
         for peer_id in self._store.peers_with_meta():  # set-ahead meta rides along
             pending.setdefault(peer_id, [])
         if not pending:
-            return
+            return True
         try:
-            self._store.apply_all(pending.items())
+            return self._store.apply_all(pending.items(), defer)
         except BaseException:
             for peer_id, changes in pending.items():  # not written: first in the next flush
                 changes.extend(self._pending.get(peer_id, []))

@@ -37,6 +37,23 @@ async def listener() -> AsyncIterator[Hl7Source]:
     await src.aclose()
 
 
+@pytest.fixture
+async def taken(listener: Hl7Source) -> AsyncIterator[list[rd.Reading]]:
+    """A consumer of `listener` taking every batch (as the patient node does once it made the
+    batch durable): the readings it took so far. The listener ACKs only what was taken."""
+    got: list[rd.Reading] = []
+
+    async def consume() -> None:
+        async for r in listener.readings():
+            got.append(r)
+
+    task = asyncio.create_task(consume())
+    yield got
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def connect(src: Hl7Source) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection(src.host, src.port)
 
@@ -124,16 +141,8 @@ def test_rejected_messages(text: str, reason: str) -> None:
 # -- the listener ------------------------------------------------------------------------
 
 
-async def test_sim_messages_acked_and_read(listener: Hl7Source) -> None:
-    got: list[rd.Reading] = []
-
-    async def consume() -> None:
-        async for r in listener.readings():
-            got.append(r)
-            if sum(isinstance(x, rd.DeviceAlert) for x in got) == 2:
-                return
-
-    task = asyncio.create_task(consume())
+async def test_sim_messages_acked_and_read(listener: Hl7Source, taken: list[rd.Reading]) -> None:
+    got = taken
     stats = await hl7sim.run(listener.host, listener.port, rate=0, count=5, alarm_every=0)
     reader, writer = await open_hl7_connection(listener.host, listener.port)
     for active in (True, False):
@@ -141,13 +150,15 @@ async def test_sim_messages_acked_and_read(listener: Hl7Source) -> None:
                              active=active)  # fmt: skip
         await hl7sim.send_one(reader, writer, msg, stats)
     writer.close()
-    await asyncio.wait_for(task, 30)
+    assert sum(isinstance(x, rd.DeviceAlert) for x in got) == 2  # ACKed: taken
     assert stats.acks == {"AA": 7}
     assert sum(isinstance(x, rd.DeviceInfo) for x in got) == 1  # said once, not per message
     assert not listener.errors
 
 
-async def test_garbage_between_frames_skipped_frame_after_it_used(listener: Hl7Source) -> None:
+async def test_garbage_between_frames_skipped_frame_after_it_used(
+    listener: Hl7Source, taken: list[rd.Reading]
+) -> None:
     reader, writer = await connect(listener)
     writer.write(b"\x00\xffnoise\r\n" + frame(r01()) + b"more noise" + frame(r01()))
     await writer.drain()
@@ -159,7 +170,7 @@ async def test_garbage_between_frames_skipped_frame_after_it_used(listener: Hl7S
 
 
 async def test_bad_messages_get_ar_with_a_reason_and_the_connection_stays(
-    listener: Hl7Source,
+    listener: Hl7Source, taken: list[rd.Reading]
 ) -> None:
     reader, writer = await connect(listener)
     bad = {
@@ -184,21 +195,21 @@ async def test_bad_messages_get_ar_with_a_reason_and_the_connection_stays(
     writer.close()
 
 
-async def test_unmappable_obx_gets_ae_and_the_rest_is_used(listener: Hl7Source) -> None:
+async def test_unmappable_obx_gets_ae_and_the_rest_is_used(
+    listener: Hl7Source, taken: list[rd.Reading]
+) -> None:
     reader, writer = await connect(listener)
     writer.write(frame(r01() + "\rOBX|20|NM|8867-4^Heart rate^LN||70|/min^^UCUM|||||F"))
     await writer.drain()
     ack = await read_ack(reader)
     assert ack is not None and msa(ack)[0] == "AE" and err_reason(ack) == "obx-not-mdc"
     assert listener.errors["obx-not-mdc"] == 1
-    it = listener.readings()
-    first = await asyncio.wait_for(anext(it), 10)
-    assert isinstance(first, rd.DeviceInfo)
-    assert isinstance(await asyncio.wait_for(anext(it), 10), rd.Metric)
+    assert isinstance(taken[0], rd.DeviceInfo)
+    assert len(taken) == 9 and all(isinstance(r, rd.Metric) for r in taken[1:])
     writer.close()
 
 
-async def test_truncated_frames(listener: Hl7Source) -> None:
+async def test_truncated_frames(listener: Hl7Source, taken: list[rd.Reading]) -> None:
     reader, writer = await connect(listener)
     # a frame cut off by the next start byte, then one cut off by the end of the connection
     writer.write(VT + r01()[:40].encode() + frame(r01()) + VT + r01()[:60].encode())
@@ -217,7 +228,7 @@ async def test_truncated_frames(listener: Hl7Source) -> None:
 
 
 async def test_10_mb_message_closes_the_connection_and_the_listener_keeps_serving(
-    listener: Hl7Source,
+    listener: Hl7Source, taken: list[rd.Reading]
 ) -> None:
     reader, writer = await connect(listener)
     big = r01() + "\rNTE|1||" + "x" * (10 * 1024 * 1024)
@@ -236,13 +247,19 @@ async def test_10_mb_message_closes_the_connection_and_the_listener_keeps_servin
 async def test_device_lost_after_idle() -> None:
     src = Hl7Source("127.0.0.1", 0, idle_s=0.3)
     await src.start()
-    try:
-        await hl7sim.run(src.host, src.port, rate=0, count=1, alarm_every=0)
-        seen: list[rd.Reading] = []
+    seen: list[rd.Reading] = []
+
+    async def consume() -> None:
         async for r in src.readings():
             seen.append(r)
             if isinstance(r, rd.DeviceLost):
-                break
+                return
+
+    try:
+        task = asyncio.create_task(consume())
+        stats = await hl7sim.run(src.host, src.port, rate=0, count=1, alarm_every=0)
+        assert stats.acks == {"AA": 1}
+        await asyncio.wait_for(task, 30)
         assert isinstance(seen[0], rd.DeviceInfo) and isinstance(seen[-1], rd.DeviceLost)
     finally:
         await src.aclose()
@@ -268,25 +285,67 @@ def test_fields_without_components() -> None:
 async def test_messages_read_before_the_node_takes_them_are_one_batch(
     listener: Hl7Source,
 ) -> None:
-    """batches(): what was read since the consumer last took a batch (here two messages in
-    one TCP write, both parsed and ACKed in one loop turn) comes as one list, in order, so
-    the patient node maps, commits (one fsync) and sends it together."""
+    """batches(): what was read since the consumer last took a batch (here two messages on
+    two connections, both read before the consumer came back) comes as one list, in order,
+    so the patient node maps, commits (one fsync) and sends it together; both are ACKed once
+    it asks for the next batch. (One connection has one message in the listener at a time:
+    its next frame is read once its ACK is written.)"""
     t = float(int(time.time()))  # whole seconds: OBX-14 carries ms
     first = hl7sim.oru_r01("G1", t, patient="PID-7", device="MON-1")
     second = hl7sim.oru_r01("G2", t + 1, patient="PID-7", device="MON-1")
     reader, writer = await connect(listener)
-    writer.write(frame(first) + frame(second))
+    writer.write(frame(first))
     await writer.drain()
-    for _ in range(2):
-        ack = await read_ack(reader)
-        assert ack is not None and msa(ack)[0] == "AA"
+    async with asyncio.timeout(30):
+        while listener.messages < 1:
+            await asyncio.sleep(0.01)
+    reader2, writer2 = await connect(listener)
+    writer2.write(frame(second))
+    await writer2.drain()
+    async with asyncio.timeout(30):
+        while listener.messages < 2:
+            await asyncio.sleep(0.01)
     batches = listener.batches()
     batch = await asyncio.wait_for(anext(batches), 10)
     assert isinstance(batch[0], rd.DeviceInfo)
     assert not any(isinstance(r, rd.DeviceInfo) for r in batch[1:])  # same device: said once
     times = [r.time_us for r in batch if isinstance(r, rd.Metric)]
     assert times == [round(t * 1e6)] * 8 + [round((t + 1) * 1e6)] * 8
+    more = asyncio.create_task(anext(batches))  # the batch is durable: both are ACKed
+    for r in (reader, reader2):
+        ack = await read_ack(r)
+        assert ack is not None and msa(ack)[0] == "AA"
+    more.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await more
     await batches.aclose()
+    writer.close()
+    writer2.close()
+
+
+async def test_ack_only_once_the_consumer_made_the_batch_durable(listener: Hl7Source) -> None:
+    """AA is written when the consumer asks for the batch after the message's (it made that
+    one durable), never before; a batch the consumer drops (closes the generator instead of
+    asking for more: not stored) gets no ACK, its connection is closed, and it is counted."""
+    reader, writer = await connect(listener)
+    writer.write(frame(r01()))
+    await writer.drain()
+    batches = listener.batches()
+    batch = await asyncio.wait_for(anext(batches), 10)
+    assert isinstance(batch[-1], rd.Metric)
+    ack_read = asyncio.create_task(read_ack(reader))
+    for _ in range(20):  # the listener's task gets its turns: still no ACK
+        await asyncio.sleep(0)
+    assert not ack_read.done()
+    more = asyncio.create_task(anext(batches))
+    ack = await ack_read
+    assert ack is not None and msa(ack)[0] == "AA"
+    writer.write(frame(r01()))
+    await writer.drain()
+    await asyncio.wait_for(more, 10)  # taken, and then dropped
+    await batches.aclose()
+    assert await read_ack(reader) is None  # no ACK: closed
+    assert listener.errors["not-stored"] == 1
     writer.close()
 
 
