@@ -158,8 +158,9 @@ redis.call('SADD', p .. 'held:' .. srv, sid .. '\\n' .. eid)
 return 1
 """
 
-_BUCKET = """
-local key, rate, burst = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+# the per-IP join token bucket: takes a token from the HASH `key` (rate, burst per IP);
+# sets `ok` to 1 if it had one. Both scripts below start with it.
+_TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local b = redis.call('HMGET', key, 'tok', 't')
@@ -173,36 +174,29 @@ if tok >= 1 then
 end
 redis.call('HSET', key, 'tok', tostring(tok), 't', tostring(now))
 redis.call('EXPIRE', key, math.ceil(burst / rate) + 1)
-return ok
 """
+
+_BUCKET = (
+    "local key, rate, burst = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])" + _TAKE + "return ok\n"
+)
 
 # what a join reads first (store.Prejoin), one round trip: the per-IP join bucket (as
 # _BUCKET), whether any of the jtis is revoked, the endpoint's record, and who holds the
 # root jti now and what it is bound to. Only the bucket writes.
-_PREJOIN = """
+_PREJOIN = (
+    """
 local p, ip, rate, burst = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local sid, eid, root = ARGV[5], ARGV[6], ARGV[7]
-local key = p .. 'ip:' .. ip
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local b = redis.call('HMGET', key, 'tok', 't')
-local tok = tonumber(b[1]) or burst
-local last = tonumber(b[2]) or now
-tok = math.min(burst, tok + (now - last) * rate)
-local ok = 0
-if tok >= 1 then
-  tok = tok - 1
-  ok = 1
-end
-redis.call('HSET', key, 'tok', tostring(tok), 't', tostring(now))
-redis.call('EXPIRE', key, math.ceil(burst / rate) + 1)
-local revoked = 0
+local key = p .. 'ip:' .. ip"""
+    + _TAKE
+    + """local revoked = 0
 for i = 8, #ARGV do
   if redis.call('EXISTS', p .. 'r:' .. ARGV[i]) == 1 then revoked = 1 end
 end
 return {ok, revoked, redis.call('HGET', p .. 's:' .. sid, eid),
   redis.call('GET', p .. 'o:' .. root), redis.call('GET', p .. 'b:' .. root)}
 """
+)
 
 
 def redact(url: str) -> str:
