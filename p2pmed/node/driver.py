@@ -5,9 +5,9 @@ Input: frames from the transports (`receive`), timers (`get_timer`/`handle_timer
 this session's changes durable first, then its frames to the transports, then its events
 to the handler. One exception, for latency: outgoing vitals (below CRITICAL; see
 p2pmed/store/sqlite.py) are written to the WAL without an fsync, their frames leave, and
-the events wait for the WAL's fdatasync on the store's sync thread (a process crash keeps
-such a commit; what a power cut costs is in sqlite.py). Everything else (pn blocks, keys,
-deliveries, alarms) is fsynced before its frames leave, as before.
+the events wait for the WAL's fdatasync, run on the loop once the frames are out (a
+process crash keeps such a commit; what a power cut costs is in sqlite.py). Everything else
+(pn blocks, keys, deliveries, alarms) is fsynced before its frames leave, as before.
 
 The driver persists only its own session: it hands that session's changes to the store's
 group commit and flushes it (other drivers' handed-in changes ride along in the same

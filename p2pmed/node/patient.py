@@ -297,7 +297,7 @@ class PatientApp(NoOpApp):
                     self.send_alarm(alarm, commit=False)
         # each link's output now: its driver commits the messages queued above together with
         # the frames that carry them and sends them (written to the WAL; the fsync follows
-        # on the store's sync thread while the frames leave: _device_readings waits for it)
+        # once the frames are out, before the batch counts as durable: _device_readings)
         for link in list(self.node.peers.values()):
             if link.established and not link.closed:
                 link.kick(urgent=True)

@@ -381,9 +381,7 @@ class SessionStore:
 
     def sync_wal(self) -> None:
         """Make every commit of this file durable: fdatasync of its WAL (the WAL's directory
-        entry too, the first time). Safe to call from another thread than the one that
-        commits: it syncs what the WAL holds when called. Clear `unsynced` before calling
-        (a commit after that point sets it again)."""
+        entry too, the first time)."""
         fd = os.open(self.path + "-wal", os.O_RDONLY)
         try:
             os.fdatasync(fd)
