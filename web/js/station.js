@@ -13,6 +13,11 @@ const TILE_FPS = 20; // sweep frames a second in a tile
 const PING_EVERY = 30000; // ms: keeps the ward connection (it carries no relay frames) from idle logoff
 const RANK = { high: 3, medium: 2, low: 1 };
 const STATE_TEXT = { waiting: "waiting", live: "live", "link-lost": "LINK LOST", ended: "ended" };
+// A bed frame whose first join the server refuses for a limit of the moment (a station joins
+// every bed at once, all from one address) is loaded again after RETRY_MS[0], doubling up to
+// RETRY_MS[1], as the terminal station does (p2pmed/node/station.py)
+const RETRY_CODES = new Set(["too-many-joins"]);
+const RETRY_MS = [1000, 30000];
 const now = () => performance.now() / 1000;
 
 function el(tag, attrs = {}, ...kids) {
@@ -55,7 +60,7 @@ class Station {
     this.sound = new AlarmSound();
     // alarmLatencyUs: per alarm announcement (raised, escalated) first listed here, from the
     // patient node's alarm time; only those raised after this page started (benchmark hook)
-    this.metrics = { joins: 0, alarmShown: [], alarmLatencyUs: [], acks: [], posts: 0, bedMessages: 0, startUs: Date.now() * 1000 };
+    this.metrics = { joins: 0, alarmShown: [], alarmLatencyUs: [], acks: [], posts: 0, bedMessages: 0, bedRetries: 0, startUs: Date.now() * 1000 };
     this.announced = new Set();
     this.inSight = new Set(); // beds whose tile is in the viewport
     this.sight = new IntersectionObserver((seen) => {
@@ -160,16 +165,14 @@ class Station {
     }
     bed.state = b.state;
     bed.patient = b.patient;
+    bed.token = b.token; // the newest: a frame loaded again joins with it
     bed.tile.dataset.state = b.state;
     this.renderBed(bed);
   }
 
   addBed(b) {
     const id = b.session;
-    const params = new URLSearchParams({ tile: "1", bed: id, eid: this.eid, token: b.token });
-    // the query keeps the frame's URL apart from this page's (no frame may load its ancestor's URL)
-    const src = `${this.base}/join?bed=${encodeURIComponent(id)}#${params}`;
-    const frame = el("iframe", { title: `Bed ${id} monitor`, src, tabindex: "-1" });
+    const frame = el("iframe", { title: `Bed ${id} monitor`, src: this.frameSrc(id, b.token, 0), tabindex: "-1" });
     frame.inert = true;
     const name = el("h3", { class: "bedname", text: `Bed ${id}` });
     const state = el("span", { class: "bedstate" });
@@ -181,13 +184,37 @@ class Station {
     const tile = el("div", { class: "bedtile", "data-bed": id },
       el("div", { class: "bedhead" }, name, state, alarm), frame,
       el("div", { class: "bedfoot" }, nums, path), open);
-    const bed = { id, state: b.state, patient: b.patient, tile, frame, name, stateEl: state, alarmEl: alarm, nums, path, open, snap: null, alarm: null };
+    const bed = { id, state: b.state, patient: b.patient, token: b.token, tile, frame, name, stateEl: state, alarmEl: alarm, nums, path, open, snap: null, alarm: null, tries: 0, retryMs: 0, retryTimer: null };
     this.beds.set(id, bed);
     $("st-grid").append(tile);
     this.sight.observe(tile);
     $("st-empty").hidden = true;
     this.layout();
     return bed;
+  }
+
+  // the query keeps the frame's URL apart from this page's (no frame may load its ancestor's URL)
+  // and, with the try number, apart from the frame's previous load
+  frameSrc(id, token, tries) {
+    const params = new URLSearchParams({ tile: "1", bed: id, eid: this.eid, token });
+    const again = tries ? `&try=${tries}` : "";
+    return `${this.base}/join?bed=${encodeURIComponent(id)}${again}#${params}`;
+  }
+
+  // a bed frame refused for a limit of the moment: loaded again later, waiting longer each time
+  retryLater(bed) {
+    if (bed.retryTimer !== null) return;
+    bed.retryMs = bed.retryMs ? Math.min(bed.retryMs * 2, RETRY_MS[1]) : RETRY_MS[0];
+    bed.retryTimer = setTimeout(() => {
+      bed.retryTimer = null;
+      // a post of the frame's previous document may have asked again after its reload
+      if (!this.beds.has(bed.id) || bed.state === "ended" || !RETRY_CODES.has(bed.snap?.error)) return;
+      bed.tries++;
+      this.metrics.bedRetries++;
+      bed.snap = null;
+      bed.frame.src = this.frameSrc(bed.id, bed.token, bed.tries);
+      this.renderBed(bed);
+    }, bed.retryMs);
   }
 
   layout() {
@@ -219,6 +246,8 @@ class Station {
     if (!bed || e.source !== bed.frame.contentWindow) return;
     this.metrics.posts++;
     bed.snap = m;
+    if (m.error && RETRY_CODES.has(m.error)) this.retryLater(bed);
+    else if (m.live) bed.retryMs = 0;
     this.renderBed(bed);
     // one list render per 40 ms, whatever the number of tiles posting (a timer, not an animation
     // frame: the list must follow in a background tab too)
