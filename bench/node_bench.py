@@ -12,13 +12,16 @@ a 16 MiB bulk transfer (bare: the alarm goes on another channel after the bulk w
 messages/s at 32 B and 256 B; bulk MB/s; delivery gap when the direct path is cut (p2pmed
 only: bare has no second path); RSS of an idle node. Everything is bounded in time.
 
-Bulk MB/s: one 16 MiB transfer per round took about a second and its ratio flapped between
-0.84x and 0.92x from run to run. Now both stacks stay connected side by side (a p2pmed pair and
-a bare pair) and --bulk-repeats pairs of 32 MiB transfers alternate between them in ABBA order,
-so both see the same machine load; each stack's figure is the median of its transfers, and the
-bulk ratio is the median of the pairs' ratios. The
-other figures are medians over --rounds interleaved rounds. --repeat N runs N such runs in a
-row, prints each run's table and ratios, and exits 1 if any run misses a bar.
+Bulk MB/s: both stacks stay connected side by side (a p2pmed pair and a bare pair) and pairs
+of 32 MiB transfers alternate between them in ABBA order, so both see the same machine load.
+A pair counts only if neither transfer ran beside more than FOREIGN_MAX_CORES of other work
+(machine CPU from /proc/stat minus this benchmark's processes); pairs go on until
+--bulk-repeats clean ones are in (at most 3x that many; none clean: exit 2). The bulk ratio is
+the median of the clean pairs' ratios, printed with every pair, the range and the spread, next
+to each transfer's CPU ms/MiB (sender + receiver, /proc/PID/stat), the bare/p2pmed CPU ratio
+and the UDP datagrams sent and dropped. The other figures are medians over --rounds
+interleaved rounds. --repeat N runs N such runs in a row, prints each run's table and
+ratios, and exits 1 if any run misses a bar.
 
     .venv/bin/python bench/node_bench.py --repeat 3             # what the lead runs
     .venv/bin/python bench/node_bench.py --bulk-only --repeat 3 # bulk ratio only (faster)
@@ -537,6 +540,8 @@ async def run_bulk(repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
             btx = await spawn("--worker", "bare-tx", mode="bulk")
             brx = await spawn("--worker", "bare-rx", mode="bulk")
             procs = (ptx, prx, btx, brx)
+            if os.environ.get("BENCH_PIN") == "1":
+                pin(senders=(ptx, btx), receivers=(prx, brx))
             try:
                 assert btx.stdin is not None and brx.stdin is not None
                 offer = await read_json(btx, "sdp", 60)
@@ -598,6 +603,18 @@ async def run_bulk(repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
         }
         for name, res in (("p2pmed", pres), ("bare", bres))
     )
+
+
+def pin(senders: tuple[Any, ...], receivers: tuple[Any, ...]) -> None:
+    """--pin: every sender on CPU 0, every receiver on CPU 1, so that no transfer depends on
+    where the scheduler happens to put its two processes."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    for proc in senders:
+        os.sched_setaffinity(proc.pid, {cpus[0]})
+    for proc in receivers:
+        os.sched_setaffinity(proc.pid, {cpus[1]})
 
 
 def all_cpu_s(pids: list[int]) -> float:
@@ -882,6 +899,11 @@ def main() -> int:
     )
     ap.add_argument("--bulk-only", action="store_true", help="measure bulk MB/s and its ratio only")
     ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="bulk: pin the senders to one CPU and the receivers to another",
+    )
+    ap.add_argument(
         "--py-spy",
         metavar="DIR",
         help="(diagnosis) py-spy every worker during the bulk transfers into DIR (raw stacks)",
@@ -903,6 +925,8 @@ def main() -> int:
         ap.error("--rounds must be 1..9, --repeat 1..20, --bulk-repeats 1..20")
     if args.bulk_only:
         os.environ["BENCH_BULK_ONLY"] = "1"
+    if args.pin:
+        os.environ["BENCH_PIN"] = "1"
     if args.py_spy:
         os.makedirs(args.py_spy, exist_ok=True)
         os.environ["BENCH_SPY_DIR"] = os.path.abspath(args.py_spy)
