@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import secrets
@@ -126,6 +127,7 @@ async def wait_http(url: str, what: str) -> None:
     raise RuntimeError(f"{what} not ready at {url}")
 
 
+SPY: Path | None = None  # --spy: py-spy records each server during the storm, wall clock
 PROFILE: Path | None = None  # --profile: each server runs under cProfile, one file each
 # the main thread's CPU time, not wall time: on this shared machine other processes'
 # time slices would otherwise be charged to whatever function was running
@@ -281,12 +283,38 @@ async def healthz_endpoints(http: aiohttp.ClientSession, port: int) -> int:
         return int((await r.json())["endpoints"])
 
 
-async def bench_idle(http: aiohttp.ClientSession, c: Cluster, per_server: int) -> dict[str, Any]:
+@dataclass
+class Idle:
+    """The idle endpoints, held open through the storm (a server under a join storm holds
+    its endpoints too); `release` makes them leave."""
+
+    socks: list[aiohttp.ClientWebSocketResponse] = field(default_factory=list)
+    readers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def release(self, http: aiohttp.ClientSession, c: Cluster) -> float:
+        """Each idle endpoint leaves; seconds until the servers hold none of them."""
+        t0 = time.perf_counter()
+        leave = json.dumps({"type": "leave"})
+        for ws in self.socks:
+            with contextlib.suppress(Exception):
+                await ws.send_str(leave)
+        await asyncio.gather(*self.readers, return_exceptions=True)
+        for ws in self.socks:
+            await ws.close()
+        for _ in range(1200):
+            if sum([await healthz_endpoints(http, p) for _, p in c.servers]) == 0:
+                break
+            await asyncio.sleep(0.1)
+        return time.perf_counter() - t0
+
+
+async def bench_idle(
+    http: aiohttp.ClientSession, c: Cluster, per_server: int
+) -> tuple[dict[str, Any], Idle]:
     assert c.mint is not None
     rss0 = [rss_kib(p.pid) for p, _ in c.servers]
     mem0 = await redis_used(c.redis_url)
-    socks: list[aiohttp.ClientWebSocketResponse] = []
-    readers: list[asyncio.Task[None]] = []
+    idle = Idle()
     sem = asyncio.Semaphore(100)
     failed = 0
 
@@ -299,8 +327,8 @@ async def bench_idle(http: aiohttp.ClientSession, c: Cluster, per_server: int) -
         async with sem:
             try:
                 ws, _ = await join(http, url, c.mint(f"idle{i // 4}", "clinician"), f"c{i % 4}")  # type: ignore[misc]
-                socks.append(ws)
-                readers.append(asyncio.ensure_future(read(ws)))
+                idle.socks.append(ws)
+                idle.readers.append(asyncio.ensure_future(read(ws)))
             except Exception:
                 failed += 1
 
@@ -314,17 +342,14 @@ async def bench_idle(http: aiohttp.ClientSession, c: Cluster, per_server: int) -
     held = sum([await healthz_endpoints(http, p) for _, p in c.servers])
     rss1 = [rss_kib(p.pid) for p, _ in c.servers]
     mem1 = await redis_used(c.redis_url)
-    for s in socks:
-        await s.close()
-    await asyncio.gather(*readers, return_exceptions=True)
-    n = max(1, len(socks))
+    n = max(1, len(idle.socks))
     return {
         "idle_held": held,
         "idle_failed": failed,
         "idle_setup_s": round(setup, 1),
         "kib_per_endpoint": round(sum(rss1) / n - sum(rss0) / n, 1),
         "redis_bytes_per_endpoint": round((mem1 - mem0) / n),
-    }
+    }, idle
 
 
 async def join_hist(http: aiohttp.ClientSession, port: int) -> dict[str, float]:
@@ -341,6 +366,54 @@ async def join_hist(http: aiohttp.ClientSession, port: int) -> dict[str, float]:
                 name, value = line.rsplit(" ", 1)
                 out[name.rsplit("_", 1)[1]] = float(value)
     return out
+
+
+async def gc_hist(http: aiohttp.ClientSession, port: int) -> dict[str, float]:
+    """The server's p2pmed_gc_pause_seconds: count and sum per generation."""
+    out: dict[str, float] = {}
+    async with http.get(f"http://127.0.0.1:{METRICS_PORT[port]}/metrics") as r:
+        for line in (await r.text()).splitlines():
+            for what in ("count", "sum"):
+                if line.startswith(f"p2pmed_gc_pause_seconds_{what}{{"):
+                    gen = line.split('generation="', 1)[1].split('"', 1)[0]
+                    out[f"gen{gen}_{what}"] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def gc_diff(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, Any]:
+    """The servers' collections during the storm: full ones (how many, ms) and young ms."""
+    d: dict[str, float] = {}
+    for b, a in zip(before, after, strict=True):
+        for k, v in a.items():
+            d[k] = d.get(k, 0.0) + v - b.get(k, 0.0)
+    return {
+        "server_gc2": int(d.get("gen2_count", 0)),
+        "server_gc2_ms": round(d.get("gen2_sum", 0) * 1e3, 1),
+        "server_gc01_ms": round((d.get("gen0_sum", 0) + d.get("gen1_sum", 0)) * 1e3, 1),
+    }
+
+
+class ClientGC:
+    """This (client) process's own collections while it measures."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._t = 0.0
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._t))
+
+    def stop(self) -> dict[str, Any]:
+        gc.callbacks.remove(self._cb)
+        full = [d for g, d in self.pauses if g == 2]
+        return {
+            "client_gc2": len(full),
+            "client_gc_max_ms": round(max((d for _, d in self.pauses), default=0.0) * 1e3, 1),
+        }
 
 
 def hist_p99(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, Any]:
@@ -398,11 +471,33 @@ async def bench_storm(http: aiohttp.ClientSession, c: Cluster, per_server: int) 
         for i, t in enumerate(tokens)
     ]
     await asyncio.sleep(0.5)  # the servers' upgrade work is done
+    # this client holds every idle endpoint's socket too: keep its own full collections
+    # (which would count as join latency) out of the storm, as the servers do (gcwatch.py)
+    gc.collect(1)
+    gc.freeze()
     hist0 = [await join_hist(http, p) for _, p in c.servers]
+    gc0 = [await gc_hist(http, p) for _, p in c.servers]
     lat: list[float] = []
     failed: dict[str, int] = {}
-    cpu0 = cpu_use(c)
+    cpu0, wait0 = cpu_use(c), waits(c)
+    spies = []
+    if SPY is not None:
+        SPY.mkdir(parents=True, exist_ok=True)
+        for i, (p, _) in enumerate(c.servers):
+            out = SPY / f"storm{len(c.servers)}-sig{i + 1}.txt"
+            spies.append(
+                await asyncio.create_subprocess_exec(
+                    *(shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),),
+                    *("record", "--idle", "--format", "raw", "--rate", "250", "--duration", "4"),
+                    *("--pid", str(p.pid), "--output", str(out)),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+            )
+        await asyncio.sleep(0.5)  # attached
     lag = LoopLag()
+    cgc = ClientGC()
     start = time.perf_counter() + 0.05
 
     async def fire(i: int, ws: aiohttp.ClientWebSocketResponse, frame: str) -> None:
@@ -429,21 +524,55 @@ async def bench_storm(http: aiohttp.ClientSession, c: Cluster, per_server: int) 
     await asyncio.gather(
         *(fire(i, ws, f) for i, (ws, f) in enumerate(zip(socks, frames, strict=True)))
     )
-    client = lag.stop()
+    client = lag.stop() | cgc.stop()
+    gc.unfreeze()
+    for spy in spies:
+        await spy.wait()
     cpu = {k: round(v - cpu0[k], 2) for k, v in cpu_use(c).items()}
+    # the storm's own span (the last join answered), against which CPU and waits count
+    span = time.perf_counter() - start
+    runq = {k: round(v - wait0[k], 2) for k, v in waits(c).items()}
     hist1 = [await join_hist(http, p) for _, p in c.servers]
-    for ws in socks:
+    gc1 = [await gc_hist(http, p) for _, p in c.servers]
+    leave = json.dumps({"type": "leave"})
+    for ws in socks:  # gone at once, not after the reconnect grace
+        with contextlib.suppress(Exception):
+            await ws.send_str(leave)
         await ws.close()
     return {
         "joins": len(lat),
         "failed": failed,
         "join_p50_ms": round(pct(lat, 50) * 1e3, 1) if lat else None,
         "join_p99_ms": round(pct(lat, 99) * 1e3, 1) if lat else None,
+        "join_max_ms": round(max(lat) * 1e3, 1) if lat else None,
+        "over_50ms": sum(1 for x in lat if x > 0.05),
         **hist_p99(hist0, hist1),
+        **gc_diff(gc0, gc1),
         **client,
-        "storm_s": round(time.perf_counter() - start, 2),
+        "storm_s": round(span, 2),
         "cpu_s": cpu,
+        # CPU of every process over the span, in cores (this machine has os.cpu_count())
+        "cores_busy": round(sum(cpu.values()) / span, 2),
+        "runq_wait_s": runq,
     }
+
+
+def runq_wait(pid: int | str) -> float:
+    """Seconds the process's threads spent runnable but waiting for a core (schedstat)."""
+    total = 0
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int((t / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
+def waits(c: Cluster) -> dict[str, float]:
+    out = {f"sig{i + 1}": runq_wait(p.pid) for i, (p, _) in enumerate(c.servers)}
+    out["redis"] = runq_wait(c.redis.pid)
+    if c.lb is not None:
+        out["haproxy"] = runq_wait(c.lb.pid)
+    out["client"] = runq_wait("self")
+    return out
 
 
 def cpu_use(c: Cluster) -> dict[str, float]:
@@ -590,11 +719,12 @@ async def bench_redis_ratio(http: aiohttp.ClientSession, pairs: int, frames: int
 
 
 async def main(args: argparse.Namespace) -> int:
-    global PROFILE
+    global PROFILE, SPY
     raise_nofile()
     sizes = [int(x) for x in args.sizes.split(",")]
     stages = set(args.stages.split(","))
     PROFILE = args.profile
+    SPY = args.spy
     results: dict[str, Any] = {}
     deadline = time.monotonic() + DEADLINE
     conn = aiohttp.TCPConnector(limit=0)
@@ -605,10 +735,13 @@ async def main(args: argparse.Namespace) -> int:
                 break
             r: dict[str, Any] = {}
             async with cluster(n) as c:
+                idle = None
                 if "idle" in stages:
-                    r["idle"] = await bench_idle(http, c, args.idle_per_server)
+                    r["idle"], idle = await bench_idle(http, c, args.idle_per_server)
                 if "storm" in stages:
                     r["storm"] = await bench_storm(http, c, args.storm_per_server)
+                if idle is not None:
+                    r["idle"]["release_s"] = round(await idle.release(http, c), 1)
                 if "relay" in stages:
                     r["relay"] = await bench_relay(http, c, args.pairs, args.frames)
                 if n > 1 and "kill" in stages:
@@ -661,6 +794,9 @@ def cli() -> int:
         help="which measurements to run (comma-separated subset of the default)",
     )
     p.add_argument("--profile", type=Path, help="run each server under cProfile, files here")
+    p.add_argument(
+        "--spy", type=Path, help="py-spy (wall clock, idle included) each server in the storm"
+    )
     return asyncio.run(main(p.parse_args()))
 
 

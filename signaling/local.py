@@ -11,12 +11,19 @@ class LocalEndpoints:
         self._sessions: dict[str, dict[str, Endpoint]] = {}
         # session -> endpoint id bytes -> endpoint: the relay's per-frame lookup
         self._routes: dict[str, dict[bytes, Endpoint]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
 
     def get(self, session: str, endpoint_id: str) -> Endpoint | None:
         return self._sessions.get(session, {}).get(endpoint_id)
 
     def add(self, ep: Endpoint) -> None:
-        self._sessions.setdefault(ep.session, {})[ep.id] = ep
+        eps = self._sessions.setdefault(ep.session, {})
+        if ep.id not in eps:
+            self._count += 1
+        eps[ep.id] = ep
         self._routes.setdefault(ep.session, {})[ep.id_bytes] = ep
 
     def discard(self, ep: Endpoint) -> None:
@@ -24,6 +31,7 @@ class LocalEndpoints:
         if eps is None or eps.get(ep.id) is not ep:
             return
         del eps[ep.id]
+        self._count -= 1
         del self._routes[ep.session][ep.id_bytes]
         if not eps:
             del self._sessions[ep.session]

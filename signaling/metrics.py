@@ -101,5 +101,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
         )
 
+        self.gc_pause = Histogram(
+            "p2pmed_gc_pause_seconds",
+            "The interpreter's garbage collections (the whole process stops), by generation",
+            ["generation"],
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+
     def attach(self, snapshot: Callable[[], dict[str, Any]]) -> None:
         self.registry.register(_Live(snapshot))

@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from signaling import closecodes as cc
-from signaling import logs
+from signaling import gcwatch, logs
 from signaling.audit import AUDIT_FILE, AuditError, AuditLog
 from signaling.bindings import BINDINGS, BindingStore
 from signaling.cluster import on_bus, on_frames
@@ -32,6 +32,7 @@ from signaling.metrics import Metrics
 from signaling.origins import normalize
 from signaling.proxies import TrustedProxies
 from signaling.replies import send_now
+from signaling.sweep import WALK_EVERY
 from signaling.tokens import (
     REVOCATIONS,
     RevocationStore,
@@ -133,9 +134,9 @@ async def healthz_of(app: web.Application) -> web.StreamResponse:
     # elsewhere (its joined endpoints stay connected)
     down = hub.closing or not hub.store.available()
     status = "shutting-down" if hub.closing else "ok" if not down else "store-unavailable"
-    s = hub.snapshot()
+    # no walk over the endpoints: the load balancer asks twice a second
     return web.json_response(
-        {"status": status, "sessions": s["sessions"], "endpoints": sum(s["endpoints"].values())},
+        {"status": status, "sessions": hub.store.session_count(), "endpoints": len(hub.local)},
         status=503 if down else 200,
     )
 
@@ -174,7 +175,9 @@ async def _sweeper(app: web.Application) -> None:
     # must notice `p2pmed token revoke` (a SQLite write) well within that
     top = 1.0 if config.redis_url is None else 0.25
     tick = max(0.05, min(top, config.idle_timeout / 4, config.reconnect_grace / 4))
+    every = max(tick, min(WALK_EVERY, config.idle_timeout / 4, config.reconnect_grace / 4))
     last_cp = asyncio.get_running_loop().time()
+    walked: float | None = None
     # not `while True`: on Python 3.11 asyncio.wait_for (in close_ws) can swallow the
     # cancellation at shutdown, and the loop would then run forever with the server waiting
     while not hub.closing:
@@ -182,9 +185,13 @@ async def _sweeper(app: web.Application) -> None:
             await asyncio.wait_for(hub.sweep_now.wait(), tick)
         hub.sweep_now.clear()
         try:
+            t = asyncio.get_running_loop().time()
+            walk = walked is None or t - walked >= 0.9 * every  # timers may fire a bit early
+            if walk:
+                walked = t
             more = True
             while more:
-                closes, more = await hub.sweeper.sweep()
+                closes, more = await hub.sweeper.sweep(walk=walk)
                 for ws, code, err, msg in closes:
                     await hub.replies.close_ws(ws, code, err, msg)
                 if more:
@@ -299,6 +306,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     logs.event("config", **config.summary())
     if config.turn_secret and not config.turn_urls:
         logs.event("turn-secret-unused", level=logging.WARNING, hint="set --turn-urls")
+    gc_cb = gcwatch.watch(app[METRICS])
     sweeper = asyncio.get_running_loop().create_task(_sweeper(app))
     reaping: asyncio.Task[None] | None = None
     if shared is not None:
@@ -310,6 +318,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        gcwatch.unwatch(gc_cb)
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
@@ -510,11 +519,15 @@ async def serve(
     app = create_app(config, lock)
     runner = await start_site(app, config, sock, ctx)
     mrunner = None
+    freezer = loop.create_task(gcwatch.Freezer().run())
     try:
         if metrics_sock is not None:
             mrunner = await start_metrics_site(app, config, metrics_sock)
         await stop.wait()
     finally:
+        freezer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await freezer
         if mrunner is not None:
             await mrunner.cleanup()
         await runner.cleanup()
