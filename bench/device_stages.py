@@ -11,7 +11,7 @@ seconds, comparable across processes on one machine):
                key = the batch's first metric time (us; device_bench's OBX-14 names its
                message), read = the MLLP frame read (before the parse), batch = the patient
                node starts mapping it, commit0/1 = the first group commit in the batch's
-               work (start, end: the WAL write, and the fsync when not deferred), tx = the
+               work (start, end: the WAL write and its fsync), tx = the
                first frame handed to a transport, ack = the HL7 ACK ready to write (after the
                batch is durable), end = the batch's mapping and sending returned
     clinician  one row per NUMERICS: [key, frame, message]: frame = the last DATA frame

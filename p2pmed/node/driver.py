@@ -3,15 +3,11 @@
 Input: frames from the transports (`receive`), timers (`get_timer`/`handle_timer`), messages
 (`send`). Output, in the order the durability contract asks for (p2pmed/core/session.py):
 this session's changes durable first, then its frames to the transports, then its events
-to the handler. One exception, for latency: outgoing vitals (below CRITICAL; see
-p2pmed/store/sqlite.py) are written to the WAL without an fsync, their frames leave, and
-the events wait for the WAL's fdatasync, run on the loop once the frames are out (a
-process crash keeps such a commit; what a power cut costs is in sqlite.py). Everything else
-(pn blocks, keys, deliveries, alarms) is fsynced before its frames leave, as before.
-
-The driver persists only its own session: it hands that session's changes to the store's
-group commit and flushes it (other drivers' handed-in changes ride along in the same
-transaction).
+to the handler. Every commit, outgoing vitals included, is fsynced before its frames leave:
+a frame the peer may hold is never one the restarted node could forget (and then send
+again under the same sequence number, which the peer drops as a duplicate). The driver
+persists only its own session: it hands that session's changes to the store's group commit
+and flushes it (other drivers' handed-in changes ride along in the same transaction).
 
 While a session is established, an unauthenticated handshake frame never touches it: a new
 HS_COMMIT (the patient restarted without its store, or someone replays an old one) starts a
@@ -66,8 +62,6 @@ class SessionDriver:
         self._flush_scheduled = False
         self._in_flush = False
         self._timer: asyncio.TimerHandle | None = None
-        self._held: list[ev.Event] = []  # events of a deferred commit, until it is synced
-        self._sync: asyncio.Future[None] | None = None
 
     @property
     def established(self) -> bool:
@@ -139,43 +133,13 @@ class SessionDriver:
         self._flush_candidate()
         session = self.session
         frames = session.datagrams_to_send(clock.now())
-        store = self.ctx.store
-        durable = True
-        if store is not None:
-            self.stage()
-            durable = store.group.flush(defer=True)
+        self.commit()
         transmit = self.handler.transmit
         for path_id, frame in frames:
             transmit(path_id, frame)
-        held = self._held
-        while (event := session.next_event()) is not None:
-            held.append(event)
-        if held:
-            if durable and self._sync is None:
-                self._deliver()
-            elif store is not None:  # the latest sync covers every earlier commit
-                self._sync = sync = store.synced()
-                sync.add_done_callback(self._synced)
-        self._arm_timer()
-
-    def _synced(self, sync: asyncio.Future[None]) -> None:
-        if sync is not self._sync:
-            return
-        self._sync = None
-        if sync.cancelled() or sync.exception() is not None:
-            log.error("the store's WAL could not be synced: %r", sync)
-            self.kick()  # a FULL commit of the next flush syncs it, or fails loudly
-            return
-        if not self.closed:
-            self._deliver()
-
-    def _deliver(self) -> None:
-        """Hand the held events to the handler, in order (their changes are durable)."""
-        events, self._held = self._held, []
-        self._sync = None
         inbox: dict[int, int] | None = None
         store = self.ctx.store
-        for event in events:
+        while (event := session.next_event()) is not None:
             self.session_event(event)
             if store is not None and isinstance(event, ev.MessageReceived):
                 # the app acted on it: drop it from the store's inbox right away, so a crash
@@ -186,6 +150,7 @@ class SessionDriver:
                 row = inbox.get(event.message_id)
                 if row is not None:
                     peer_store.inbox_done(row, delete=True)
+        self._arm_timer()
 
     def session_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.HandshakeCompleted):

@@ -240,18 +240,15 @@ class PatientApp(NoOpApp):
             await source.aclose()
 
     async def _device_readings(self, source: rd.DeviceSource) -> None:
-        """Each batch the source yields is mapped, committed and sent in the loop turn it
-        arrived in, with no queue between, and made durable before the next is taken (an
-        HL7 source ACKs it then; a node that cannot keep up holds the source back, whose own
-        bounded queue says so). Its frames leave before the fsync (driver.py)."""
+        """Each batch the source yields is mapped, committed (fsynced) and sent before the
+        next is taken: in the loop turn it arrived in, with no queue between (a node that
+        cannot keep up holds the source back; the source's own bounded queue says so). When
+        `_device_batch` returns the batch is durable, so an HL7 source ACKs it once the next
+        batch is asked for (p2pmed/devices/hl7.py)."""
         batches = source.batches()
-        store = self.node.store
         try:
             async for batch in batches:
                 self._device_batch(batch)
-                if store is not None:
-                    await store.synced()
-                self._report_sent()
                 if self._stop.is_set():
                     return
         except asyncio.CancelledError:
@@ -260,9 +257,6 @@ class PatientApp(NoOpApp):
             log.exception("device source failed")
             self.node.events.publish(de.DeviceSourceFailed(repr(exc)[:200]))
             self._device_batch([rd.DeviceLost(f"source failed: {exc!r}"[:200])])
-            if store is not None:
-                await store.synced()
-            self._report_sent()
         finally:
             with contextlib.suppress(Exception):
                 await batches.aclose()
@@ -296,20 +290,17 @@ class PatientApp(NoOpApp):
                 for alarm in self.engine.feed(msg, now) + self.engine.tick(now):
                     self.send_alarm(alarm, commit=False)
         # each link's output now: its driver commits the messages queued above together with
-        # the frames that carry them and sends them (written to the WAL; the fsync follows
-        # once the frames are out, before the batch counts as durable: _device_readings)
+        # the frames that carry them, then sends them (one fsync per link before a frame
+        # leaves, instead of one here and another in the driver's flush a loop turn later)
         for link in list(self.node.peers.values()):
             if link.established and not link.closed:
                 link.kick(urgent=True)
         self.node.persist()  # anything else staged (usually nothing: no second fsync)
-        if self.pending_audit:
-            self._flush_audit()
-
-    def _report_sent(self) -> None:
-        """The device batch's `sent` events, once it is durable."""
         for event in self._unreported:
             self.node.events.publish(event)
         self._unreported.clear()
+        if self.pending_audit:
+            self._flush_audit()
 
     def status(self) -> PatientStatus:
         cfg = self.node.config

@@ -10,17 +10,17 @@ together: after a SIGKILL the patient neither skips nor repeats a sample.
 
 Each session driver takes only its own session's changes and hands them to the store's
 `GroupCommit`; one flush writes everything handed in since the last one in one transaction
-(one fsync): a vitals message is queued for every clinician, and a commit per peer
-multiplied the fsyncs a message waits for before it leaves (docs/benchmarks.md).
+(one fsync, done when flush() returns: the driver sends the frames after it): a vitals
+message is queued for every clinician, and a commit per peer multiplied the fsyncs a message
+waits for before it leaves (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from p2pmed.core.persist import Change
@@ -103,7 +103,6 @@ class NodeStore:
         self.stores: dict[str, PeerStore] = {}
         self._index = PeerStore(self.path, f"{session_id}/")  # node-wide metadata
         self.group = GroupCommit(self)
-        self._wal = WalSync(self._all_stores)
 
     def peer(self, peer_id: str) -> PeerStore:
         store = self.stores.get(peer_id)
@@ -111,31 +110,19 @@ class NodeStore:
             store = self.stores[peer_id] = PeerStore(self.path, f"{self.session_id}/{peer_id}")
         return store
 
-    def apply_all(self, items: Iterable[tuple[str, Iterable[Change]]], defer: bool = False) -> bool:
+    def apply_all(self, items: Iterable[tuple[str, Iterable[Change]]]) -> None:
         """Every peer's session changes (and set-ahead meta) in one transaction: one fsync
-        per call however many peers, instead of one per peer. `defer`: outgoing vitals
-        may skip the fsync (False returned: durable after `synced()`; store/sqlite.py)."""
+        per call however many peers, instead of one per peer."""
         work = []
         for peer_id, changes in items:
             store = self.peer(peer_id)
             work.append((store, list(changes), store.take_meta()))
-        if not work:
-            return True
         try:
-            return SessionStore.apply_together(work, defer=defer)
+            SessionStore.apply_together(work)
         except BaseException:
             for store, _changes, meta in work:
                 store.keep_meta(meta)
             raise
-
-    def synced(self) -> asyncio.Future[None]:
-        """Done once every commit made so far is durable: after the callbacks already queued
-        on the loop (the transports' sends), an fdatasync of the WAL if a commit was
-        deferred since the last one (requests made before it runs share it)."""
-        return self._wal.request()
-
-    def _all_stores(self) -> list[SessionStore]:
-        return [*self.stores.values(), self._index]
 
     def peers_with_meta(self) -> list[str]:
         return [peer_id for peer_id, store in self.stores.items() if store._meta]
@@ -151,54 +138,9 @@ class NodeStore:
         self._index.apply([])
 
     def close(self) -> None:
-        self._wal.close()
         for store in self.stores.values():
             store.close()
         self._index.close()
-
-
-class WalSync:
-    """The fdatasync of the store's WAL that makes deferred commits durable, run on the event
-    loop right after the callbacks already queued: those include the transports' sends of
-    the frames just handed to them (aiortc and the relay write from tasks scheduled then),
-    so the frames are out before the loop blocks in the fsync. Every SessionStore of the
-    node shares one database file, so one fdatasync covers whichever of them committed.
-    The loop waits in it (0.3 ms here, a few ms at worst) after the frames left, not
-    before; no thread, so no GIL hand-off in the middle of aiortc's send."""
-
-    def __init__(self, stores: Callable[[], Iterable[SessionStore]]) -> None:
-        self._stores = stores
-        self._waiting: list[asyncio.Future[None]] = []
-
-    def request(self) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        if not self._waiting:
-            loop.call_soon(self._run)
-        self._waiting.append(done)
-        return done
-
-    def _run(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        dirty = [s for s in self._stores() if s.unsynced]
-        exc: BaseException | None = None
-        if dirty:
-            try:
-                dirty[0].sync_wal()
-            except OSError as e:
-                exc = e
-            else:
-                for store in dirty:
-                    store.unsynced = False
-        for w in waiting:
-            if not w.done():
-                if exc is None:
-                    w.set_result(None)
-                else:
-                    w.set_exception(exc)
-
-    def close(self) -> None:
-        self._waiting.clear()
 
 
 class GroupCommit:
@@ -216,17 +158,14 @@ class GroupCommit:
         else:
             pending.extend(changes)
 
-    def flush(self, defer: bool = False) -> bool:
-        """Write what was handed in; True when it is durable now, False when `defer` let a
-        transaction of outgoing vitals skip its fsync (durable after the store's
-        `synced()`)."""
+    def flush(self) -> None:
         pending, self._pending = self._pending, {}
         for peer_id in self._store.peers_with_meta():  # set-ahead meta rides along
             pending.setdefault(peer_id, [])
         if not pending:
-            return True
+            return
         try:
-            return self._store.apply_all(pending.items(), defer)
+            self._store.apply_all(pending.items())
         except BaseException:
             for peer_id, changes in pending.items():  # not written: first in the next flush
                 changes.extend(self._pending.get(peer_id, []))

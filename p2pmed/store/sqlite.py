@@ -9,11 +9,10 @@ Use (the adapter contract, see p2pmed.core.session):
     store.apply(session.take_changes())     # commits (fsync) before anything leaves
     transport.send(out); handle(session.next_event() ...)
 
-`synchronous=FULL`: every commit is fsynced before anything depends on it (ACK bookkeeping
-and deferred vitals: below). NORMAL in WAL mode survives a process crash but can lose the
-last commits on power loss, and a lost PnReserved record would let a restarted node reuse
-AES-GCM nonces; a lost delivery record would re-deliver an acked message. Neither is
-acceptable here.
+`synchronous=FULL`: every commit is fsynced (but ACK bookkeeping, below). NORMAL
+in WAL mode survives a process crash but can lose the last commits on power loss, and a lost
+PnReserved record would let a restarted node reuse AES-GCM nonces; a lost
+delivery record would re-deliver an acked message. Neither is acceptable here.
 
 Acknowledgement bookkeeping alone (a transaction of FramesAcked and ReplayHigh records
 only, with at least one FramesAcked: the peer's ACK frames) is committed without its own
@@ -27,21 +26,11 @@ or PATH_BIND on its own is fsynced as before, and every frame with any other eff
 fsynced commit. On the patient's path a peer's ACK otherwise cost an fsync that the next
 vitals message waited behind.
 
-A transaction of vitals going out (MessageQueued and FrameAdded of classes below CRITICAL,
-with nothing else but the peer's ACKs and meta rows) may be committed with `defer=True`:
-written to the WAL without its fsync, so its frames can leave at once (a process crash
-keeps it: the pages are in the OS), and made durable by `sync_wal()` (an fdatasync of the
-WAL file, what `synchronous=FULL` does at each commit) before anything is reported or
-acknowledged on its strength (the node's driver holds the session's events, an HL7 ACK
-waits). What a power cut between the two costs, exactly: the commits not yet synced (the
-last few ms) are forgotten while their frames may have reached the peer; the restarted
-node gives its next frames of those classes the same sequence numbers, and the peer drops
-them as duplicates: a few vitals messages lost (a NUMERICS or status, or a waveform gap
-the clinician is shown), and those the device sends again (it got no ACK for them) shown
-twice. Everything else is never
-deferred: pn reservations (a lost one would reuse AES-GCM nonces), keys, session
-establishment and close, deliveries, a ReplayHigh on its own, and alarms (CRITICAL: a
-forgotten alarm's id and sequence number would be reused for the next one).
+Outgoing messages, vitals included, are fsynced before their frames leave. Deferring the
+fsync of outgoing vitals until after the send was tried and withdrawn (docs/devices.md):
+after a power cut between send and fsync the restarted node gives new messages the sequence
+numbers of frames the peer already has, and the peer drops them as duplicates, a silent
+loss. A lost ACK bookkeeping transaction costs only a retransmission; that is the difference.
 
 A message queued and framed in the same transaction (the usual case: the driver frames what
 it was given before it commits) is not written to `out_message` only to be deleted again.
@@ -156,29 +145,6 @@ def _ack_bookkeeping(work: list[tuple[SessionStore, list[Change], list[Any]]]) -
     return acked
 
 
-_CRITICAL = 0  # MessageClass.CRITICAL
-
-
-def _deferrable(work: list[tuple[SessionStore, list[Change], list[Any]]]) -> bool:
-    """Outgoing vitals (below CRITICAL), with at most the peer's ACKs (FramesAcked, and the
-    ReplayHigh of the frames that carried them) and meta rows: see the module docstring. A
-    transaction without vitals going out is not (ACK bookkeeping alone has its own rule)."""
-    vitals = acked = replay = False
-    for _store, changes, _rows in work:
-        for ch in changes:
-            if isinstance(ch, MessageQueued | FrameAdded):
-                if ch.cls == _CRITICAL:
-                    return False
-                vitals = True
-            elif isinstance(ch, FramesAcked):
-                acked = True
-            elif isinstance(ch, ReplayHigh):
-                replay = True
-            else:
-                return False
-    return vitals and (acked or not replay)
-
-
 def _framed_here(changes: list[Change]) -> set[tuple[int, int]]:
     """(position of the MessageQueued, msg_id) and (position of the FrameAdded, msg_id) of
     each message that `changes` both queue and frame whole, within one session (an
@@ -220,9 +186,6 @@ class SessionStore:
             raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
         self.key = key
         path = os.fspath(path)
-        self.path = path
-        self.unsynced = False  # a deferred commit is in the WAL, not yet fsynced
-        self._dir_synced = False
         _private_file(path)
         self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -334,14 +297,10 @@ class SessionStore:
     @staticmethod
     def apply_together(
         items: Iterable[tuple[SessionStore, Iterable[Change], Mapping[str, MetaValue] | None]],
-        *,
-        defer: bool = False,
-    ) -> bool:
+    ) -> None:
         """`apply` for several keys of the SAME database file in ONE transaction: one fsync
         instead of one per key, durable when it returns (ACK bookkeeping alone: see the
-        module docstring), all of it or none. With `defer`, a transaction of outgoing vitals
-        only is written without its fsync: returns False then (durable once `sync_wal()` ran
-        on the first store), True when what it wrote is durable already."""
+        module docstring), all of it or none."""
         work = []
         for store, changes, meta in items:
             changes = list(changes)
@@ -349,11 +308,10 @@ class SessionStore:
             if changes or rows:
                 work.append((store, changes, rows))
         if not work:
-            return True
+            return
         first = work[0][0]
         db = first._db
-        deferred = defer and first._synchronous != "NORMAL" and _deferrable(work)
-        lazy = deferred or (first._synchronous != "NORMAL" and _ack_bookkeeping(work))
+        lazy = first._synchronous != "NORMAL" and _ack_bookkeeping(work)
         if lazy:
             db.execute("PRAGMA synchronous=NORMAL")
         try:
@@ -373,27 +331,6 @@ class SessionStore:
         finally:
             if lazy:
                 db.execute(f"PRAGMA synchronous={first._synchronous}")
-        if deferred:
-            first.unsynced = True
-        elif not lazy:
-            first.unsynced = False  # a FULL commit syncs the whole WAL, earlier pages too
-        return not deferred
-
-    def sync_wal(self) -> None:
-        """Make every commit of this file durable: fdatasync of its WAL (the WAL's directory
-        entry too, the first time)."""
-        fd = os.open(self.path + "-wal", os.O_RDONLY)
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        if not self._dir_synced:
-            fd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._dir_synced = True
 
     def load(self) -> SessionSnapshot | None:
         """The stored session, or None if this key never got established."""

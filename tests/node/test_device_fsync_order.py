@@ -1,19 +1,20 @@
-"""The order of a device reading's way out of the patient node: its frame leaves for the
-clinician while the store's fsync of it is still running, and the HL7 ACK is written only
-once that fsync is done (the reading durable).
+"""An HL7 ACK (AA) is written only after the fsync that made the reading durable.
 
-A real patient node (in this process, with its SQLite store and HL7 listener), a clinician
-node process, a signaling server on loopback, this test as the monitor. The test holds the
-store's durability step (`WalSync.request`, which runs the WAL's fdatasync after the
-transports' sends) until it lets it go; the fdatasync itself is the real one. While it is
-held, the clinician shows the reading and the monitor has no ACK; once let go, the fsync
-runs and then the ACK comes. Before, the frame waited for the fsync, and the ACK did not
-wait for anything.
+test_device_kill_after_ack.py shows that the ACK waits for the store's write (a SIGKILL
+right after it loses nothing), but a process crash keeps what is in the OS's page cache: it
+cannot tell a write from a durable one. This test looks at the syscalls themselves: a real
+patient node process (HL7 listener, --data-dir), a clinician node process, a signaling
+server on loopback, this test as the monitor, and strace on the patient. Between the read
+of the message and the write of its ACK there must be an fsync/fdatasync of the store's
+WAL (sessions.db-wal). A listener that ACKs as soon as it parsed the message (as it once
+did) fails here: the commit's fsync comes after the ACK.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,10 +23,10 @@ import pytest
 from hl7.mllp import open_hl7_connection  # type: ignore[import-untyped]
 
 from p2pmed.devices import hl7sim
-from p2pmed.node.persist import WalSync
-from p2pmed.store.sqlite import SessionStore
 from signaling.testing import RunningServer, running_server
-from tests.node.conftest import start_inproc, start_proc
+from tests.node.conftest import start_proc
+
+_WAL_SYNC = re.compile(r"\bf(?:data)?sync\(\d+<[^>]*sessions\.db-wal>")
 
 
 @pytest.fixture
@@ -34,65 +35,64 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
         yield srv
 
 
-async def test_frame_leaves_before_the_fsync_and_the_ack_after_it(
-    server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    hold = asyncio.Event()
-    hold.set()
-    tasks: set[asyncio.Future[None]] = set()
-    synced = 0
-    real_sync, real_request = SessionStore.sync_wal, WalSync.request
+async def send(port: int, control: str, t: float) -> str:
+    """One ORU^R01 with control id `control`; the ACK code."""
+    reader, writer = await open_hl7_connection("127.0.0.1", port)
+    try:
+        stats = hl7sim.Stats()
+        text = hl7sim.oru_r01(control, t, patient="PID-7", device="MON-1")
+        await asyncio.wait_for(hl7sim.send_one(reader, writer, text, stats), 60)
+        return next(iter(stats.acks))
+    finally:
+        writer.close()
 
-    def counted_sync(self: SessionStore) -> None:
-        nonlocal synced
-        real_sync(self)
-        synced += 1
 
-    def held_request(self: WalSync) -> asyncio.Future[None]:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+async def trace(pid: int, out: Path) -> asyncio.subprocess.Process:
+    """strace attached to `pid` (all threads): reads, writes and syncs, with fd paths."""
+    strace = shutil.which("strace")
+    assert strace is not None, "this test needs strace (Debian package strace)"
+    proc = await asyncio.create_subprocess_exec(
+        strace, "-f", "-y", "-s", "256", "-o", str(out), "-p", str(pid),
+        "-e", "trace=read,recvfrom,write,sendto,sendmsg,fsync,fdatasync",
+        stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    line = await asyncio.wait_for(proc.stderr.readline(), 30)
+    assert b"attached" in line, line
+    return proc
 
-        async def later() -> None:
-            await hold.wait()
-            try:
-                await real_request(self)
-            except Exception as exc:
-                done.set_exception(exc)
-            else:
-                done.set_result(None)
 
-        tasks.add(asyncio.ensure_future(later()))
-        return done
-
-    monkeypatch.setattr(SessionStore, "sync_wal", counted_sync)
-    monkeypatch.setattr(WalSync, "request", held_request)
-    patient = await start_inproc(
-        server.join_url(server.mint("o1", "patient")),
-        "patient",
-        source="hl7-mllp:127.0.0.1:0?idle=60",
-        data_dir=str(tmp_path / "p"),
-    )
-    clinician = await start_proc(server.join_url(server.mint("o1", "clinician")), "clinician")
+async def test_ack_written_only_after_the_wal_fsync(server: RunningServer, tmp_path: Path) -> None:
+    source = ("--source", "hl7-mllp:127.0.0.1:0?idle=60", "--data-dir", str(tmp_path / "p"))
+    patient = await start_proc(server.join_url(server.mint("f1", "patient")), "patient", *source)
+    clinician = await start_proc(server.join_url(server.mint("f1", "clinician")), "clinician")
+    strace = None
+    out = tmp_path / "strace.txt"
+    base = float(int(time.time()))
     try:
         port = (await patient.w.wait_for("device-listening"))["port"]
         await clinician.w.wait_for("patient-status")
-        reader, writer = await open_hl7_connection("127.0.0.1", port)
-        stats = hl7sim.Stats()
-        base = float(int(time.time()))
+        assert await send(port, "WARM1", base) == "AA"
+        strace = await trace(patient.proc.pid, out)
         for i in range(3):
-            t = base + i
-            text = hl7sim.oru_r01(f"O{i}", t, patient="PID-7", device="MON-1")
-            hold.clear()
-            before = synced
-            ack = asyncio.create_task(hl7sim.send_one(reader, writer, text, stats))
+            t = base + 1 + i
+            control = f"FSYNC{i}"
+            assert await send(port, control, t) == "AA"
             await clinician.w.wait_for("message", kind="numerics", t_us=round(t * 1e6))
-            assert not ack.done()  # shown at the clinician; the monitor still waits
-            assert synced == before
-            hold.set()
-            await asyncio.wait_for(ack, 60)
-            assert synced > before  # the ACK came after the fsync
-        assert stats.acks == {"AA": 3}
-        writer.close()
+        strace.terminate()  # detaches, and writes out what it has
+        await strace.wait()
+        strace = None
+        lines = out.read_text(errors="replace").splitlines()
+        for i in range(3):
+            control = f"FSYNC{i}"
+            got = next(n for n, ln in enumerate(lines) if f"|{control}|" in ln)
+            acked = next(n for n, ln in enumerate(lines) if f"MSA|AA|{control}" in ln)
+            assert got < acked
+            syncs = [ln for ln in lines[got:acked] if _WAL_SYNC.search(ln)]
+            assert syncs, f"no fsync of the WAL between {control}'s read and its ACK"
     finally:
-        hold.set()
+        if strace is not None:
+            strace.kill()
+            await strace.wait()
         await clinician.stop()
         await patient.stop()
