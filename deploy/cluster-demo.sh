@@ -80,7 +80,7 @@ for i in 1 2 3; do
     P2PMED_PUBLIC_ORIGIN="http://127.0.0.1:$LB_PORT,http://localhost:$LB_PORT" \
         "$PY" -m p2pmed signaling --host 127.0.0.1 --port "$port" --data-dir "$WORK/sig$i" \
         --redis "$REDIS_URL" --token-key "$WORK/mint/token-key" --server-id "sig$i" \
-        --join-rate 200 --pending-per-ip 20000 --log-level warning \
+        --trusted-proxy 127.0.0.1/32 --join-rate 200 --pending-per-ip 20000 --log-level warning \
         </dev/null >"$WORK/sig$i.log" 2>&1 &
     pids+=($!)
 done
