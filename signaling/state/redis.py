@@ -364,7 +364,7 @@ class RedisSessionStore:
                 logs.event("bus-lost", error=str(e)[:200])
             finally:
                 with contextlib.suppress(Exception):
-                    await ps.aclose()  # type: ignore[no-untyped-call]
+                    await ps.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
             await asyncio.sleep(0.2)
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
