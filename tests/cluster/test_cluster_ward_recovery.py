@@ -42,20 +42,29 @@ async def until(cond: Any, limit: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def station_and_live_bed(c: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """Station st1 on server B, bed1's patient pat1 on server A, admitted from the station:
+    the station has seen bed1 go live. Also returns the station's first `ward` message."""
+    a, b = c.servers
+    st = await c.join(b, c.station("icu"), "st1")
+    ward = await st.recv_type("ward")
+    p1 = await c.join(a, c.bed("icu", "bed1"), "pat1")
+    await p1.recv_type("joined")
+    bed1 = await st.recv_type("bed", session="bed1", state="waiting")
+    doc = await c.join(b, bed1["token"], "st1")
+    await doc.recv_type("peer-waiting", endpoint_id="pat1")
+    await doc.send(type="admit", endpoint_id="pat1")
+    await st.recv_type("bed", session="bed1", state="live")
+    return st, p1, ward
+
+
 async def test_a_killed_servers_bed_goes_link_lost_then_ended(
     tmp_path: Path, redis_srv: RedisProcess, shared_key: Path
 ) -> None:
     async with cluster(tmp_path, redis_srv, shared_key, 2, "--reconnect-grace", "1") as c:
         a, b = c.servers
-        st = await c.join(b, c.station("icu"), "st1")
-        assert (await st.recv_type("ward"))["beds"] == []
-        p1 = await c.join(a, c.bed("icu", "bed1"), "pat1")
-        await p1.recv_type("joined")
-        bed1 = await st.recv_type("bed", session="bed1", state="waiting")
-        doc = await c.join(b, bed1["token"], "st1")
-        await doc.recv_type("peer-waiting", endpoint_id="pat1")
-        await doc.send(type="admit", endpoint_id="pat1")
-        await st.recv_type("bed", session="bed1", state="live")
+        st, _p1, ward = await station_and_live_bed(c)
+        assert ward["beds"] == []
         p2 = await c.join(a, c.bed("icu", "bed2"), "pat2")
         resume2 = (await p2.recv_type("joined"))["resume_token"]
         await st.recv_type("bed", session="bed2", state="waiting")
@@ -89,15 +98,7 @@ async def test_redis_restarted_empty_the_wards_come_back(
 ) -> None:
     async with cluster(tmp_path, redis_srv, shared_key, 2) as c:
         a, b = c.servers
-        st = await c.join(b, c.station("icu"), "st1")
-        await st.recv_type("ward")
-        p1 = await c.join(a, c.bed("icu", "bed1"), "pat1")
-        await p1.recv_type("joined")
-        bed1 = await st.recv_type("bed", session="bed1", state="waiting")
-        doc = await c.join(b, bed1["token"], "st1")
-        await doc.recv_type("peer-waiting", endpoint_id="pat1")
-        await doc.send(type="admit", endpoint_id="pat1")
-        await st.recv_type("bed", session="bed1", state="live")
+        st, p1, _ward = await station_and_live_bed(c)
         p2 = await c.join(b, c.bed("icu", "bed2"), "pat2")
         await p2.recv_type("joined")
         await st.recv_type("bed", session="bed2", state="waiting")
