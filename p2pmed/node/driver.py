@@ -142,8 +142,10 @@ class SessionDriver:
         while (event := session.next_event()) is not None:
             self.session_event(event)
             if store is not None and isinstance(event, ev.MessageReceived):
-                # the app acted on it: drop it from the store's inbox right away, so a crash
-                # can at most repeat this one message (flagged "replayed" after a restart)
+                # the app acted on it: drop it from the store's inbox right away, so a process
+                # crash can at most repeat this one message (flagged "replayed" after a
+                # restart); no fsync of its own: a power cut can repeat the ones since the
+                # last delivery's commit
                 peer_store = store.peer(self.peer_id)
                 if inbox is None:
                     inbox = {row.msg_id: row.row for row in peer_store.inbox()}

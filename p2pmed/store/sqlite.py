@@ -37,7 +37,11 @@ it was given before it commits) is not written to `out_message` only to be delet
 
 Received messages go to an `inbox` table in the same transaction that advances
 the receive state, so a delivery is never lost nor repeated across crashes;
-the application marks rows done with `inbox_done`.
+the application marks rows done with `inbox_done`. That mark is committed without its own
+fsync, like ACK bookkeeping: a process crash keeps it, and the next fsynced commit (the next
+delivery's) makes it durable. A power cut before then costs the application seeing the rows
+it acted on since then again, from the inbox, flagged as replayed (as a crash between acting
+and marking always could); a receiving node no longer pays two fsyncs per message.
 
 An adapter can commit its own small per-key state in the same transaction as the
 session changes: `apply(changes, meta={"name": value})`, read back with
@@ -54,7 +58,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -311,10 +316,7 @@ class SessionStore:
             return
         first = work[0][0]
         db = first._db
-        lazy = first._synchronous != "NORMAL" and _ack_bookkeeping(work)
-        if lazy:
-            db.execute("PRAGMA synchronous=NORMAL")
-        try:
+        with first._no_fsync(_ack_bookkeeping(work)):
             db.execute("BEGIN IMMEDIATE")
             try:
                 for store, changes, rows in work:
@@ -328,9 +330,18 @@ class SessionStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    @contextmanager
+    def _no_fsync(self, lazy: bool = True) -> Iterator[None]:
+        """The commits inside without their own fsync (synchronous=NORMAL) when `lazy`."""
+        lazy = lazy and self._synchronous != "NORMAL"
+        if lazy:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
         finally:
             if lazy:
-                db.execute(f"PRAGMA synchronous={first._synchronous}")
+                self._db.execute(f"PRAGMA synchronous={self._synchronous}")
 
     def load(self) -> SessionSnapshot | None:
         """The stored session, or None if this key never got established."""
@@ -398,10 +409,14 @@ class SessionStore:
         return [InboxMessage(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
 
     def inbox_done(self, upto_row: int, *, delete: bool = False) -> None:
-        """The application has acted on every inbox row up to and including `upto_row`."""
-        if delete:
-            self._db.execute("DELETE FROM inbox WHERE key=? AND row<=?", (self.key, upto_row))
-        else:
-            self._db.execute(
-                "UPDATE inbox SET done=1 WHERE key=? AND row<=? AND done=0", (self.key, upto_row)
-            )
+        """The application has acted on every inbox row up to and including `upto_row`.
+        Committed without its own fsync (see the module docstring): a power cut before the
+        next fsynced commit shows those rows again, flagged as replayed, never loses one."""
+        with self._no_fsync():
+            if delete:
+                self._db.execute("DELETE FROM inbox WHERE key=? AND row<=?", (self.key, upto_row))
+            else:
+                self._db.execute(
+                    "UPDATE inbox SET done=1 WHERE key=? AND row<=? AND done=0",
+                    (self.key, upto_row),
+                )
