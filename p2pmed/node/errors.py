@@ -9,7 +9,7 @@ EXIT_TLS = 3  # the server's TLS certificate is not trusted
 EXIT_REFUSED = 4  # the server refused the join token for good
 EXIT_REVOKED = 5  # the token was revoked during the consultation
 
-__all__ = ["EXIT_FAILED", "EXIT_REFUSED", "EXIT_REVOKED", "EXIT_TLS", "NodeError"]
+__all__ = ["EXIT_FAILED", "EXIT_REFUSED", "EXIT_REVOKED", "EXIT_TLS", "JoinTimeout", "NodeError"]
 
 
 class NodeError(RuntimeError):
@@ -18,3 +18,7 @@ class NodeError(RuntimeError):
     def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class JoinTimeout(NodeError):
+    """Not joined within the join timeout: the server unreachable or too slow, for now."""

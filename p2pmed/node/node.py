@@ -22,7 +22,7 @@ from p2pmed.node.app import App, NoOpApp
 from p2pmed.node.clinician import ClinicianApp
 from p2pmed.node.config import NodeConfig
 from p2pmed.node.context import NodeContext
-from p2pmed.node.errors import EXIT_REFUSED, EXIT_REVOKED, EXIT_TLS, NodeError
+from p2pmed.node.errors import EXIT_REFUSED, EXIT_REVOKED, EXIT_TLS, JoinTimeout, NodeError
 from p2pmed.node.output import Events
 from p2pmed.node.patient import PatientApp
 from p2pmed.node.peer import PeerLink
@@ -157,7 +157,7 @@ class Node:
             raise NodeError(str(exc), EXIT_TLS) from None
         except TimeoutError:
             await self._stop_signaling()
-            raise NodeError(
+            raise JoinTimeout(
                 f"cannot reach the signaling server at {self.config.join.server} "
                 f"(not joined within {self.config.join_timeout:g} s)"
             ) from None

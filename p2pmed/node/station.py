@@ -20,7 +20,7 @@ from typing import Any
 
 from p2pmed.node import datadir
 from p2pmed.node.config import NodeConfig
-from p2pmed.node.errors import EXIT_REFUSED, EXIT_REVOKED, EXIT_TLS, NodeError
+from p2pmed.node.errors import EXIT_REFUSED, EXIT_REVOKED, EXIT_TLS, JoinTimeout, NodeError
 from p2pmed.node.node import Node
 from p2pmed.node.output import Events
 from p2pmed.node.revocation import Revoked
@@ -38,8 +38,9 @@ RANK = {p.name: int(p) for p in Priority}
 # The ward connection carries no relay frames: it pings so the server's idle logoff (900 s by
 # default, protocol.md 8.3.4) never takes it
 PING_EVERY = 60.0
-# refusals of the moment after which a bed's join is tried again, first after BED_RETRY[0] s,
-# doubling up to BED_RETRY[1] s (the server allows 2 joins a second per address after a burst)
+# refusals of the moment after which a bed's join is tried again (and a join not answered within
+# the join timeout), first after BED_RETRY[0] s, doubling up to BED_RETRY[1] s (the server
+# allows 2 joins a second per address after a burst)
 RETRY_REFUSED = ("too-many-joins",)
 BED_RETRY = (1.0, 30.0)
 
@@ -251,8 +252,9 @@ class Station:
 
     async def _start_bed(self, bed: str, token: str) -> None:
         """Joins the bed with a node of its own; a join the server refuses for a limit of the
-        moment (too many joins from this address: a station joins every bed at once) is tried
-        again, waiting longer each time, while the bed is there and the station runs."""
+        moment (too many joins from this address: a station joins every bed at once) or does
+        not answer within the join timeout (a loaded or restarting server) is tried again,
+        waiting longer each time, while the bed is there and the station runs."""
         if bed in self.nodes or bed in self._retrying:
             return
         wait = BED_RETRY[0]
@@ -264,7 +266,7 @@ class Station:
                 break
             except NodeError as exc:
                 self.nodes.pop(bed, None)
-                again = any(code in str(exc) for code in RETRY_REFUSED)
+                again = isinstance(exc, JoinTimeout) or any(c in str(exc) for c in RETRY_REFUSED)
                 self.events.emit(
                     "error",
                     code="bed-join",
