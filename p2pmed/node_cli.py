@@ -433,6 +433,20 @@ def _demo_setup(
     return tmp, data_dir, stop
 
 
+async def _close_nodes(nodes: list[Any], *, together: bool = False) -> None:
+    """Close each node once, the last started first (the list is emptied): called before the
+    demo's server stops, so the sessions end through it instead of after it went away (under
+    load that took longer than a service manager waits), and in `finally` for what is left."""
+    todo = nodes[::-1]
+    nodes.clear()
+    if together:
+        await asyncio.gather(*(n.close() for n in todo), return_exceptions=True)
+        return
+    for node in todo:
+        with contextlib.suppress(Exception):
+            await node.close()
+
+
 async def _ward_demo_main(args: argparse.Namespace) -> int:
     from p2pmed.node import Node, NodeConfig, NodeError
     from p2pmed.node.output import Events
@@ -477,12 +491,13 @@ async def _ward_demo_main(args: argparse.Namespace) -> int:
             print(station, flush=True)
             print("  Ctrl-C to stop.", file=sys.stderr)
             await stop.wait()
+            await _close_nodes(nodes, together=True)
     except NodeError as exc:
         return _fail(str(exc), 1)
     except OSError as exc:
         return _fail(f"cannot start the signaling server: {exc}", 1)
     finally:
-        await asyncio.gather(*(n.close() for n in nodes), return_exceptions=True)
+        await _close_nodes(nodes, together=True)
         if tmp is not None:
             tmp.cleanup()
     return 0
@@ -543,14 +558,13 @@ async def _demo_main(args: argparse.Namespace) -> int:
                 clinician_done.add_done_callback(lambda _: stop.set())
             print("  Ctrl-C to stop.", file=sys.stderr)
             await stop.wait()
+            await _close_nodes(nodes)
     except (NodeError, DemoDeviceError) as exc:
         return _fail(str(exc), 1)
     except OSError as exc:
         return _fail(f"cannot start the signaling server: {exc}", 1)
     finally:
-        for node in reversed(nodes):
-            with contextlib.suppress(Exception):
-                await node.close()
+        await _close_nodes(nodes)
         if tmp is not None:
             tmp.cleanup()
     return 0
