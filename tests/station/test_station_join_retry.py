@@ -84,14 +84,13 @@ async def test_unanswered_bed_join_is_tried_again(tmp_path: Path) -> None:
     async with running_server(tmp_path / "srv") as srv:
         bed_url = srv.join_url(srv.mint("b1", "patient", ward="A"))
         b1 = await start_proc(bed_url, "b1", "--data-dir", str(tmp_path / "b1"))
-        srv_port = int(srv.url.rsplit(":", 1)[1])
-        hole = Blackhole(srv_port, passed=1, hold=1)  # the station's own, the bed's
+        hole = Blackhole(srv.config.port, passed=1, hold=1)  # the station's own, the bed's
         port = await hole.start()
         st = None
         try:
             await b1.w.wait_for("joined")
             url = srv.join_url(srv.mint("ward.A", "station", ward="A"))
-            url = url.replace(f":{srv_port}/", f":{port}/", 1)
+            url = url.replace(f":{srv.config.port}/", f":{port}/", 1)
             assert f":{port}/" in url
             st = await start_proc(
                 url, "station", "--data-dir", str(tmp_path / "st"), "--join-timeout", "2"
