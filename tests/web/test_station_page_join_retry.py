@@ -1,15 +1,20 @@
 """The station page joins every bed at once from one address: a bed frame the server refuses for
 too many joins from that address (`too-many-joins`) is loaded again later, waiting longer each
-time, until the bed is live (web/js/station.js), as the terminal station does."""
+time, until the bed is live (web/js/station.js), as the terminal station does. A join the server
+never answers (a loaded or stuck server) is given up after the page's join timeout and tried
+again (web/js/signaling.js), as the node's --join-timeout does."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser
 
+from signaling import closecodes as cc
+from signaling.endpoint import Closing
 from signaling.limits import PerKeyLimiter
 from signaling.testing import running_server
 from tests.web.test_station_page import LIVE, bed, station, until
@@ -51,3 +56,82 @@ async def test_station_page_loads_a_refused_bed_again(browser: Browser, tmp_path
                     await ctx.close()
                 for p in beds:
                     await p.stop()
+
+
+async def test_station_page_bed_join_never_answered_is_tried_again(
+    browser: Browser, tmp_path: Path
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="p2pmed-station-hold-") as d:
+        async with running_server(Path(d) / "srv") as srv:
+            b1 = await bed(srv, "W", "b1", tmp_path, "--scenario", "normal")
+            joins = srv.hub.joins
+            answer = joins._join
+            held: list[str] = []
+
+            # the first join of the bed frame (the station's endpoint, b1's session) is read
+            # and never answered, until the page closes its connection
+            async def hold_first_bed_frame_join(ws: Any, data: dict[str, Any], ip: str) -> Any:
+                grant = joins.verifier.verify(data["token"])
+                if grant.session == "b1" and data["endpoint_id"] != "b1" and not held:
+                    held.append(data["endpoint_id"])
+                    await ws.receive()
+                    raise Closing(cc.TIMEOUT, "held", "held by the test")
+                return await answer(ws, data, ip)
+
+            ctx = None
+            try:
+                await b1.w.wait_for("joined")
+                joins._join = hold_first_bed_frame_join
+                page, (ctx, errors) = await station(browser, srv, "W")
+                await until(page, LIVE, "b1")
+                assert held == [await page.evaluate("window.p2pmedStation.eid")]
+                timeouts = await page.evaluate(
+                    "window.p2pmedStation.beds.get('b1').frame.contentWindow.p2pmed.app.sig"
+                    ".joinTimeouts"
+                )
+                assert timeouts == 1
+                assert (await b1.w.wait_for("handshake"))["peer"] == held[0]
+                assert not errors, errors
+            finally:
+                if ctx is not None:
+                    await ctx.close()
+                await b1.stop()
+
+
+async def test_station_page_loads_an_unreachable_bed_again(
+    browser: Browser, tmp_path: Path
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="p2pmed-station-unreach-") as d:
+        async with running_server(Path(d) / "srv") as srv:
+            b1 = await bed(srv, "W", "b1", tmp_path, "--scenario", "normal")
+            joins = srv.hub.joins
+            answer = joins._join
+            dropped: list[str] = []
+
+            # the bed frame's first six joins: the connection is closed unanswered, so its own
+            # client gives up ("unreachable", web/js/signaling.js) and the station loads it again
+            async def drop_bed_frame_joins(ws: Any, data: dict[str, Any], ip: str) -> Any:
+                grant = joins.verifier.verify(data["token"])
+                if grant.session == "b1" and data["endpoint_id"] != "b1" and len(dropped) < 6:
+                    dropped.append(data["endpoint_id"])
+                    await ws.close()
+                    return None
+                return await answer(ws, data, ip)
+
+            ctx = None
+            try:
+                await b1.w.wait_for("joined")
+                joins._join = drop_bed_frame_joins
+                page, (ctx, errors) = await station(browser, srv, "W")
+                await until(
+                    page,
+                    "() => window.p2pmedStation.beds.get('b1')?.snap?.error === 'unreachable'",
+                )
+                await until(page, LIVE, "b1")
+                assert len(dropped) == 6
+                assert await page.evaluate("window.p2pmedStation.metrics.bedRetries") == 1
+                assert not errors, errors
+            finally:
+                if ctx is not None:
+                    await ctx.close()
+                await b1.stop()

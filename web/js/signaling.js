@@ -5,6 +5,9 @@ const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 // After a first join, only these refusals (and every "token-..." one) are final; the rest
 // (rate limits, capacity) are retried. See FATAL_CODES in p2pmed/signaling_client.py.
 const FATAL_CODES = new Set(["wrong-session", "role-mismatch", "forbidden"]);
+// A connection not joined this long after it was opened (an overloaded or stuck server, a
+// connect that hangs) is closed and tried again, as the node's --join-timeout does.
+const JOIN_TIMEOUT_MS = 10000;
 const enc = new TextEncoder();
 const dec = new TextDecoder("utf-8", { fatal: true });
 
@@ -51,6 +54,7 @@ export class SignalingClient {
     this.paused = new Set();
     this.envelopesRejected = 0;
     this.failures = 0;
+    this.joinTimeouts = 0;
     this.errorCloses = []; // when the server closed us for too many bad messages (last 2 min)
   }
 
@@ -64,6 +68,16 @@ export class SignalingClient {
     let reconnectAfter = null;
     let refused = null; // the server is closing us for our own messages: retrying repeats it
     const token = this.resumeToken || this.token;
+    let joinTimer = setTimeout(() => {
+      joinTimer = null;
+      if (this.ws !== ws || this.joined) return;
+      this.joinTimeouts++;
+      ws.close(); // onclose reconnects (or, after repeated failures, reports "unreachable")
+    }, JOIN_TIMEOUT_MS);
+    const stopJoinTimer = () => {
+      if (joinTimer !== null) clearTimeout(joinTimer);
+      joinTimer = null;
+    };
     ws.onopen = () => {
       const join = { type: "join", token, endpoint_id: this.endpointId };
       if (this.session) join.session = this.session;
@@ -88,6 +102,7 @@ export class SignalingClient {
         if (msg.type === "resume-token") return;
       }
       if (msg.type === "joined") {
+        stopJoinTimer();
         this.joins++;
         this.joined = true;
         this.everJoined = true;
@@ -116,6 +131,7 @@ export class SignalingClient {
       this.onMessage(msg);
     };
     ws.onclose = (ev) => {
+      stopJoinTimer();
       const was = this.joined;
       this.joined = false;
       this.ws = null;

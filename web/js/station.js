@@ -14,9 +14,10 @@ const PING_EVERY = 30000; // ms: keeps the ward connection (it carries no relay 
 const RANK = { high: 3, medium: 2, low: 1 };
 const STATE_TEXT = { waiting: "waiting", live: "live", "link-lost": "LINK LOST", ended: "ended" };
 // A bed frame whose first join the server refuses for a limit of the moment (a station joins
-// every bed at once, all from one address) is loaded again after RETRY_MS[0], doubling up to
-// RETRY_MS[1], as the terminal station does (p2pmed/node/station.py)
-const RETRY_CODES = new Set(["too-many-joins"]);
+// every bed at once, all from one address) or that could not join at all (its own client's
+// tries, each up to its join timeout, used up: "unreachable") is loaded again after
+// RETRY_MS[0], doubling up to RETRY_MS[1], as the terminal station does (p2pmed/node/station.py)
+const RETRY_CODES = new Set(["too-many-joins", "unreachable"]);
 const RETRY_MS = [1000, 30000];
 const now = () => performance.now() / 1000;
 
