@@ -34,9 +34,15 @@ MAX_JSON_CHARS = 256 * 1024
 MAX_JSON_DEPTH = 16
 CERT_RETRY = 60.0  # an untrusted certificate after we had joined: retry this slowly
 # Refusals that no retry can cure (besides every "token-..." code). Before the first join every
-# refusal is final, so `p2pmed node` fails with the server's reason; after it, the others
-# (rate limit, capacity, "patient-present" while an old connection lingers) are retried.
+# refusal is final, so `p2pmed node` fails with the server's reason, but BUSY_CODES; after it,
+# the others (rate limit, capacity, "patient-present" while an old connection lingers) are
+# retried.
 FATAL_CODES = frozenset({"wrong-session", "role-mismatch", "forbidden"})
+# A limit or capacity of the moment (4429, 4503): retried with backoff before the first join
+# too, as an unreachable server is, within the caller's join timeout. Final, they stopped a
+# node for good (a service manager does not restart a refused token): a ward's gateways
+# rejoining at once from one address after a power cut hit the per-address join limit.
+BUSY_CODES = frozenset({"too-many-joins", "rate-limited", "server-full", "session-full"})
 REVOKED_CLOSE = 4410  # the server closed us because our token was revoked
 
 
@@ -163,6 +169,7 @@ class SignalingClient:
         self.paused: set[str] = set()  # peers the server asked us to stop relaying to
         self.envelopes_rejected = 0
         self.rejected: dict[str, int] = {}  # server messages refused, by reason
+        self.busy: str | None = None  # the last BUSY_CODES refusal of a first join ("code: text")
         self.crashes = 0  # connection loops that ended with an unexpected exception
         self._on_rejected = on_rejected
         self._ssl = ssl_context  # None: the default trust store (honours SSL_CERT_FILE)
@@ -410,6 +417,10 @@ class SignalingClient:
                     return 0.0
                 if self.first_join.done() and not token_error and code not in FATAL_CODES:
                     log.info("rejoin refused for now (%s); retrying", code)
+                    return "break"
+                if code in BUSY_CODES:
+                    self.busy = f"{code}: {str(data.get('message', ''))[:200]}"
+                    log.info("join refused for now (%s); retrying", code)
                     return "break"
                 self._on_message(data)
                 self._fail(SignalingRefused(code, str(data.get("message", ""))[:500]))

@@ -21,4 +21,14 @@ class NodeError(RuntimeError):
 
 
 class JoinTimeout(NodeError):
-    """Not joined within the join timeout: the server unreachable or too slow, for now."""
+    """Not joined within the join timeout: the server unreachable, too slow, or refusing the
+    join for a limit or capacity of the moment (`busy`, the last such refusal), for now."""
+
+    @classmethod
+    def after(cls, server: str, seconds: float, busy: str | None) -> JoinTimeout:
+        why = (
+            f"the signaling server at {server} refused the join for now ({busy})"
+            if busy
+            else f"cannot reach the signaling server at {server}"
+        )
+        return cls(f"{why} (not joined within {seconds:g} s)")

@@ -157,9 +157,8 @@ class Node:
             raise NodeError(str(exc), EXIT_TLS) from None
         except TimeoutError:
             await self._stop_signaling()
-            raise JoinTimeout(
-                f"cannot reach the signaling server at {self.config.join.server} "
-                f"(not joined within {self.config.join_timeout:g} s)"
+            raise JoinTimeout.after(
+                self.config.join.server, self.config.join_timeout, self.signaling.busy
             ) from None
         ctx = self.ctx
         ctx.role = str(joined.get("role", ""))

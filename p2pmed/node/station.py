@@ -38,10 +38,9 @@ RANK = {p.name: int(p) for p in Priority}
 # The ward connection carries no relay frames: it pings so the server's idle logoff (900 s by
 # default, protocol.md 8.3.4) never takes it
 PING_EVERY = 60.0
-# refusals of the moment after which a bed's join is tried again (and a join not answered within
-# the join timeout), first after BED_RETRY[0] s, doubling up to BED_RETRY[1] s (the server
-# allows 2 joins a second per address after a burst)
-RETRY_REFUSED = ("too-many-joins",)
+# a bed not joined within the join timeout (the server unreachable, slow, or refusing for a
+# limit of the moment: it allows 2 joins a second per address after a burst) is tried again,
+# first after BED_RETRY[0] s, doubling up to BED_RETRY[1] s
 BED_RETRY = (1.0, 30.0)
 
 
@@ -124,9 +123,8 @@ class Station:
             raise NodeError(str(exc), EXIT_TLS) from None
         except TimeoutError:
             await self._stop_signaling()
-            raise NodeError(
-                f"cannot reach the signaling server at {self.config.join.server} "
-                f"(not joined within {self.config.join_timeout:g} s)"
+            raise JoinTimeout.after(
+                self.config.join.server, self.config.join_timeout, self.signaling.busy
             ) from None
         session = str(joined.get("session", ""))
         self.ward = session.partition(".")[2]
@@ -251,10 +249,11 @@ class Station:
         return os.path.join(out, f"{bed}.ndjson")
 
     async def _start_bed(self, bed: str, token: str) -> None:
-        """Joins the bed with a node of its own; a join the server refuses for a limit of the
-        moment (too many joins from this address: a station joins every bed at once) or does
-        not answer within the join timeout (a loaded or restarting server) is tried again,
-        waiting longer each time, while the bed is there and the station runs."""
+        """Joins the bed with a node of its own; a bed not joined within the join timeout (its
+        client retries inside it a refusal for a limit of the moment, such as too many joins
+        from this address: a station joins every bed at once; or a loaded or restarting server
+        did not answer) is tried again, waiting longer each time, while the bed is there and
+        the station runs."""
         if bed in self.nodes or bed in self._retrying:
             return
         wait = BED_RETRY[0]
@@ -266,7 +265,7 @@ class Station:
                 break
             except NodeError as exc:
                 self.nodes.pop(bed, None)
-                again = isinstance(exc, JoinTimeout) or any(c in str(exc) for c in RETRY_REFUSED)
+                again = isinstance(exc, JoinTimeout)
                 self.events.emit(
                     "error",
                     code="bed-join",

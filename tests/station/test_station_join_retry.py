@@ -15,9 +15,9 @@ from tests.node.conftest import start_proc
 
 
 async def test_refused_bed_join_is_tried_again(tmp_path: Path) -> None:
-    # two joins at once, then one every 2 s: the patient's and the station's own join pass,
-    # the station's join of the bed is refused at first
-    limits = Limits(join_rate=0.5, join_burst=2.0)
+    # two joins at once, then one every 5 s: the patient's and the station's own join pass,
+    # the station's join of the bed is refused for longer than its 2 s join timeout at first
+    limits = Limits(join_rate=0.2, join_burst=2.0)
     async with running_server(tmp_path / "srv", limits=limits) as srv:
         bed_url = srv.join_url(srv.mint("b1", "patient", ward="A"))
         b1 = await start_proc(bed_url, "b1", "--data-dir", str(tmp_path / "b1"))
@@ -26,7 +26,12 @@ async def test_refused_bed_join_is_tried_again(tmp_path: Path) -> None:
             await b1.w.wait_for("joined")
             token = srv.mint("ward.A", "station", ward="A")
             st = await start_proc(
-                srv.join_url(token), "station", "--data-dir", str(tmp_path / "st")
+                srv.join_url(token),
+                "station",
+                "--data-dir",
+                str(tmp_path / "st"),
+                "--join-timeout",
+                "2",
             )
             refused = await st.w.wait_for("error", code="bed-join", bed="b1")
             assert "too-many-joins" in refused["message"] and refused["retry_s"] == 1.0
