@@ -7,13 +7,15 @@ nodes through this file instead of `python -m p2pmed`.
 Patches, in this process only, and writes at exit one JSON document (times are time.time()
 seconds, comparable across processes on one machine):
 
-    patient    one row per device batch: [key, read, batch, commit0, commit1, tx, ack, end]
+    patient    one row per device batch: [key, read, batch, commit0, commit1, tx, ack, end,
+               parsed]
                key = the batch's first metric time (us; device_bench's OBX-14 names its
                message), read = the MLLP frame read (before the parse), batch = the patient
                node starts mapping it, commit0/1 = the first group commit in the batch's
                work (start, end: the WAL write and its fsync), tx = the
                first frame handed to a transport, ack = the HL7 ACK ready to write (after the
-               batch is durable), end = the batch's mapping and sending returned
+               batch is durable), end = the batch's mapping and sending returned, parsed =
+               python-hl7 returned the (last) message's parse tree (before p2pmed maps it)
     clinician  one row per NUMERICS: [key, frame, message]: frame = the last DATA frame
                handed to the session driver before it, message = ClinicianApp.on_message
 """
@@ -44,9 +46,17 @@ def _patch() -> None:
     from p2pmed.vitals.codec import Numerics
 
     orig_handle = hl7.Hl7Source._handle
+    orig_parse = hl7.parse_hl7
+
+    def parse_hl7(text: str) -> Any:
+        out = orig_parse(text)
+        _state["read"][2] = _now()
+        return out
+
+    hl7.parse_hl7 = parse_hl7
 
     async def handle(self: Any, raw: bytes) -> Any:
-        read = _state["read"] = [_now(), None]  # [read, ACK ready to write]
+        read = _state["read"] = [_now(), None, None]  # [read, ACK ready to write, parsed]
         out = await orig_handle(self, raw)
         read[1] = _now()
         return out
@@ -57,7 +67,7 @@ def _patch() -> None:
 
     def device_batch(self: Any, batch: list[Any]) -> None:
         key = next((r.time_us for r in batch if isinstance(r, rd.Metric)), None)
-        row = [key, _state["read"], _now(), None, None, None, None, None]
+        row = [key, _state["read"], _now(), None, None, None, None, None, None]
         _state["batch"] = row
         try:
             orig_batch(self, batch)
@@ -113,7 +123,7 @@ def _patch() -> None:
 def _dump() -> None:
     for row in _pending:
         if isinstance(row[1], list):
-            row[1], row[6] = row[1]
+            row[1], row[6], row[8] = row[1]
     OUT["patient"] = _pending
     path = os.environ.get("DEVICE_STAGES_OUT")
     if path:
