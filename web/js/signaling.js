@@ -5,6 +5,11 @@ const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 // After a first join, only these refusals (and every "token-..." one) are final; the rest
 // (rate limits, capacity) are retried. See FATAL_CODES in p2pmed/signaling_client.py.
 const FATAL_CODES = new Set(["wrong-session", "role-mismatch", "forbidden"]);
+// A limit or capacity of the moment: retried before a first join too (many clinicians behind one
+// hospital address at a shift change), within the tries below; see BUSY_CODES in
+// p2pmed/signaling_client.py.
+const BUSY_CODES = new Set(["too-many-joins", "rate-limited", "server-full", "session-full"]);
+const MAX_FIRST_TRIES = 6; // connections that failed before a first join, then it gives up
 // A connection not joined this long after it was opened (an overloaded or stuck server, a
 // connect that hangs) is closed and tried again, as the node's --join-timeout does.
 const JOIN_TIMEOUT_MS = 10000;
@@ -54,6 +59,7 @@ export class SignalingClient {
     this.paused = new Set();
     this.envelopesRejected = 0;
     this.failures = 0;
+    this.busy = null; // the last connection's BUSY_CODES refusal of a first join: [code, message]
     this.joinTimeouts = 0;
     this.errorCloses = []; // when the server closed us for too many bad messages (last 2 min)
   }
@@ -67,6 +73,7 @@ export class SignalingClient {
     this.ws = ws;
     let reconnectAfter = null;
     let refused = null; // the server is closing us for our own messages: retrying repeats it
+    let busy = null; // this connection's join refused for a limit of the moment
     const token = this.resumeToken || this.token;
     let joinTimer = setTimeout(() => {
       joinTimer = null;
@@ -124,6 +131,10 @@ export class SignalingClient {
           return;
         }
         if (this.everJoined && !tokenError && !FATAL_CODES.has(code)) return; // retried on close
+        if (!this.everJoined && BUSY_CODES.has(code)) { // retried on close, up to MAX_FIRST_TRIES
+          busy = [code, String(msg.message || "")];
+          return;
+        }
         this.closing = true;
         this.onFatal(String(msg.code || "error"), String(msg.message || ""));
         return;
@@ -147,9 +158,11 @@ export class SignalingClient {
           return;
         }
       }
-      if (!this.everJoined && ++this.failures >= 6) {
+      this.busy = busy;
+      if (!this.everJoined && ++this.failures >= MAX_FIRST_TRIES) {
         this.closing = true;
-        this.onFatal("unreachable", "The signaling server cannot be reached.");
+        if (this.busy) this.onFatal(this.busy[0], this.busy[1]);
+        else this.onFatal("unreachable", "The signaling server cannot be reached.");
         return;
       }
       const delay = reconnectAfter ?? this.backoff;
