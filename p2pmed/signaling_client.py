@@ -169,7 +169,10 @@ class SignalingClient:
         self.paused: set[str] = set()  # peers the server asked us to stop relaying to
         self.envelopes_rejected = 0
         self.rejected: dict[str, int] = {}  # server messages refused, by reason
-        self.busy: str | None = None  # the last BUSY_CODES refusal of a first join ("code: text")
+        # the last try's BUSY_CODES refusal of a first join ("code: text"); None when the last
+        # try ended otherwise
+        self.busy: str | None = None
+        self._busy_count = 0
         self.crashes = 0  # connection loops that ended with an unexpected exception
         self._on_rejected = on_rejected
         self._ssl = ssl_context  # None: the default trust store (honours SSL_CERT_FILE)
@@ -286,8 +289,10 @@ class SignalingClient:
                 self._fail(SignalingRefused(f"http-{exc.status}", str(exc.message)))
                 return None
             log.debug("signaling connect failed: %s", exc)
+            self.busy = None  # the last try did not reach the server: say that, not an old refusal
             return None
         self._ws = ws
+        busy_before = self._busy_count
         self.connects += 1
         writer = asyncio.create_task(self._writer(ws))
         reconnect_after: float | None = None
@@ -336,6 +341,8 @@ class SignalingClient:
                 self._revoked({"type": "error", "code": "token-revoked", "message": "close 4410"})
             was_joined = self._joined
             self._joined = False
+            if self._busy_count == busy_before:
+                self.busy = None
             self._queue.clear()
             self._queued_bytes = 0
             writer.cancel()
@@ -420,6 +427,7 @@ class SignalingClient:
                     return "break"
                 if code in BUSY_CODES:
                     self.busy = f"{code}: {str(data.get('message', ''))[:200]}"
+                    self._busy_count += 1
                     log.info("join refused for now (%s); retrying", code)
                     return "break"
                 self._on_message(data)

@@ -62,3 +62,30 @@ async def test_limit_outlasting_the_join_timeout_is_a_restartable_failure(tmp_pa
             assert srv.metric("p2pmed_rejected_joins_total", reason="join-rate") >= 2
         finally:
             await b0.stop()
+
+
+async def test_join_timeout_names_what_the_last_try_met(tmp_path: Path) -> None:
+    # refused for the limit first, then the server is gone: the message must say it cannot be
+    # reached, not repeat the old refusal
+    limits = Limits(join_rate=0.001, join_burst=1.0)
+    b1 = None
+    try:
+        async with running_server(tmp_path / "srv", limits=limits) as srv:
+            b0 = await start_proc(srv.join_url(srv.mint("b0", "patient")), "b0")
+            try:
+                await b0.w.wait_for("joined")
+                url = srv.join_url(srv.mint("b1", "patient"))
+                b1 = await start_proc(url, "b1", "--join-timeout", "8")
+                for _ in range(300):  # bounded: 30 s
+                    if srv.metric("p2pmed_rejected_joins_total", reason="join-rate") >= 1:
+                        break
+                    await asyncio.sleep(0.1)
+                assert srv.metric("p2pmed_rejected_joins_total", reason="join-rate") >= 1
+            finally:
+                await b0.stop()
+        err = await b1.w.wait_for("error")
+        assert await asyncio.wait_for(b1.proc.wait(), 30) == EXIT_FAILED
+        assert "cannot reach the signaling server" in err["message"], err
+    finally:
+        if b1 is not None:
+            await b1.stop()
