@@ -6,17 +6,20 @@ again (web/js/signaling.js), as the node's --join-timeout does."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser
+from playwright.async_api import Browser, Page
 
 from signaling import closecodes as cc
 from signaling.endpoint import Closing
 from signaling.limits import PerKeyLimiter
 from signaling.testing import running_server
+from tests.node.conftest import NodeProc
 from tests.web.test_station_page import LIVE, bed, station, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -79,80 +82,83 @@ async def test_station_page_loads_a_refused_bed_again(browser: Browser, tmp_path
     assert reloads >= 2 and refused >= 2
 
 
-async def test_station_page_bed_join_never_answered_is_tried_again(
-    browser: Browser, tmp_path: Path
-) -> None:
+# (ws, endpoint id) -> True when it dealt with the bed frame's join itself
+Intercept = Callable[[Any, str], Awaitable[bool]]
+
+
+@contextlib.asynccontextmanager
+async def bed_frame_joins(
+    browser: Browser, tmp_path: Path, intercept: Intercept
+) -> AsyncIterator[tuple[Page, NodeProc]]:
+    """Bed b1 and a station page of its ward on a real server, whose joins of b1's session by
+    another endpoint than b1 (the station's bed frame) go to `intercept` first."""
     with tempfile.TemporaryDirectory(prefix="p2pmed-station-hold-") as d:
         async with running_server(Path(d) / "srv") as srv:
             b1 = await bed(srv, "W", "b1", tmp_path, "--scenario", "normal")
             joins = srv.hub.joins
             answer = joins._join
-            held: list[str] = []
 
-            # the first join of the bed frame (the station's endpoint, b1's session) is read
-            # and never answered, until the page closes its connection
-            async def hold_first_bed_frame_join(ws: Any, data: dict[str, Any], ip: str) -> Any:
+            async def join(ws: Any, data: dict[str, Any], ip: str) -> Any:
                 grant = joins.verifier.verify(data["token"])
-                if grant.session == "b1" and data["endpoint_id"] != "b1" and not held:
-                    held.append(data["endpoint_id"])
-                    await ws.receive()
-                    raise Closing(cc.TIMEOUT, "held", "held by the test")
-                return await answer(ws, data, ip)
-
-            ctx = None
-            try:
-                await b1.w.wait_for("joined")
-                joins._join = hold_first_bed_frame_join
-                page, (ctx, errors) = await station(browser, srv, "W")
-                await until(page, LIVE, "b1")
-                assert held == [await page.evaluate("window.p2pmedStation.eid")]
-                timeouts = await page.evaluate(
-                    "window.p2pmedStation.beds.get('b1').frame.contentWindow.p2pmed.app.sig"
-                    ".joinTimeouts"
-                )
-                assert timeouts == 1
-                assert (await b1.w.wait_for("handshake"))["peer"] == held[0]
-                assert not errors, errors
-            finally:
-                if ctx is not None:
-                    await ctx.close()
-                await b1.stop()
-
-
-async def test_station_page_loads_an_unreachable_bed_again(
-    browser: Browser, tmp_path: Path
-) -> None:
-    with tempfile.TemporaryDirectory(prefix="p2pmed-station-unreach-") as d:
-        async with running_server(Path(d) / "srv") as srv:
-            b1 = await bed(srv, "W", "b1", tmp_path, "--scenario", "normal")
-            joins = srv.hub.joins
-            answer = joins._join
-            dropped: list[str] = []
-
-            # the bed frame's first six joins: the connection is closed unanswered, so its own
-            # client gives up ("unreachable", web/js/signaling.js) and the station loads it again
-            async def drop_bed_frame_joins(ws: Any, data: dict[str, Any], ip: str) -> Any:
-                grant = joins.verifier.verify(data["token"])
-                if grant.session == "b1" and data["endpoint_id"] != "b1" and len(dropped) < 6:
-                    dropped.append(data["endpoint_id"])
-                    await ws.close()
+                eid = data["endpoint_id"]
+                if grant.session == "b1" and eid != "b1" and await intercept(ws, eid):
                     return None
                 return await answer(ws, data, ip)
 
             ctx = None
             try:
                 await b1.w.wait_for("joined")
-                joins._join = drop_bed_frame_joins
+                joins._join = join
                 page, (ctx, errors) = await station(browser, srv, "W")
-                await until(
-                    page,
-                    "() => window.p2pmedStation.beds.get('b1')?.snap?.error === 'unreachable'",
-                )
-                await until(page, LIVE, "b1")
-                assert len(dropped) == 6
-                assert await page.evaluate("window.p2pmedStation.metrics.bedRetries") == 1
+                yield page, b1
                 assert not errors, errors
             finally:
                 if ctx is not None:
                     await ctx.close()
                 await b1.stop()
+
+
+async def test_station_page_bed_join_never_answered_is_tried_again(
+    browser: Browser, tmp_path: Path
+) -> None:
+    held: list[str] = []
+
+    # the bed frame's first join is read and never answered, until the page closes it
+    async def hold_first(ws: Any, eid: str) -> bool:
+        if held:
+            return False
+        held.append(eid)
+        await ws.receive()
+        raise Closing(cc.TIMEOUT, "held", "held by the test")
+
+    async with bed_frame_joins(browser, tmp_path, hold_first) as (page, b1):
+        await until(page, LIVE, "b1")
+        assert held == [await page.evaluate("window.p2pmedStation.eid")]
+        timeouts = await page.evaluate(
+            "window.p2pmedStation.beds.get('b1').frame.contentWindow.p2pmed.app.sig.joinTimeouts"
+        )
+        assert timeouts == 1
+        assert (await b1.w.wait_for("handshake"))["peer"] == held[0]
+
+
+async def test_station_page_loads_an_unreachable_bed_again(
+    browser: Browser, tmp_path: Path
+) -> None:
+    dropped: list[str] = []
+
+    # the bed frame's first six joins: the connection is closed unanswered, so its own client
+    # gives up ("unreachable", web/js/signaling.js) and the station loads it again
+    async def drop_six(ws: Any, eid: str) -> bool:
+        if len(dropped) >= 6:
+            return False
+        dropped.append(eid)
+        await ws.close()
+        return True
+
+    async with bed_frame_joins(browser, tmp_path, drop_six) as (page, _b1):
+        await until(
+            page, "() => window.p2pmedStation.beds.get('b1')?.snap?.error === 'unreachable'"
+        )
+        await until(page, LIVE, "b1")
+        assert len(dropped) == 6
+        assert await page.evaluate("window.p2pmedStation.metrics.bedRetries") == 1
