@@ -150,11 +150,15 @@ class AuditLog:
             **fields,
             "prev": self._prev,
         }
-        h = entry_hash(entry)
+        body = _canonical(entry)
+        h = hashlib.sha256(body).hexdigest()
         entry["hash"] = h
+        tail = f',"hash":"{h}"'
         if event == "checkpoint":
             entry["sig"] = base64.b64encode(self._key.sign(SIG_CONTEXT + bytes.fromhex(h))).decode()
-        os.write(self._fd, json.dumps(entry, separators=(",", ":")).encode() + b"\n")
+            tail += f',"sig":"{entry["sig"]}"'
+        # the line is the hashed canonical JSON with the hash (and sig) added: one encoding
+        os.write(self._fd, body[:-1] + tail.encode() + b"}\n")
         self._prev = h
         self._unsynced = True
         if event == "checkpoint":
