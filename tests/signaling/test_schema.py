@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -80,3 +81,56 @@ def test_valid_examples_pass() -> None:
 def test_invalid_examples_fail(msg: dict[str, object]) -> None:
     with pytest.raises(SchemaError):
         validate(msg)
+
+
+# Near-valid messages: each type's own fields (and a stray one) filled from values that
+# pass or just miss a rule, so both the accepting and the rejecting paths are exercised.
+ids = st.sampled_from(["a", "A-b_9", "x" * 64, "x" * 65, "", "a b", "a\n", "é", "a/b"])
+near = (
+    ids
+    | st.sampled_from(["alarm-ack", "hr-high:42", "v=0", "x" * 32769, "x" * 4097])
+    | st.none()
+    | st.booleans()
+    | st.sampled_from([0, 64, 65, -1, 1.0, 1.5, 2**70])
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            "candidate": st.text(max_size=4) | st.integers(),
+            "sdpMid": st.none() | ids | st.integers(),
+            "sdpMLineIndex": st.none() | st.sampled_from([0, 64, 65, -1, 3.0, "1", True]),
+            "usernameFragment": st.none() | ids,
+            "evil": st.just(1),
+        },
+    )
+)
+
+
+@st.composite
+def near_valid(draw: st.DrawFn) -> dict[str, object]:
+    kind = draw(st.sampled_from(sorted(SCHEMAS)))
+    fields = [*SCHEMAS[kind]["properties"], "from"]
+    msg: dict[str, object] = {"type": kind}
+    for name in fields[1:]:
+        if draw(st.integers(0, 3)):  # mostly present
+            msg[name] = draw(near)
+    return msg
+
+
+@given(near_valid() | messages | values)
+@settings(max_examples=1500, deadline=None)
+def test_accepts_exactly_what_the_reference_validator_accepts(msg: object) -> None:
+    """The server validates with schemas compiled by fastjsonschema; jsonschema's Draft
+    2020-12 validator is the reference: every message one accepts, the other accepts."""
+    ref = jsonschema.Draft202012Validator
+    expected = (
+        isinstance(msg, dict)
+        and isinstance(msg.get("type"), str)
+        and msg["type"] in SCHEMAS
+        and ref(SCHEMAS[msg["type"]]).is_valid(msg)
+    )
+    try:
+        validate(msg)
+        accepted = True
+    except SchemaError:
+        accepted = False
+    assert accepted == expected, msg
