@@ -13,6 +13,7 @@ import signal
 import stat
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from typing import Any
 
 log = logging.getLogger("p2pmed.node")
@@ -314,26 +315,14 @@ async def _station_main(config: Any) -> int:
 
 async def _station_commands(station: Any) -> None:
     """`ack BED [ALARM_ID]` lines, or JSON commands with a "bed" field."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    except (OSError, ValueError):
-        return
-    while True:
-        line = await reader.readline()
-        if not line:
-            return
-        text = line.decode("utf-8", errors="replace").strip()
-        if not text.startswith("{"):
+    async for line in _stdin_lines():
+        text = None if line is None else line.decode("utf-8", errors="replace").strip()
+        if text is not None and not text.startswith("{"):
             station.text_command(text)
             continue
-        try:
-            cmd = json.loads(text)
-        except ValueError:
-            cmd = None
-        if not isinstance(cmd, dict) or not isinstance(cmd.get("cmd"), str):
-            station.events.emit("error", code="bad-command", message='expected {"cmd": ...}')
+        cmd = _json_command(line)
+        if isinstance(cmd, str):
+            station.events.emit("error", code="bad-command", message=cmd)
             continue
         station.command(cmd)
 
@@ -355,25 +344,55 @@ async def _stdin_commands(node: Any) -> None:
     """--json mode: one JSON command per stdin line, e.g. {"cmd":"ack","alarm_id":3}."""
     from p2pmed.node.events import NodeErrorEvent
 
+    async for line in _stdin_lines():
+        cmd = _json_command(line)
+        if isinstance(cmd, str):
+            node.events.publish(NodeErrorEvent("bad-command", cmd))
+            continue
+        node.command(cmd)
+
+
+STDIN_LINE_MAX = 64 * 1024
+
+
+async def _stdin_lines() -> AsyncIterator[bytes | None]:
+    """stdin's lines (without the newline); None for a line longer than STDIN_LINE_MAX,
+    whose rest is skipped, so that one bad line never ends the reading."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     try:
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     except (OSError, ValueError):
         return
-    while True:
-        line = await reader.readline()
-        if not line:
-            return
-        try:
-            cmd = json.loads(line)
-        except ValueError:
-            node.events.publish(NodeErrorEvent("bad-command", "stdin line is not JSON"))
-            continue
-        if not isinstance(cmd, dict) or not isinstance(cmd.get("cmd"), str):
-            node.events.publish(NodeErrorEvent("bad-command", 'expected {"cmd": ...}'))
-            continue
-        node.command(cmd)
+    buf, skipping = b"", False
+    while chunk := await reader.read(65536):
+        *lines, buf = (buf + chunk).split(b"\n")
+        for line in lines:
+            if skipping:  # the end of a line already reported as too long
+                skipping = False
+            elif len(line) > STDIN_LINE_MAX:
+                yield None
+            else:
+                yield line
+        if len(buf) > STDIN_LINE_MAX:
+            if not skipping:
+                yield None
+            skipping, buf = True, b""
+    if buf and not skipping:
+        yield buf
+
+
+def _json_command(line: bytes | None) -> dict[str, Any] | str:
+    """The command on a stdin line, or why it is not one."""
+    if line is None:
+        return f"stdin line is longer than {STDIN_LINE_MAX // 1024} KiB"
+    try:
+        cmd = json.loads(line)
+    except (ValueError, RecursionError):  # nesting too deep for the decoder: RecursionError
+        return "stdin line is not JSON"
+    if not isinstance(cmd, dict) or not isinstance(cmd.get("cmd"), str):
+        return 'expected {"cmd": ...}'
+    return cmd
 
 
 # ---------------------------------------------------------------------------------------

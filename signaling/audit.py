@@ -50,7 +50,7 @@ def _hash_at(path: Path, seq: int) -> str | None:
         for raw in f:
             try:
                 entry = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(entry, dict) and entry.get("seq") == seq:
                 return str(entry.get("hash"))
@@ -130,7 +130,7 @@ class AuditLog:
         try:
             entry = json.loads(last)
             seq, h = int(entry["seq"]), str(entry["hash"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise AuditError(f"{path}: last line is not an audit entry") from None
         if entry_hash(entry) != h:
             raise AuditError(f"{path}: last line's hash does not match its content")
@@ -254,7 +254,7 @@ def verify_log(
                 return bad(n, "incomplete line")
             try:
                 entry = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deep
                 return bad(n, "not valid JSON")
             if not isinstance(entry, dict) or not isinstance(entry.get("hash"), str):
                 return bad(n, "not an audit entry")

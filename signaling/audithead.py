@@ -69,7 +69,7 @@ def read_head(path: Path, public: Ed25519PublicKey | None) -> Head | None:
         obj = json.loads(raw)
         head = Head(int(obj["seq"]), str(obj["hash"]))
         sig = base64.b64decode(obj["sig"], validate=True)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise HeadError(f"{path}: not an audit head") from None
     if public is not None:
         try:

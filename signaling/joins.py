@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections import deque
 from typing import Any, NoReturn
@@ -22,7 +21,7 @@ from signaling.metrics import Metrics
 from signaling.relay import Relay
 from signaling.replies import Replies, send_now
 from signaling.revoking import Revocations
-from signaling.schema import SchemaError, validate
+from signaling.schema import SchemaError, decode
 from signaling.state.store import Bus, Member, Refused, SessionStore, StoreUnavailable
 from signaling.tokens import Grant, TokenError, Verifier, mint
 from signaling.wards import Wards
@@ -95,9 +94,9 @@ class Joins:
                 self.replies.bad(errors, "not-joined")
                 continue
             try:
-                data = validate(json.loads(msg.data))
-            except (ValueError, SchemaError) as e:
-                await self.replies.error(ws, "bad-message", getattr(e, "message", "invalid JSON"))
+                data = decode(msg.data)
+            except SchemaError as e:
+                await self.replies.error(ws, "bad-message", e.message)
                 self.replies.bad(errors, "bad-message")
                 continue
             if data["type"] != "join":

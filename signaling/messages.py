@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ from signaling.metrics import Metrics
 from signaling.relay import Relay
 from signaling.replies import Replies
 from signaling.revoking import Revocations
-from signaling.schema import SchemaError, validate
+from signaling.schema import SchemaError, decode
 
 ALLOWED = {
     "patient": {"offer", "answer", "candidate", "leave", "audit", "ping", "revocation-done"},
@@ -63,9 +62,9 @@ class Messages:
         """One JSON message from ep; True when ep left (the read loop ends)."""
         t0 = time.perf_counter()
         try:
-            data = validate(json.loads(raw))
-        except (ValueError, SchemaError) as e:
-            await self.replies.error(ws, "bad-message", getattr(e, "message", "invalid JSON"))
+            data = decode(raw)
+        except SchemaError as e:
+            await self.replies.error(ws, "bad-message", e.message)
             self.replies.bad(errors, "bad-message")
             return False
         kind = data["type"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import fastjsonschema
@@ -91,3 +92,13 @@ def validate(msg: Any) -> dict[str, Any]:
         # "data.to must match pattern ...": the library calls the message "data"
         raise SchemaError(("message" + e.message.removeprefix("data"))[:300]) from None
     return msg  # type: ignore[no-any-return]
+
+
+def decode(raw: str | bytes) -> dict[str, Any]:
+    """A client's text message parsed and validated; SchemaError "invalid JSON" when it does
+    not parse, nesting too deep for the decoder (which raises RecursionError) included."""
+    try:
+        msg = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise SchemaError("invalid JSON") from None
+    return validate(msg)

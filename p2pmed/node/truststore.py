@@ -209,7 +209,7 @@ class TrustStore:
             doc = json.loads(data)
             items = doc["peers"]
             entries = [Entry(**_entry_fields(item)) for item in items]
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise TrustError(
                 f"trust store {self.path} is damaged ({exc}); fix or remove it"
             ) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from pathlib import Path
@@ -38,6 +39,8 @@ def test_garbage_in_the_file_is_ignored(tmp_path: Path) -> None:
         (tmp_path / datadir.RESUME_FILE).write_bytes(junk)
         assert datadir.load_resume(str(tmp_path), join, "n1") is None
     assert datadir.claims("a.W10.c") == {}  # a JSON list, not an object
+    deep = base64.urlsafe_b64encode(b"[" * 10_000 + b"]" * 10_000).decode().rstrip("=")
+    assert datadir.claims(f"a.{deep}.c") == {}  # nested deeper than the decoder recurses
 
 
 def test_a_data_dir_that_cannot_be_written_does_not_raise(tmp_path: Path) -> None:

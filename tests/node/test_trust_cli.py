@@ -71,10 +71,11 @@ def test_unusable_store_files(tmp_path, capsys) -> None:  # type: ignore[no-unty
     f.write_text("")
     code, _, err = run(capsys, "trust", "list", "--data-dir", str(f))
     assert code == 2 and "not a directory" in err
-    (tmp_path / "trust.json").write_text("{not json")
-    os.chmod(tmp_path / "trust.json", 0o600)
-    code, _, err = run(capsys, "trust", "list", "--data-dir", str(tmp_path))
-    assert code == 2 and "damaged" in err and err.count("\n") == 1
+    for junk in ("{not json", '{"peers":' * 10_000 + "[]" + "}" * 10_000):  # deep: too
+        (tmp_path / "trust.json").write_text(junk)
+        os.chmod(tmp_path / "trust.json", 0o600)
+        code, _, err = run(capsys, "trust", "list", "--data-dir", str(tmp_path))
+        assert code == 2 and "damaged" in err and err.count("\n") == 1
     os.chmod(tmp_path / "trust.json", 0o644)
     code, _, err = run(capsys, "trust", "list", "--data-dir", str(tmp_path))
     assert code == 2 and "chmod 600" in err

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from signaling.audit import AuditError, AuditLog, verify_log
+from signaling.audithead import head_path
 from signaling.testing import running_server
 from tests.signaling.conftest import Harness
 
@@ -48,6 +49,28 @@ def test_tampered_middle_line_named(tmp_path: Path) -> None:
     edit_line(p, 6, endpoint_id="mallory")
     res = verify_log(p, KEY.public_key())
     assert not res.ok and res.bad_line == 6 and "altered" in res.problem
+
+
+def test_line_nested_too_deep_named(tmp_path: Path) -> None:
+    """A line no JSON decoder can read (nested deeper than it recurses) is named, as any
+    line that is not JSON; the server refuses to continue such a log, and its signed head
+    rewritten that way is refused too."""
+    p = tmp_path / "audit.jsonl"
+    write_log(p)
+    lines = p.read_text().splitlines()
+    deep = "[" * 60_000 + "]" * 60_000
+    p.write_text("\n".join([*lines[:5], deep, *lines[6:]]) + "\n")
+    res = verify_log(p, KEY.public_key())
+    assert not res.ok and res.bad_line == 6 and "not valid JSON" in res.problem
+    p.write_text("\n".join([*lines, deep]) + "\n")
+    with pytest.raises(AuditError, match="not an audit entry"):
+        AuditLog(p, KEY)
+    p.write_text("\n".join(lines) + "\n")
+    head = tmp_path / "audit.head"
+    assert head_path(p) == head and head.exists()
+    head.write_text(deep)
+    with pytest.raises(AuditError, match="not an audit head"):
+        AuditLog(p, KEY)
 
 
 def test_tampered_line_with_recomputed_hash_named(tmp_path: Path) -> None:

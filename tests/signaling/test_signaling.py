@@ -217,3 +217,23 @@ async def test_alarm_ack_audited(h: Harness) -> None:
     await settle(lambda: '"alarm_id":"alarm-42"' in path.read_text())
     line = next(ln for ln in path.read_text().splitlines() if "alarm-42" in ln)
     assert '"event":"alarm-ack"' in line and '"endpoint_id":"doc"' in line
+
+
+async def test_deeply_nested_json_is_a_bad_message(h: Harness) -> None:
+    """JSON nested deeper than the decoder recurses (60,000 brackets fit in one message)
+    is bad input like any other: a bad-message error, counted, the connection kept; not an
+    internal error with a traceback in the server's log per message."""
+    deep = ["[" * 60_000, '{"a":' * 10_000 + "1" + "}" * 10_000]
+    c = await h.connect()
+    for raw in deep:
+        await c.ws.send_str(raw)
+        err = await c.recv()
+        assert err["code"] == "bad-message" and err["message"] == "invalid JSON", err
+    doc, _ = await h.join("s1", "clinician", "doc")
+    for raw in deep:
+        await doc.ws.send_str(raw)
+        err = await doc.recv()
+        assert err["code"] == "bad-message" and err["message"] == "invalid JSON", err
+    await doc.send(type="ping", id=1)
+    assert (await doc.recv_type("pong"))["id"] == 1
+    assert h.srv.metric("p2pmed_signaling_errors_total", code="bad-message") == 4
