@@ -39,7 +39,9 @@ def audit_joins(
                 continue
             try:
                 e = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deep
+                continue
+            if not isinstance(e, dict):
                 continue
             if (jti is None or e.get("jti") == jti) and (
                 session is None or e.get("session") == session

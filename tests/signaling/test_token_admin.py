@@ -96,3 +96,23 @@ async def test_list_and_revoke_by_session(tmp_path: Path, http: aiohttp.ClientSe
         assert r.returncode == 2 and "no tokens were issued for session nobody" in r.stderr
         r = cli("token", "list", "--session", "bad id", "--data-dir", str(data))
         assert r.returncode == 2 and "session must be" in r.stderr
+
+
+async def test_revoke_by_session_reads_past_a_damaged_audit_line(tmp_path: Path) -> None:
+    """`token revoke --session` in an incident must not stop at a damaged audit log: a line
+    nested deeper than the JSON decoder recurses, or JSON that is not an object (each names
+    the session and a join, so the lookup reads it) is skipped like any line that is not
+    JSON, and the session's tokens are revoked. Before: a traceback, nothing revoked."""
+    data = tmp_path / "data"
+    async with running_server(data):  # makes the data dir and its token key
+        pat = mint(data, "s1", "patient")
+        doc = mint(data, "s1", "clinician")
+    deep = '{"event":"join","session":"s1","x":' + "[" * 60_000 + "]" * 60_000 + "}"
+    listed = '[{"event":"join","session":"s1","jti":"x"}]'  # JSON, not an entry
+    with (data / "audit.jsonl").open("a") as f:
+        f.write(deep + "\n" + listed + "\n")
+    r = cli("token", "revoke", "--session", "s1", "--data-dir", str(data))
+    assert r.returncode == 0 and "session s1: 2 revoked" in r.stdout, r.stderr[-2000:]
+    assert revoked(data, pat["jti"]) and revoked(data, doc["jti"])
+    r = cli("token", "list", "--session", "s1", "--data-dir", str(data))
+    assert r.returncode == 0 and "Traceback" not in r.stderr
