@@ -174,6 +174,32 @@ async def test_a_failed_batch_fails_each_waiter_then_recovers(redis_srv: RedisPr
         await store.close()
 
 
+async def test_a_command_that_cannot_be_packed_fails_alone(redis_srv: RedisProcess) -> None:
+    """Commands are packed by hiredis one by one: an argument that is not str, bytes, int or
+    float (a bug in the caller) fails that command with TypeError, not as Redis being
+    unavailable, and the commands batched with it are answered; text and numbers arrive in
+    Redis as redis-py's own packer would send them."""
+    store = RedisSessionStore(redis_srv.url, "A")
+    r = aioredis.Redis.from_url(redis_srv.url)
+    try:
+        got = await asyncio.gather(
+            store.batch.call("SET", "p2pmed-test:t", "é\r\n\x00"),
+            store.batch.call("GET", None),
+            store.batch.call("SET", "p2pmed-test:n", 1e-07),
+            store.batch.call("SET", "p2pmed-test:i", -12345678901234),
+            store.members("s1"),
+            return_exceptions=True,
+        )
+        assert isinstance(got[1], TypeError) and not isinstance(got[1], StoreUnavailable)
+        assert got[0] == got[2] == got[3] == b"OK" and got[4] == []
+        assert await r.get("p2pmed-test:t") == "é\r\n\x00".encode()
+        assert await r.get("p2pmed-test:n") == b"1e-07"
+        assert await r.get("p2pmed-test:i") == b"-12345678901234"
+    finally:
+        await r.aclose()
+        await store.close()
+
+
 @pytest.mark.parametrize("n", [1, 50])
 async def test_a_cancelled_waiter_does_not_hold_the_others(redis_srv: RedisProcess, n: int) -> None:
     store = RedisSessionStore(redis_srv.url, "A")

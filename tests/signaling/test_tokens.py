@@ -194,6 +194,40 @@ def test_audience_list_accepted() -> None:
 
 
 @given(
+    session=st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True),
+    role=st.sampled_from(["patient", "clinician", "observer", "station"]),
+    ttl=st.integers(1, 86400),
+    resume=st.booleans(),
+    ward=st.none() | st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True),
+    issuer=st.text(min_size=1, max_size=20),
+)
+@settings(max_examples=150, deadline=None)
+def test_minted_tokens_verify_with_pyjwt(
+    session: str, role: str, ttl: int, resume: bool, ward: str | None, issuer: str
+) -> None:
+    """mint() writes the JWS itself: PyJWT must read every token it makes as the same claims,
+    with the explicit type, and refuse it under another key."""
+    if role == "station":
+        session = f"ward.{ward or session}"
+    kw: dict[str, object] = {"root": "r" * 32, "endpoint": "ep-1"} if resume else {}
+    token, grant = mint(
+        KEY, session=session, role=role, ttl=ttl, issuer=issuer, audience=AUD, ward=ward, **kw
+    )  # type: ignore[arg-type]
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": TOKEN_TYPE}
+    got = jwt.decode(token, KEY, algorithms=["HS256"], audience=AUD, issuer=issuer)
+    assert (got["sub"], got["role"], got["jti"]) == (session, role, grant.jti)
+    assert got["exp"] - got["iat"] == ttl and got["nbf"] == got["iat"]
+    assert (got.get("root"), got.get("eid")) == (kw.get("root"), kw.get("endpoint"))
+    if role == "station" or ward:
+        assert got["ward"] == grant.ward
+    else:
+        assert "ward" not in got
+    assert check(token, issuer=issuer) == grant
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, os.urandom(32), algorithms=["HS256"], audience=AUD, issuer=issuer)
+
+
+@given(
     st.dictionaries(
         st.sampled_from(list(claims())),
         st.none()
