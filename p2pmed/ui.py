@@ -121,6 +121,11 @@ class TerminalUI:
             self.notice = f"SAS verified with {e.get('peer')}: recorded in the trust store"
         elif name == "error" and str(e.get("message", "")).startswith("verify"):
             self.notice = f"not verified: {e.get('message')}"
+        elif name == "store-failed":
+            self.notice = f"STORE FAILED, nothing new is shown until it works: {e.get('message')}"
+            self.bell()
+        elif name == "store-recovered":
+            self.notice = f"store writable again after {e.get('failed_s')} s"
         elif name == "message" and e.get("kind") == "device":
             self.devices[str(e.get("peer"))] = e
         elif name == "message" and e.get("kind") == "metric":

@@ -3,17 +3,22 @@ store and the session factory. Peer links and role apps get this, not the whole 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from p2pmed.core.identity import Identity
 from p2pmed.core.session import Session
 from p2pmed.media import MediaSink, MediaSource
+from p2pmed.node import events as ne
 from p2pmed.node import persist
 from p2pmed.node.config import NodeConfig
 from p2pmed.node.output import Events
 from p2pmed.node.persist import NodeStore
 from p2pmed.signaling_client import SignalingClient
+from p2pmed.store.sqlite import StoreError
+
+STORE_RETRY_S = 1.0  # a store that cannot be written is tried again this often
 
 
 @dataclass(eq=False)
@@ -31,6 +36,8 @@ class NodeContext:
     sink: MediaSink | None = None  # clinician: recorder or blackhole
     rejected: dict[str, int] = field(default_factory=dict)  # counted refusals by kind/reason
     exit_code: int = 0  # EXIT_REVOKED once our token was revoked
+    store_failed_since: float | None = None  # time.monotonic() of the first refused commit
+    store_failed_attempts: int = 0  # commits refused since then
 
     def count(self, key: str) -> int:
         """Count one refusal; returns how many of that kind so far."""
@@ -44,10 +51,30 @@ class NodeContext:
         )
         return persist.make_session(self.store, cfg, peer_id, fresh=fresh)
 
-    def commit(self) -> None:
-        """Write what the session drivers handed to the store's group commit (one fsync)."""
-        if self.store is not None:
+    def commit(self) -> bool:
+        """Write what the session drivers handed to the store's group commit (one fsync).
+        False when the store cannot be written (disk full, I/O error): nothing handed in is
+        durable, so none of its frames may leave; it stays queued for the next commit.
+        Reported once when it starts failing and once when a commit works again."""
+        if self.store is None:
+            return True
+        try:
             self.store.group.flush()
+        except StoreError as exc:
+            if self.store_failed_since is None:
+                self.store_failed_since = time.monotonic()
+                self.store_failed_attempts = 0
+                self.events.publish(ne.StoreFailed(self.store.path, str(exc)))
+            self.store_failed_attempts += 1
+            self.count("store/failed")
+            return False
+        if self.store_failed_since is not None:
+            failed_s = round(time.monotonic() - self.store_failed_since, 2)
+            self.store_failed_since = None
+            self.events.publish(
+                ne.StoreRecovered(self.store.path, failed_s, self.store_failed_attempts)
+            )
+        return True
 
     def media_sink(self) -> Any:
         return self.sink.new_connection() if self.sink is not None else None

@@ -18,6 +18,7 @@ completed and the handler accepted its key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Protocol
 
@@ -26,7 +27,8 @@ from p2pmed.core.frame import HANDSHAKE_TYPES, FrameType, MessageClass
 from p2pmed.core.session import Session
 from p2pmed.node import clock
 from p2pmed.node import events as ne
-from p2pmed.node.context import NodeContext
+from p2pmed.node.context import STORE_RETRY_S, NodeContext
+from p2pmed.store.sqlite import StoreError
 
 log = logging.getLogger("p2pmed.node.driver")
 
@@ -113,10 +115,11 @@ class SessionDriver:
             if changes:
                 store.group.add(self.peer_id, changes)
 
-    def commit(self) -> None:
-        """This session's changes durable now (with whatever else was handed in)."""
+    def commit(self) -> bool:
+        """This session's changes durable now (with whatever else was handed in); False when
+        the store cannot be written (NodeContext.commit)."""
         self.stage()
-        self.ctx.commit()
+        return self.ctx.commit()
 
     # ---- output ----
     def _flush(self) -> None:
@@ -133,7 +136,12 @@ class SessionDriver:
         self._flush_candidate()
         session = self.session
         frames = session.datagrams_to_send(clock.now())
-        self.commit()
+        if not self.commit():
+            # nothing of it is durable: no frame leaves (the session sends its messages
+            # again, as if these were lost on the way) and no event is acted on (they wait
+            # in the session); the next attempt comes with the next input or timer
+            self._arm_timer(STORE_RETRY_S)
+            return
         transmit = self.handler.transmit
         for path_id, frame in frames:
             transmit(path_id, frame)
@@ -151,7 +159,10 @@ class SessionDriver:
                     inbox = {row.msg_id: row.row for row in peer_store.inbox()}
                 row = inbox.get(event.message_id)
                 if row is not None:
-                    peer_store.inbox_done(row, delete=True)
+                    # unwritable store: the mark waits for a later delivery's; a crash before
+                    # then shows this message again, flagged "replayed" (never lost)
+                    with contextlib.suppress(StoreError):
+                        peer_store.inbox_done(row, delete=True)
         self._arm_timer()
 
     def session_event(self, event: ev.Event) -> None:
@@ -160,11 +171,13 @@ class SessionDriver:
             self.sas = event.sas
         self.handler.session_event(event)
 
-    def _arm_timer(self) -> None:
+    def _arm_timer(self, within: float | None = None) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         when = self.session.get_timer()
+        if within is not None:
+            when = min(when, clock.now() + within) if when is not None else clock.now() + within
         if self.candidate is not None:
             other = self.candidate.get_timer()
             if other is not None and (when is None or other < when):

@@ -237,6 +237,24 @@ class NodeErrorEvent(NodeEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class StoreFailed(NodeEvent):
+    """The node's store cannot be written (disk full, I/O error): nothing new is durable,
+    so no frame leaves and nothing received is acted on until it can. Once per failure."""
+
+    NAME: ClassVar[str] = "store-failed"
+    path: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRecovered(NodeEvent):
+    NAME: ClassVar[str] = "store-recovered"
+    path: str
+    failed_s: float  # how long nothing could be written
+    attempts: int  # commits refused meanwhile
+
+
+@dataclass(frozen=True, slots=True)
 class ServerError(NodeEvent):
     """An error message from the signaling server (`to`: the peer it was about, or None)."""
 

@@ -388,16 +388,16 @@ class Node:
                 link.renegotiate_soon()
         link.kick()
 
-    def persist(self) -> None:
+    def persist(self) -> bool:
         """Make every session's changes durable (before frames leave or events are acted on):
         each link's driver hands in its own session's changes, then one group commit (one
         fsync however many peers: a vitals message is queued for every clinician, also those
-        gone but resumable)."""
+        gone but resumable). False while the store cannot be written (NodeContext.commit)."""
         if self.store is None:
-            return
+            return True
         for link in self.peers.values():
             link.driver.stage()
-        self.ctx.commit()
+        return self.ctx.commit()
 
     # ---- LinkHooks: what the links report ----
     def on_established(self, link: PeerLink) -> None:

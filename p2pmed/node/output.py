@@ -234,7 +234,7 @@ class Events:
                 self.stream.flush()
         for listener in list(self.listeners):
             listener(record)
-        if event in ("technical-alarm", "fingerprint-mismatch") or (
+        if event in ("technical-alarm", "fingerprint-mismatch", "store-failed") or (
             event == "error" and fields.get("code") != "join"  # `p2pmed node` prints that one
         ):
             log.warning("%s", record)

@@ -22,6 +22,7 @@ from p2pmed.node import clock
 from p2pmed.node import device_events as de
 from p2pmed.node import events as ne
 from p2pmed.node.app import NoOpApp
+from p2pmed.node.context import STORE_RETRY_S
 from p2pmed.node.errors import EXIT_FAILED, NodeError
 from p2pmed.vitals import codec, hr
 from p2pmed.vitals.alarms import AlarmEngine
@@ -248,7 +249,13 @@ class PatientApp(NoOpApp):
         batches = source.batches()
         try:
             async for batch in batches:
-                self._device_batch(batch)
+                if not self._device_batch(batch):
+                    # the store cannot be written: the batch is queued, not durable, so the
+                    # next one is not asked for (an HL7 device waits for its ACK) until a
+                    # commit works again
+                    while not self._stop.is_set() and not self.node.persist():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._stop.wait(), STORE_RETRY_S)
                 if self._stop.is_set():
                     return
         except asyncio.CancelledError:
@@ -272,7 +279,9 @@ class PatientApp(NoOpApp):
                 counts = now_counts
                 self.node.events.publish(de.DeviceCounts(*counts))
 
-    def _device_batch(self, batch: list[rd.Reading]) -> None:
+    def _device_batch(self, batch: list[rd.Reading]) -> bool:
+        """Map, queue and send one batch; True once it is durable, False when the store
+        cannot be written (then it stays queued in memory for the next commit that works)."""
         assert self.device is not None
         now = clock.now()
         out: list[Message] = []
@@ -295,12 +304,13 @@ class PatientApp(NoOpApp):
         for link in list(self.node.peers.values()):
             if link.established and not link.closed:
                 link.kick(urgent=True)
-        self.node.persist()  # anything else staged (usually nothing: no second fsync)
+        durable = self.node.persist()  # anything else staged (usually nothing: no 2nd fsync)
         for event in self._unreported:
             self.node.events.publish(event)
         self._unreported.clear()
         if self.pending_audit:
             self._flush_audit()
+        return durable
 
     def status(self) -> PatientStatus:
         cfg = self.node.config

@@ -59,7 +59,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,6 +183,11 @@ def _private_file(path: str) -> None:
         raise PermissionError(f"{path} is accessible by others (mode {mode:o}); chmod 600 it")
 
 
+class StoreError(Exception):
+    """The store's file cannot be written now (disk full, I/O error, read-only file system,
+    a damaged file): nothing of the transaction is stored. The caller may try again."""
+
+
 class SessionStore:
     def __init__(
         self, path: str | os.PathLike[str], key: str, *, synchronous: str = "FULL"
@@ -190,7 +195,7 @@ class SessionStore:
         if synchronous not in ("FULL", "EXTRA", "NORMAL"):
             raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
         self.key = key
-        path = os.fspath(path)
+        path = self.path = os.fspath(path)
         _private_file(path)
         self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -316,7 +321,7 @@ class SessionStore:
             return
         first = work[0][0]
         db = first._db
-        with first._no_fsync(_ack_bookkeeping(work)):
+        with first._writing(), first._no_fsync(_ack_bookkeeping(work)):
             db.execute("BEGIN IMMEDIATE")
             try:
                 for store, changes, rows in work:
@@ -328,8 +333,23 @@ class SessionStore:
                         )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # a COMMIT refused for a full disk or an I/O error was rolled back by SQLite
+                # already: a ROLLBACK then fails, and its error would hide the real one
+                if db.in_transaction:
+                    with suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
                 raise
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The file could not be written (disk full, I/O error, read-only, damaged):
+        StoreError, naming the file. Other errors (constraints, misuse) are bugs and pass."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+                raise StoreError(f"cannot write {self.path}: {exc}") from exc
+            raise
 
     @contextmanager
     def _no_fsync(self, lazy: bool = True) -> Iterator[None]:
@@ -412,7 +432,7 @@ class SessionStore:
         """The application has acted on every inbox row up to and including `upto_row`.
         Committed without its own fsync (see the module docstring): a power cut before the
         next fsynced commit shows those rows again, flagged as replayed, never loses one."""
-        with self._no_fsync():
+        with self._writing(), self._no_fsync():
             if delete:
                 self._db.execute("DELETE FROM inbox WHERE key=? AND row<=?", (self.key, upto_row))
             else:

@@ -19,9 +19,10 @@ from p2pmed.core.persist import (
     SessionSnapshot,
 )
 from p2pmed.core.session import Session, SessionConfig
-from p2pmed.store.sqlite import SessionStore
+from p2pmed.store.sqlite import SessionStore, StoreError
 from tests.core.sessionkit import establish
 from tests.core.simnet import make_identity, make_pair
+from tests.smalldisk import small_disk
 
 ESTABLISHED = [
     Established("s", True, "123 456", "p2pmed:ab", bytes(32)),
@@ -142,3 +143,27 @@ def test_meta_commits_with_the_changes_or_not_at_all(tmp_path: Path) -> None:
     assert reopened.load_meta() == {"pos": 10, "tag": "a", "blob": b"\x00\xff"}
     assert other.load_meta() == {"pos": 1}
     assert reopened.open_keys("s") == ["k"]  # "other" never got established
+
+
+def test_a_full_disk_is_a_store_error_and_writes_nothing(tmp_path: Path) -> None:
+    """On a real file system that is full, a commit fails as StoreError naming the file and
+    SQLite's reason (not the ROLLBACK's "no transaction is active", which once hid it),
+    nothing of it is stored, and the same store takes the same changes once space is back."""
+    with small_disk(tmp_path / "disk") as disk:
+        store = SessionStore(disk.mount / "s.db", key="k")
+        store.apply(ESTABLISHED)
+        big = [MessageQueued(i, 1, bytes(4000), 0) for i in range(1, 200)]  # new WAL pages
+        disk.fill()
+        with pytest.raises(StoreError, match="database or disk is full") as e:
+            store.apply(big, meta={"pos": 1})
+        assert str(disk.mount / "s.db") in str(e.value)
+        snap = store.load()
+        assert snap is not None and snap.messages == {} and store.load_meta() == {}
+        with pytest.raises(sqlite3.IntegrityError):  # a bug is not a full disk: it passes
+            store.apply([MessageQueued(9, 1, b"a", 0), MessageQueued(9, 1, b"b", 0)])
+        disk.free()
+        store.apply(big, meta={"pos": 1})
+        snap = store.load()
+        assert snap is not None and len(snap.messages) == len(big)
+        assert store.load_meta() == {"pos": 1}
+        store.close()

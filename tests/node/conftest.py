@@ -218,3 +218,20 @@ def check_stream(
             if e["signal"] in seqs:
                 assert e["first_seq"] == seqs[e["signal"]], "gap or repeat in samples"
             seqs[e["signal"]] = e["first_seq"] + e["n"]
+
+
+async def hl7_send(port: int, control: str, t: float, timeout: float = 60.0) -> str:
+    """One ORU^R01 (control id `control`, OBX times `t`) on a connection of its own, as a
+    monitor sends it; the ACK code."""
+    from hl7.mllp import open_hl7_connection  # type: ignore[import-untyped]
+
+    from p2pmed.devices import hl7sim
+
+    reader, writer = await open_hl7_connection("127.0.0.1", port)
+    try:
+        stats = hl7sim.Stats()
+        text = hl7sim.oru_r01(control, t, patient="PID-7", device="MON-1")
+        await asyncio.wait_for(hl7sim.send_one(reader, writer, text, stats), timeout)
+        return next(iter(stats.acks))
+    finally:
+        writer.close()

@@ -20,11 +20,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from hl7.mllp import open_hl7_connection  # type: ignore[import-untyped]
 
-from p2pmed.devices import hl7sim
 from signaling.testing import RunningServer, running_server
-from tests.node.conftest import start_proc
+from tests.node.conftest import hl7_send, start_proc
 
 _WAL_SYNC = re.compile(r"\bf(?:data)?sync\(\d+<[^>]*sessions\.db-wal>")
 
@@ -33,18 +31,6 @@ _WAL_SYNC = re.compile(r"\bf(?:data)?sync\(\d+<[^>]*sessions\.db-wal>")
 async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     async with running_server(tmp_path / "server") as srv:
         yield srv
-
-
-async def send(port: int, control: str, t: float) -> str:
-    """One ORU^R01 with control id `control`; the ACK code."""
-    reader, writer = await open_hl7_connection("127.0.0.1", port)
-    try:
-        stats = hl7sim.Stats()
-        text = hl7sim.oru_r01(control, t, patient="PID-7", device="MON-1")
-        await asyncio.wait_for(hl7sim.send_one(reader, writer, text, stats), 60)
-        return next(iter(stats.acks))
-    finally:
-        writer.close()
 
 
 async def trace(pid: int, out: Path) -> asyncio.subprocess.Process:
@@ -72,12 +58,12 @@ async def test_ack_written_only_after_the_wal_fsync(server: RunningServer, tmp_p
     try:
         port = (await patient.w.wait_for("device-listening"))["port"]
         await clinician.w.wait_for("patient-status")
-        assert await send(port, "WARM1", base) == "AA"
+        assert await hl7_send(port, "WARM1", base) == "AA"
         strace = await trace(patient.proc.pid, out)
         for i in range(3):
             t = base + 1 + i
             control = f"FSYNC{i}"
-            assert await send(port, control, t) == "AA"
+            assert await hl7_send(port, control, t) == "AA"
             await clinician.w.wait_for("message", kind="numerics", t_us=round(t * 1e6))
         strace.terminate()  # detaches, and writes out what it has
         await strace.wait()
