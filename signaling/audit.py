@@ -13,6 +13,8 @@ machine can lose at most the last second.
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -141,9 +143,11 @@ class AuditLog:
         return self._seq
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
-        self._seq += 1
+        """Write one entry; OSError (disk full, I/O error) if it could not be written, and
+        then nothing of it is in the file and the chain goes on from the entry before."""
+        seq = self._seq + 1
         entry: dict[str, Any] = {
-            "seq": self._seq,
+            "seq": seq,
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "event": event,
             **self._server,
@@ -158,7 +162,8 @@ class AuditLog:
             entry["sig"] = base64.b64encode(self._key.sign(SIG_CONTEXT + bytes.fromhex(h))).decode()
             tail += f',"sig":"{entry["sig"]}"'
         # the line is the hashed canonical JSON with the hash (and sig) added: one encoding
-        os.write(self._fd, body[:-1] + tail.encode() + b"}\n")
+        self._write(body[:-1] + tail.encode() + b"}\n")
+        self._seq = seq
         self._prev = h
         self._unsynced = True
         if event == "checkpoint":
@@ -166,8 +171,23 @@ class AuditLog:
         else:
             self._since_checkpoint += 1
             if self._since_checkpoint >= self._every:
-                self.checkpoint()
+                # this entry is written: a checkpoint the disk refuses is tried after the next
+                with contextlib.suppress(OSError):
+                    self.checkpoint()
         return entry
+
+    def _write(self, line: bytes) -> None:
+        """Append the whole line or nothing: a line cut short by a full disk would read as
+        damage to `p2pmed audit verify` and stop the next start."""
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            n = os.write(self._fd, line)
+            if n != len(line):
+                raise OSError(errno.ENOSPC, f"audit log: {n} of {len(line)} bytes written")
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, end)
+            raise
 
     def position(self) -> tuple[int, str]:
         """(seq, hash) of the newest entry."""

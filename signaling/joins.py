@@ -209,13 +209,17 @@ class Joins:
             reject(refused.value, ip, **fields)
             code, message = _CLOSE[refused]
             raise Closing(code, refused.value, message)
-        if started:
-            self.audit.append("session-start", session=grant.session)
+        try:
+            if started:
+                self.audit.append("session-start", session=grant.session)
+            self.audit.append("join", ip=ip, waiting=not member.admitted, **fields)
+        except OSError as exc:  # a join the audit log cannot record (disk full) is refused
+            await self.store.remove(grant.session, eid, self.server_id)
+            raise StoreUnavailable(f"audit log: {exc}") from exc
         ep = Endpoint(member, ip)
         ep.ws = ws
         self.local.add(ep)
         ep.writer = asyncio.get_running_loop().create_task(self.relay.writer(ep))
-        self.audit.append("join", ip=ip, waiting=not ep.admitted, **fields)
         self.metrics.joins.labels(grant.role).inc()
         logs.event("join", session=ep.session, endpoint_id=eid, role=grant.role)
         others = [m for m in members if m.endpoint_id != eid]

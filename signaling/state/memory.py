@@ -7,9 +7,10 @@ when one is given, so a leaked token stays bound across a restart.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 
 from signaling.bindings import BindingStore
-from signaling.state.store import Member, Prejoin, Refused
+from signaling.state.store import Member, Prejoin, Refused, StoreUnavailable
 
 
 class MemorySessionStore:
@@ -123,7 +124,10 @@ class MemorySessionStore:
     async def bind(self, jti: str, session: str, endpoint_id: str, exp: float) -> tuple[str, str]:
         if self._bindings is not None:
             # one writer: the data dir is locked, so the check-then-insert cannot race
-            self._bindings.bind(jti, session, endpoint_id, exp)
+            try:
+                self._bindings.bind(jti, session, endpoint_id, exp)
+            except sqlite3.OperationalError as exc:  # disk full, I/O error: joins refused
+                raise StoreUnavailable(f"token bindings: {exc}") from exc
             return self._bindings.owner(jti) or (session, endpoint_id)
         return self._bound.setdefault(jti, (session, endpoint_id))
 
