@@ -185,9 +185,9 @@ def _decode(
 ) -> dict[str, Any]:
     """Strict JWS compact HS256 verification (RFC 7515/7519, RFC 8725).
 
-    Order: algorithm allowlist and
-    explicit type, then the MAC (constant-time, against each key: the current one and,
-    during a key rotation, the previous one), only then the claims.
+    Order: algorithm allowlist and explicit type, then the MAC (constant-time, against
+    each key: the current one and, during a key rotation, the previous one), only then the
+    claims.
     """
     parts = token.split(".")
     if len(parts) != 3:

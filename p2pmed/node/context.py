@@ -38,7 +38,7 @@ class NodeContext:
     exit_code: int = 0  # EXIT_REVOKED once our token was revoked
     store_failed_since: float | None = None  # time.monotonic() of the first refused commit
     store_failed_attempts: int = 0  # commits refused since then
-    store_retry_at: float = 0.0  # no attempt before this while failing
+    store_retry_at: float | None = None  # while failing: no attempt before this (monotonic)
 
     def count(self, key: str) -> int:
         """Count one refusal; returns how many of that kind so far."""
@@ -59,14 +59,14 @@ class NodeContext:
         Reported once when it starts failing and once when a commit works again."""
         if self.store is None:
             return True
-        now = time.monotonic()
-        if self.store_failed_since is not None and now < self.store_retry_at:
+        if self.store_retry_at is not None and time.monotonic() < self.store_retry_at:
             # while it fails, at most one attempt a second: each one writes everything queued
             # since the failure began again, so an attempt per message would cost the square
             return False
         try:
             self.store.group.flush()
         except StoreError as exc:
+            now = time.monotonic()
             if self.store_failed_since is None:
                 self.store_failed_since = now
                 self.store_failed_attempts = 0
@@ -77,7 +77,7 @@ class NodeContext:
             return False
         if self.store_failed_since is not None:
             failed_s = round(time.monotonic() - self.store_failed_since, 2)
-            self.store_failed_since = None
+            self.store_failed_since = self.store_retry_at = None
             self.events.publish(
                 ne.StoreRecovered(self.store.path, failed_s, self.store_failed_attempts)
             )
