@@ -8,6 +8,13 @@ Entries hold ids, roles, reasons and counts: never payloads, never PHI.
 Each entry is one write() (it survives a crash of the process); the server fsyncs
 the file about once a second from a thread and at shutdown, so a crash of the whole
 machine can lose at most the last second.
+
+When the file cannot be written (disk full, I/O error), `append` holds the entry in memory,
+with its time, and writes it, in order, before the next entry that can be written (the
+server also tries once a second): a consultation never waits for the disk. A join is
+different: `record` writes now or raises, and the join is refused. Past MAX_HELD entries
+held, the newest are counted instead, and that count is written as an `audit-dropped` entry
+where they would have been.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import hashlib
 import json
 import os
 import threading
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,10 +36,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from signaling.audithead import Head, HeadError, head_path, read_head, write_head
+from signaling.logs import log
 
 GENESIS = "0" * 64
 SIG_CONTEXT = b"p2pmed audit v1 checkpoint"
 AUDIT_FILE = "audit.jsonl"
+MAX_HELD = 20_000  # entries held in memory while the log cannot be written (~10 MB)
 
 
 def _canonical(entry: dict[str, Any]) -> bytes:
@@ -79,12 +89,16 @@ class AuditLog:
         self.head_missing = AuditLog._check_head(path, key.public_key()) and self._seq > 0
         self.head_seq = -1  # seq of the head last signed
         self._head_on_disk = -1
+        self._head_failing = False
         # the sweeper fsyncs and writes the head from a thread, which a cancellation at
         # shutdown does not stop: close() waits for it (and a closed fd is never synced)
         self._io_lock = threading.RLock()
         self._since_checkpoint = 0
         self._unsynced = False
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._held: deque[tuple[str, str, dict[str, Any]]] = deque()
+        self._dropped = 0  # entries not held (over MAX_HELD)
+        self._refused_at: str | None = None  # since when the file refuses
 
     @staticmethod
     def check(path: Path, public: Ed25519PublicKey) -> None:
@@ -142,13 +156,65 @@ class AuditLog:
     def seq(self) -> int:
         return self._seq
 
-    def append(self, event: str, **fields: Any) -> dict[str, Any]:
-        """Write one entry; OSError (disk full, I/O error) if it could not be written, and
-        then nothing of it is in the file and the chain goes on from the entry before."""
+    @property
+    def held(self) -> int:
+        """Entries waiting in memory for the file to take them (see the module docstring)."""
+        return len(self._held) + (self._dropped > 0)
+
+    def append(self, event: str, **fields: Any) -> None:
+        """Write one entry, or hold it when the file refuses (then nothing of it is in the
+        file and the chain goes on from the entry before)."""
+        ts = _now()
+        if self.release():
+            try:
+                self._append(ts, event, fields)
+                return
+            except OSError as exc:
+                self._refused(exc)
+        if len(self._held) < MAX_HELD:
+            self._held.append((ts, event, fields))
+        else:
+            self._dropped += 1
+
+    def record(self, event: str, **fields: Any) -> None:
+        """Write one entry now, after what is held; OSError if that cannot be done (and then
+        nothing of it is in the file or held)."""
+        if not self.release():
+            raise OSError(errno.ENOSPC, f"audit log: {self.held} entries wait for the disk")
+        try:
+            self._append(_now(), event, fields)
+        except OSError as exc:
+            self._refused(exc)
+            raise
+
+    def release(self) -> bool:
+        """Write what is held, in order; True once nothing is."""
+        try:
+            while self._held:
+                ts, event, fields = self._held[0]
+                self._append(ts, event, fields)
+                self._held.popleft()
+            if self._dropped:
+                self._append(_now(), "audit-dropped", {"entries": self._dropped})
+                self._dropped = 0
+        except OSError as exc:
+            self._refused(exc)
+            return False
+        if self._refused_at is not None:
+            log.warning("audit log writable again after %s; held entries written", self._refused_at)
+            self._refused_at = None
+        return True
+
+    def _refused(self, exc: OSError) -> None:
+        if self._refused_at is None:
+            self._refused_at = _now()
+            log.error("audit log cannot be written, entries held in memory: %s", exc)
+
+    def _append(self, ts: str, event: str, fields: dict[str, Any]) -> None:
         seq = self._seq + 1
         entry: dict[str, Any] = {
             "seq": seq,
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "ts": ts,
             "event": event,
             **self._server,
             **fields,
@@ -156,11 +222,10 @@ class AuditLog:
         }
         body = _canonical(entry)
         h = hashlib.sha256(body).hexdigest()
-        entry["hash"] = h
         tail = f',"hash":"{h}"'
         if event == "checkpoint":
-            entry["sig"] = base64.b64encode(self._key.sign(SIG_CONTEXT + bytes.fromhex(h))).decode()
-            tail += f',"sig":"{entry["sig"]}"'
+            sig = base64.b64encode(self._key.sign(SIG_CONTEXT + bytes.fromhex(h))).decode()
+            tail += f',"sig":"{sig}"'
         # the line is the hashed canonical JSON with the hash (and sig) added: one encoding
         self._write(body[:-1] + tail.encode() + b"}\n")
         self._seq = seq
@@ -173,8 +238,7 @@ class AuditLog:
             if self._since_checkpoint >= self._every:
                 # this entry is written: a checkpoint the disk refuses is tried after the next
                 with contextlib.suppress(OSError):
-                    self.checkpoint()
-        return entry
+                    self._append(_now(), "checkpoint", {"entries": self._seq})
 
     def _write(self, line: bytes) -> None:
         """Append the whole line or nothing: a line cut short by a full disk would read as
@@ -205,11 +269,24 @@ class AuditLog:
         """Write a head from head_bytes (any thread); an older one never replaces a newer."""
         with self._io_lock:
             if seq > self._head_on_disk:
-                write_head(self.head_path, data)
+                try:
+                    write_head(self.head_path, data)
+                except OSError as exc:  # disk full: the old head stays, a new one is tried
+                    self.head_seq = self._head_on_disk
+                    if not self._head_failing:
+                        self._head_failing = True
+                        log.warning("audit head not written: %s", exc)
+                    return
                 self._head_on_disk = seq
+                self._head_failing = False
 
     def checkpoint(self) -> None:
-        self.append("checkpoint", entries=self._seq)
+        """A signed checkpoint now; none while entries are held (it is made after them)."""
+        if self.release():
+            try:
+                self._append(_now(), "checkpoint", {"entries": self._seq})
+            except OSError as exc:
+                self._refused(exc)
 
     def dirty(self) -> bool:
         return self._since_checkpoint > 0
@@ -234,6 +311,12 @@ class AuditLog:
     def _close(self) -> None:
         if self._fd >= 0:
             self.checkpoint()
+            if self.held:
+                log.error(
+                    "audit log: %d entries could not be written before shutdown (disk full?)"
+                    " and are lost; the chain in the file is whole",
+                    len(self._held) + self._dropped,
+                )
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
@@ -241,6 +324,10 @@ class AuditLog:
             data = self.head_bytes(pos)
             if data is not None:
                 self.store_head(pos[0], data)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass

@@ -192,6 +192,7 @@ class Hub:
             "queued_max": queued_max,
             "unjoined": self.guard.total() if self.guard is not None else 0,
             "audit_head_seq": max(self.audit.head_seq, 0),
+            "audit_held": self.audit.held,
         }
 
     def client_ip(self, request: web.Request) -> str:

@@ -211,8 +211,8 @@ class Joins:
             raise Closing(code, refused.value, message)
         try:
             if started:
-                self.audit.append("session-start", session=grant.session)
-            self.audit.append("join", ip=ip, waiting=not member.admitted, **fields)
+                self.audit.record("session-start", session=grant.session)
+            self.audit.record("join", ip=ip, waiting=not member.admitted, **fields)
         except OSError as exc:  # a join the audit log cannot record (disk full) is refused
             await self.store.remove(grant.session, eid, self.server_id)
             raise StoreUnavailable(f"audit log: {exc}") from exc

@@ -32,6 +32,12 @@ class _Live(Collector):
             value=s["audit_head_seq"],
         )
         yield GaugeMetricFamily(
+            "p2pmed_audit_held_entries",
+            "Audit entries held in memory because the log file cannot be written (disk full);"
+            " written in order once it can be. Above 0: free space on the server's data dir",
+            value=s["audit_held"],
+        )
+        yield GaugeMetricFamily(
             "p2pmed_unjoined_connections",
             "Open connections that have not joined (HTTP, handshakes, WebSockets before join)",
             value=s["unjoined"],

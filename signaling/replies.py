@@ -52,8 +52,5 @@ class Replies:
 
     def reject(self, reason: str, ip: str, **fields: Any) -> None:
         self.metrics.rejected_joins.labels(reason).inc()
-        # a refusal stands whether or not the audit log can record it (disk full: the join
-        # path itself says store-unavailable); the log's chain stays whole either way
-        with contextlib.suppress(OSError):
-            self.audit.append("reject", reason=reason, ip=ip, **fields)
+        self.audit.append("reject", reason=reason, ip=ip, **fields)
         logs.event("join-rejected", reason=reason, **fields)

@@ -197,6 +197,7 @@ async def _sweeper(app: web.Application) -> None:
                 if more:
                     await asyncio.sleep(0.005)
             now = asyncio.get_running_loop().time()
+            hub.audit.release()  # what a full disk held back, once it takes it
             if hub.audit.dirty() and now - last_cp >= config.audit_checkpoint_interval:
                 hub.audit.checkpoint()
                 hub.bindings.prune()

@@ -7,6 +7,7 @@ Real server on loopback, real tmpfs mounted by the test (root, as CI runs) and f
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from signaling import audit
 from signaling.audit import AuditLog, verify_log
 from signaling.testing import running_server
 from tests.signaling.conftest import Harness
@@ -50,7 +52,9 @@ async def test_joins_refused_while_full_then_the_same_endpoint_joins(
         assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_an_audit_entry_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
+def test_an_audit_entry_is_written_whole_or_held(tmp_path: Path) -> None:
+    """`record` (a join) writes now or raises; `append` holds what the disk refuses and
+    writes it, in order and with its own time, before the next entry once it can."""
     key = Ed25519PrivateKey.generate()
     with small_disk(tmp_path / "disk") as disk:
         path = disk.mount / "audit.log"
@@ -58,14 +62,109 @@ def test_an_audit_entry_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
         log.append("join", note="before")
         size, seq = path.stat().st_size, log.seq
         disk.fill()
-        for _ in range(5):  # also past a checkpoint that cannot be written
+        for _ in range(2):
             with pytest.raises(OSError):
-                log.append("join", note="x" * 20000)  # more than the page it ends in
-        assert path.stat().st_size == size and log.seq == seq
+                log.record("join", note="x" * 20000)  # more than the page it ends in
+        for i in range(5):  # also past a checkpoint that cannot be written
+            log.append("leave", note="y" * 20000, n=i)
+        log.checkpoint()
+        assert path.stat().st_size == size and log.seq == seq and log.held == 5
+        with pytest.raises(OSError):  # not before what is held
+            log.record("join", note="small")
         disk.free()
-        for i in range(4):
-            log.append("join", note=f"after {i}")
+        log.append("join", note="after")
+        assert log.held == 0
         log.close()
         res = verify_log(path, key.public_key())
+        entries = [json.loads(x) for x in path.read_text().splitlines()]
     assert res.ok, res
-    assert res.checkpoints >= 1 and res.lines == seq + 4 + res.checkpoints
+    body = [e for e in entries if e["event"] != "checkpoint"]
+    assert [(e["event"], e.get("n")) for e in body] == [
+        ("join", None),
+        *[("leave", i) for i in range(5)],
+        ("join", None),
+    ]
+    times = [e["ts"] for e in body]
+    assert times == sorted(times)
+
+
+def test_audit_entries_over_the_bound_are_counted_as_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit, "MAX_HELD", 3)
+    key = Ed25519PrivateKey.generate()
+    with small_disk(tmp_path / "disk") as disk:
+        path = disk.mount / "audit.log"
+        log = AuditLog(path, key)
+        disk.fill()
+        for i in range(5):
+            log.append("leave", note="y" * 20000, n=i)
+        assert log.held == 4  # three entries and the count of those not held
+        disk.free()
+        log.append("join")
+        log.close()
+        entries = [json.loads(x) for x in path.read_text().splitlines()]
+        assert verify_log(path, key.public_key()).ok
+    body = [(e["event"], e.get("n"), e.get("entries")) for e in entries]
+    assert body[:5] == [
+        ("leave", 0, None),
+        ("leave", 1, None),
+        ("leave", 2, None),
+        ("audit-dropped", None, 2),
+        ("join", None, None),
+    ]
+
+
+def end_on_a_page(log: AuditLog, path: Path) -> None:
+    """Pad the log with entries until it ends on a page boundary (tmpfs: 4 KiB), so that the
+    next entry needs a new page (a full tmpfs takes small writes into a page it has)."""
+    size = path.stat().st_size
+    log.append("test-pad", note="x")
+    grown = path.stat().st_size
+    need = -grown % 4096
+    if need < grown - size:
+        need += 4096
+    log.append("test-pad", note="x" * (need - (grown - size) + 1))
+    assert path.stat().st_size % 4096 == 0
+
+
+async def test_a_consultation_goes_on_while_the_audit_cannot_be_written(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Relaying, a leave and its notices while the disk is full: nothing of the consultation
+    waits for the disk. Their audit entries are held and written, in order, once it can be."""
+    with small_disk(tmp_path / "disk") as disk:
+        data = disk.mount / "srv"
+        async with running_server(data) as srv:
+            h = Harness(srv, http)
+            pat, (doc,) = await h.consult()
+            end_on_a_page(srv.hub.audit, data / "audit.jsonl")
+            disk.fill()  # no await since: the next entry needs a page the disk does not have
+            for i in range(3):  # the first frame of each direction starts a relay pair
+                await pat.ws.send_bytes(b"\x04doc0" + bytes([i]) * 40)
+                assert await doc.recv_bytes() == b"\x03pat" + bytes([i]) * 40
+                await doc.ws.send_bytes(b"\x03pat" + bytes([i]) * 40)
+                assert await pat.recv_bytes() == b"\x04doc0" + bytes([i]) * 40
+            await pat.send(type="leave")
+            assert (await doc.recv_type("peer-left"))["endpoint_id"] == "pat"
+            held = srv.hub.audit.held
+            assert held >= 3  # relay-start both ways, the leave
+            disk.free()
+            # the next entry writes what was held before it
+            other, _ = await h.join("s2", "clinician", "doc9")
+            assert srv.hub.audit.held == 0
+            await other.send(type="leave")
+        path = data / "audit.jsonl"
+        entries = [json.loads(x) for x in path.read_text().splitlines()]
+        names = [e["event"] for e in entries]
+        starts = [i for i, n in enumerate(names) if n == "relay-start"]
+        assert len(starts) == 2
+        leave = names.index("leave")
+        assert starts[1] < leave < names.index("join", leave)  # in the order they happened
+        verify = subprocess.run(
+            [sys.executable, "-m", "p2pmed", "audit", "verify", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert verify.returncode == 0, verify.stdout + verify.stderr
