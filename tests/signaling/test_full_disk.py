@@ -168,3 +168,31 @@ async def test_a_consultation_goes_on_while_the_audit_cannot_be_written(
             check=False,
         )
         assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+async def test_a_join_the_audit_log_refuses_is_refused_and_leaves_nothing_behind(
+    tmp_path: Path, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The join's own audit entry cannot be written (its binding could): the join is
+    refused like any store failure, and the endpoint it added is removed again, so the same
+    endpoint joins once the log takes entries. (The disk cannot be made to refuse the log
+    and take the binding on cue, so the log's refusal is injected here.)"""
+    async with running_server(tmp_path / "srv") as srv:
+        h = Harness(srv, http)
+        doc, _ = await h.join("s1", "clinician", "doc")
+        token = srv.mint("s1", "patient")
+        real = srv.hub.audit.record
+
+        def refuse(event: str, **fields: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(srv.hub.audit, "record", refuse)
+        c = await h.connect()
+        await c.send(type="join", token=token, endpoint_id="pat")
+        got = await c.recv()
+        assert got["type"] == "reconnect" and got["reason"] == "store-unavailable", got
+        assert srv.hub.endpoint("s1", "pat") is None
+        monkeypatch.setattr(srv.hub.audit, "record", real)
+        _, joined = await h.join("s1", "patient", "pat", token=token)
+        assert joined["endpoint_id"] == "pat"
+        assert (await doc.recv_type("peer-waiting"))["endpoint_id"] == "pat"
