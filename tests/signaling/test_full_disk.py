@@ -115,6 +115,14 @@ def test_audit_entries_over_the_bound_are_counted_as_dropped(
     ]
 
 
+async def held_metric(http: aiohttp.ClientSession, url: str | None) -> float:
+    assert url is not None
+    async with http.get(url + "/metrics") as r:
+        text = await r.text()
+    line = next(x for x in text.splitlines() if x.startswith("p2pmed_audit_held_entries "))
+    return float(line.split()[1])
+
+
 def end_on_a_page(log: AuditLog, path: Path) -> None:
     """Pad the log with entries until it ends on a page boundary (tmpfs: 4 KiB), so that the
     next entry needs a new page (a full tmpfs takes small writes into a page it has)."""
@@ -135,7 +143,7 @@ async def test_a_consultation_goes_on_while_the_audit_cannot_be_written(
     waits for the disk. Their audit entries are held and written, in order, once it can be."""
     with small_disk(tmp_path / "disk") as disk:
         data = disk.mount / "srv"
-        async with running_server(data) as srv:
+        async with running_server(data, metrics_port=0) as srv:
             h = Harness(srv, http)
             pat, (doc,) = await h.consult()
             end_on_a_page(srv.hub.audit, data / "audit.jsonl")
@@ -147,12 +155,13 @@ async def test_a_consultation_goes_on_while_the_audit_cannot_be_written(
                 assert await pat.recv_bytes() == b"\x04doc0" + bytes([i]) * 40
             await pat.send(type="leave")
             assert (await doc.recv_type("peer-left"))["endpoint_id"] == "pat"
-            held = srv.hub.audit.held
-            assert held >= 3  # relay-start both ways, the leave
+            assert srv.hub.audit.held >= 3  # relay-start both ways, the leave
+            assert await held_metric(http, srv.metrics_url) == srv.hub.audit.held
             disk.free()
             # the next entry writes what was held before it
             other, _ = await h.join("s2", "clinician", "doc9")
             assert srv.hub.audit.held == 0
+            assert await held_metric(http, srv.metrics_url) == 0
             await other.send(type="leave")
         path = data / "audit.jsonl"
         entries = [json.loads(x) for x in path.read_text().splitlines()]
