@@ -24,6 +24,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections import deque
@@ -35,8 +36,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from signaling import logs
 from signaling.audithead import Head, HeadError, head_path, read_head, write_head
-from signaling.logs import log
 
 GENESIS = "0" * 64
 SIG_CONTEXT = b"p2pmed audit v1 checkpoint"
@@ -189,11 +190,13 @@ class AuditLog:
 
     def release(self) -> bool:
         """Write what is held, in order; True once nothing is."""
+        written = 0
         try:
             while self._held:
                 ts, event, fields = self._held[0]
                 self._append(ts, event, fields)
                 self._held.popleft()
+                written += 1
             if self._dropped:
                 self._append(_now(), "audit-dropped", {"entries": self._dropped})
                 self._dropped = 0
@@ -201,14 +204,14 @@ class AuditLog:
             self._refused(exc)
             return False
         if self._refused_at is not None:
-            log.warning("audit log writable again after %s; held entries written", self._refused_at)
+            logs.event("audit-writable", logging.WARNING, since=self._refused_at, written=written)
             self._refused_at = None
         return True
 
     def _refused(self, exc: OSError) -> None:
         if self._refused_at is None:
             self._refused_at = _now()
-            log.error("audit log cannot be written, entries held in memory: %s", exc)
+            logs.event("audit-held", logging.ERROR, path=str(self.path), reason=str(exc))
 
     def _append(self, ts: str, event: str, fields: dict[str, Any]) -> None:
         seq = self._seq + 1
@@ -275,7 +278,7 @@ class AuditLog:
                     self.head_seq = self._head_on_disk
                     if not self._head_failing:
                         self._head_failing = True
-                        log.warning("audit head not written: %s", exc)
+                        logs.event("audit-head-failed", logging.WARNING, reason=str(exc))
                     return
                 self._head_on_disk = seq
                 self._head_failing = False
@@ -311,12 +314,8 @@ class AuditLog:
     def _close(self) -> None:
         if self._fd >= 0:
             self.checkpoint()
-            if self.held:
-                log.error(
-                    "audit log: %d entries could not be written before shutdown (disk full?)"
-                    " and are lost; the chain in the file is whole",
-                    len(self._held) + self._dropped,
-                )
+            if self.held:  # the chain in the file is whole; these never reached it
+                logs.event("audit-lost", logging.ERROR, entries=len(self._held) + self._dropped)
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1

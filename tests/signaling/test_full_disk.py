@@ -137,7 +137,7 @@ def end_on_a_page(log: AuditLog, path: Path) -> None:
 
 
 async def test_a_consultation_goes_on_while_the_audit_cannot_be_written(
-    tmp_path: Path, http: aiohttp.ClientSession
+    tmp_path: Path, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Relaying, a leave and its notices while the disk is full: nothing of the consultation
     waits for the disk. Their audit entries are held and written, in order, once it can be."""
@@ -163,6 +163,8 @@ async def test_a_consultation_goes_on_while_the_audit_cannot_be_written(
             assert srv.hub.audit.held == 0
             assert await held_metric(http, srv.metrics_url) == 0
             await other.send(type="leave")
+        said = [(r.getMessage(), r.levelname) for r in caplog.records]
+        assert ("audit-held", "ERROR") in said and ("audit-writable", "WARNING") in said
         path = data / "audit.jsonl"
         entries = [json.loads(x) for x in path.read_text().splitlines()]
         names = [e["event"] for e in entries]
