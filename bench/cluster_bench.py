@@ -560,13 +560,19 @@ async def bench_storm(http: aiohttp.ClientSession, c: Cluster, per_server: int) 
     }
 
 
-def runq_wait(pid: int | str) -> float:
-    """Seconds the process's threads spent runnable but waiting for a core (schedstat)."""
+def schedstat(pid: int | str, field: int) -> int:
+    """A /proc schedstat field summed over the process's threads, ns (0: on a core,
+    1: runnable but waiting for one)."""
     total = 0
     for t in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError, IndexError, ValueError):
-            total += int((t / "schedstat").read_text().split()[1])
-    return total / 1e9
+            total += int((t / "schedstat").read_text().split()[field])
+    return total
+
+
+def runq_wait(pid: int | str) -> float:
+    """Seconds the process's threads spent runnable but waiting for a core."""
+    return schedstat(pid, 1) / 1e9
 
 
 def waits(c: Cluster) -> dict[str, float]:
@@ -704,15 +710,6 @@ async def bench_kill(http: aiohttp.ClientSession, c: Cluster, per_server: int) -
         await asyncio.gather(*(x.task for x in clients), return_exceptions=True)
 
 
-def cpu_ns(pid: int) -> int:
-    """Nanoseconds on a core so far, all threads of pid (schedstat: no 10 ms clock ticks)."""
-    total = 0
-    for t in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            total += int((t / "schedstat").read_text().split()[0])
-    return total
-
-
 async def bench_redis_ratio(
     http: aiohttp.ClientSession, pairs: int, frames: int, rounds: int = 3
 ) -> dict[str, Any]:
@@ -736,9 +733,9 @@ async def bench_redis_ratio(
                 ps = await make_pairs(http, c, pairs, f"r{rnd}{kind}", 0, 0)
                 pid = c.servers[0][0].pid
                 try:
-                    t0 = cpu_ns(pid)
+                    t0 = schedstat(pid, 0)  # ns on a core: no 10 ms clock ticks
                     rate, _ = await run_pairs(ps, frames)
-                    us[kind].append((cpu_ns(pid) - t0) / 1e3 / (pairs * frames))
+                    us[kind].append((schedstat(pid, 0) - t0) / 1e3 / (pairs * frames))
                 finally:
                     await close_pairs(ps)
                 fps[kind].append(rate)
