@@ -12,7 +12,10 @@ from collections.abc import AsyncIterator
 import hl7  # type: ignore[import-untyped]
 import pytest
 from hl7.mllp import open_hl7_connection  # type: ignore[import-untyped]
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from p2pmed.devices import hl7 as hl7_module
 from p2pmed.devices import hl7sim
 from p2pmed.devices import reading as rd
 from p2pmed.devices.hl7 import Hl7Error, Hl7Source, ack_for, parse_hl7, parse_message
@@ -369,6 +372,52 @@ def test_parse_tree_is_python_hl7s_own(kind: str) -> None:
     }[kind]
     assert _shape(parse_hl7(text)) == _shape(hl7.parse(text))
     assert str(parse_hl7(text)) == str(hl7.parse(text))
+
+
+def test_repeated_fields_are_parsed_once() -> None:
+    """A field whose text came before is not split again (its container is reused); the
+    tree stays hl7.parse's for every message of a stream, whatever came before it."""
+    t = time.time()
+    stream = [hl7sim.oru_r01(f"M{i}", t + i, patient="PID-7", device="MON-1") for i in range(5)]
+    alert = hl7sim.oru_r40("A1", t, patient="PID-7", device="MON-1", alert_id="A1", active=True)
+    stream.insert(2, alert)
+    trees = [parse_hl7(text) for text in stream]
+    for text, tree in zip(stream, trees, strict=True):
+        assert _shape(tree) == _shape(hl7.parse(text))
+    first, last = (list(tree.segments("OBX"))[1] for tree in (trees[0], trees[-1]))
+    assert str(first[3]) == str(last[3]) and first[3] is last[3]  # OBX-3: the same code
+    assert str(first[14]) != str(last[14])  # OBX-14: another time, its own container
+
+
+def test_long_fields_are_not_remembered() -> None:
+    """Only short fields are kept: a hostile stream of huge fields cannot grow the memory
+    (and the number of fields kept is bounded too)."""
+    huge = "X" * (hl7_module.MAX_REMEMBERED_LEN + 1)
+    text = f"MSH|^~\\&|DEV|||||ORU^R01|H1|P|2.6\rOBX|1|NM|{huge}^a^MDC|{huge}"
+    a, b = parse_hl7(text), parse_hl7(text)
+    assert str(a) == str(b) == str(hl7.parse(text))
+    assert a.segment("OBX")[3] is not b.segment("OBX")[3]
+    assert a.segment("OBX")[4] is not b.segment("OBX")[4]
+    for i in range(hl7_module.MAX_REMEMBERED_FIELDS // 100 + 2):
+        fields = "|".join(f"{i}-{j}" for j in range(100))
+        parse_hl7(f"MSH|^~\\&|DEV|||||ORU^R01|F{i}|P|2.6\rOBX|{fields}")
+    kept = hl7_module._FIELDS[("\r|~^&", "\\")]
+    assert 0 < len(kept) <= hl7_module.MAX_REMEMBERED_FIELDS
+    assert all(len(k) <= hl7_module.MAX_REMEMBERED_LEN for k in kept)
+
+
+_HL7_TEXT = st.text(alphabet="AB1 |^~&\\", max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_HL7_TEXT, min_size=1, max_size=6), min_size=1, max_size=6))
+def test_parse_tree_is_python_hl7s_own_for_any_stream(messages: list[list[str]]) -> None:
+    """Any sequence of messages (fields of random text with separators, escapes and
+    repeats): each tree is the one hl7.parse builds, whatever was parsed before it."""
+    for i, segments in enumerate(messages):
+        text = f"MSH|^~\\&|DEV|||||ORU^R01|H{i}|P|2.6" + "".join("\rOBX|" + seg for seg in segments)
+        assert _shape(parse_hl7(text)) == _shape(hl7.parse(text))
+        assert _shape(parse_hl7(text)) == _shape(hl7.parse(text))  # now from what it kept
 
 
 @pytest.mark.parametrize("kind", ["r01", "r40", "short"])
