@@ -90,6 +90,10 @@ def suspect_flag(param: Param) -> StatusFlags:
     return StatusFlags(0x0100 << (param - 1))
 
 
+# each parameter with its field and suspect bit, for the checks every NUMERICS runs
+_PARAMS = tuple((p, FIELD_NAME[p], int(suspect_flag(p))) for p in Param)
+
+
 class Priority(enum.IntEnum):
     """IEC 60601-1-8 alarm priorities."""
 
@@ -166,23 +170,24 @@ def _check_u64(value: int, reason: str) -> None:
     _check(isinstance(value, int) and 0 <= value <= U64, reason, "must be a u64")
 
 
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _check_text(text: str, reason: str, max_bytes: int, min_bytes: int = 1) -> bytes:
     _check(isinstance(text, str), reason, "must be str")
     try:
         raw = text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise CodecError(reason, "not encodable as UTF-8") from exc
-    _check(min_bytes <= len(raw) <= max_bytes, reason, f"{len(raw)} bytes")
-    _check(
-        not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text),
-        reason,
-        "control character",
-    )
+    if not min_bytes <= len(raw) <= max_bytes:
+        raise CodecError(reason, f"{len(raw)} bytes")
+    _check(_CONTROL_RE.search(text) is None, reason, "control character")
     return raw
 
 
 def _check_match(pattern: re.Pattern[str], text: str, reason: str) -> None:
-    _check(isinstance(text, str) and pattern.fullmatch(text) is not None, reason, repr(text))
+    if not isinstance(text, str) or pattern.fullmatch(text) is None:
+        raise CodecError(reason, repr(text))
 
 
 @dataclass(frozen=True)
@@ -202,18 +207,15 @@ class Numerics:
     def __post_init__(self) -> None:
         _check_u64(self.timestamp_us, "timestamp")
         _check_text(self.patient_id, "patient", MAX_ID)
-        for p in Param:
-            v = getattr(self, FIELD_NAME[p])
-            _check(
-                v is None or (isinstance(v, int) and 0 <= v < ABSENT),
-                "value",
-                f"{p.name} must be None or 0..65534",
-            )
+        for p, name, _ in _PARAMS:
+            v = getattr(self, name)
+            if not (v is None or (isinstance(v, int) and 0 <= v < ABSENT)):
+                raise CodecError("value", f"{p.name} must be None or 0..65534")
         f = int(self.flags)
         _check(0 <= f <= 0xFFFF and f & ~VALID_FLAGS == 0, "flags", "undefined flag bits")
-        for p in Param:
-            if f & suspect_flag(p):
-                _check(self.raw(p) is not None, "flags", f"suspect bit on absent {p.name}")
+        for p, name, suspect in _PARAMS:
+            if f & suspect and getattr(self, name) is None:
+                raise CodecError("flags", f"suspect bit on absent {p.name}")
         object.__setattr__(self, "flags", StatusFlags(f))
 
     def raw(self, param: Param) -> int | None:
@@ -583,6 +585,10 @@ def encode(msg: Message) -> bytes:
     return bytes([kind, VERSION]) + body
 
 
+_KINDS = frozenset(Kind)
+_NOT_PRINTABLE_RE = re.compile(b"[^\x20-\x7e]")
+
+
 class _Reader:
     def __init__(self, data: bytes) -> None:
         self.data = data
@@ -606,7 +612,7 @@ class _Reader:
 
     def ascii(self, reason: str) -> str:
         raw = self.short_bytes()
-        if any(b < 0x20 or b > 0x7E for b in raw):
+        if _NOT_PRINTABLE_RE.search(raw) is not None:
             raise CodecError(reason, "not printable ASCII")
         return raw.decode("ascii")
 
@@ -650,7 +656,7 @@ def _decode(data: bytes) -> Message:
         raise CodecError("oversized", f"{len(data)} > {MAX_MESSAGE} bytes")
     if len(data) < 2:
         raise CodecError("truncated", "shorter than kind + version")
-    if data[0] not in set(Kind):
+    if data[0] not in _KINDS:
         raise CodecError("kind", f"unknown kind 0x{data[0]:02x}")
     if data[1] != VERSION:
         raise CodecError("version", f"unsupported version {data[1]}")
