@@ -71,16 +71,18 @@ def _text(segment: Any, *path: int) -> str:
     "" when it is not there. As python-hl7's extract_field: a value that has no deeper parts
     answers for the first one ("/min" is OBX-6.1.1)."""
     node = segment
+    idx = path[0]  # a segment's list holds its id first: field n is item n
     for depth, i in enumerate(path):
-        if isinstance(node, str):
+        if type(node) is str:  # python-hl7's leaves are plain str
             return node.strip() if all(j == 1 for j in path[depth:]) else ""
-        idx = i if depth == 0 else i - 1  # a segment's list holds its id first
+        if depth:
+            idx = i - 1
         if not 0 <= idx < len(node):
             return ""
         node = _item(node, idx)  # plain list indexing: the containers' own adds a check
-    while not isinstance(node, str) and len(node) == 1:  # a leaf wrapped in containers
+    while type(node) is not str and len(node) == 1:  # a leaf wrapped in containers
         node = _item(node, 0)
-    return (node if isinstance(node, str) else str(node)).strip()
+    return (node if type(node) is str else str(node)).strip()
 
 
 _item = list.__getitem__
@@ -203,15 +205,13 @@ def parse_message(text: str) -> tuple[Any, Parsed]:
         msg = parse_hl7(text)
     except Exception as exc:  # python-hl7 raises several kinds on malformed text
         raise Hl7Error("AR", "malformed", 102, f"not parseable as HL7 v2: {exc}") from exc
-    msh = msg.segment("MSH")
+    segments = _by_id(msg)
+    msh = segments["MSH"][0]  # the text starts with it
     kind = (_text(msh, 9, 1, 1), _text(msh, 9, 1, 2))
-    try:
-        obx = list(msg.segments("OBX"))
-    except KeyError:
-        obx = []
+    obx = segments.get("OBX", [])
     try:
         if kind == ("ORU", "R01"):
-            parsed = _vitals(msg, msh, obx)
+            parsed = _vitals(msh, segments.get("OBR"), obx)
         elif kind == ("ORU", "R40"):
             parsed = _alerts(msg, obx)
         else:
@@ -221,19 +221,30 @@ def parse_message(text: str) -> tuple[Any, Parsed]:
     except Hl7Error as exc:
         exc.msg = msg
         raise
-    info = _identity(msg, msh, obx)
+    info = _identity(msh, segments.get("PID"), obx)
     parsed.readings.insert(0, info)
     return msg, parsed
 
 
-def _identity(msg: Any, msh: Any, obx: list[Any]) -> rd.DeviceInfo:
+def _by_id(msg: Any) -> dict[str, list[Any]]:
+    """The segments by id, in order: what python-hl7's msg.segments(id) answers, for every
+    id in one pass (each of its calls walks the whole message through its containers)."""
+    out: dict[str, list[Any]] = {}
+    for seg in msg:
+        first = _item(seg, 0)
+        if type(first) is str or not first:
+            continue  # an empty segment (two CRs in a row): python-hl7's own lookup raises
+        sid = _item(first, 0)
+        if type(sid) is str:
+            out.setdefault(sid, []).append(seg)
+    return out
+
+
+def _identity(msh: Any, pid: list[Any] | None, obx: list[Any]) -> rd.DeviceInfo:
     tagged = next((seg for seg in obx if _text(seg, 18)), None)  # the first with OBX-18
     equipment = _text(tagged, 18, 1, 1) if tagged is not None else ""
     eui = (_text(tagged, 18, 1, 3) if tagged is not None else "") or _text(msh, 3, 1, 2)
-    try:
-        patient = _text(msg.segment("PID"), 3, 1, 1) or None
-    except KeyError:
-        patient = None
+    patient = (_text(pid[0], 3, 1, 1) or None) if pid else None
     return rd.DeviceInfo(
         protocol="hl7",
         device_id=equipment or _text(msh, 3, 1, 1) or "unknown",
@@ -242,11 +253,11 @@ def _identity(msg: Any, msh: Any, obx: list[Any]) -> rd.DeviceInfo:
     )
 
 
-def _vitals(msg: Any, msh: Any, obx: list[Any]) -> Parsed:
+def _vitals(msh: Any, obr: list[Any] | None, obx: list[Any]) -> Parsed:
     out = Parsed([])
     default_time = _time_us(_text(msh, 7))
-    with contextlib.suppress(KeyError):
-        default_time = _time_us(_text(msg.segment("OBR"), 7)) or default_time
+    if obr:
+        default_time = _time_us(_text(obr[0], 7)) or default_time
     for seg in obx:
         vtype = _text(seg, 2)
         if vtype == "":  # an MDS/VMD/channel row of the containment tree, no observation
@@ -337,7 +348,7 @@ def _ack(msg: Any, code: str) -> str:
     receiving application and facility swapped, the trigger event, processing id and version
     copied, MSA-2 the message's control id), without building a message tree for it: that
     cost a third of the listener's time per message. IndexError for an MSH too short."""
-    msh = msg.segment("MSH")
+    msh = _by_id(msg)["MSH"][0]
     if len(msh) < 13:
         raise IndexError("MSH too short to answer")
     f = [str(x) for x in msh[:13]]  # f[n] is MSH-n (f[1] the field separator)

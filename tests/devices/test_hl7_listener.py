@@ -172,6 +172,22 @@ async def test_garbage_between_frames_skipped_frame_after_it_used(
     writer.close()
 
 
+async def test_empty_segment_is_skipped(listener: Hl7Source, taken: list[rd.Reading]) -> None:
+    """Two CRs in a row inside a message (an empty segment) are skipped: the message is
+    read and ACKed AA. python-hl7's msg.segment() raised IndexError on it, which ended the
+    connection with no ACK and nothing counted."""
+    reader, writer = await connect(listener)
+    for text in (r01().replace("\rOBX|2|", "\r\rOBX|2|", 1), r01().replace("\rPID|", "\r\rPID|")):
+        writer.write(frame(text))
+        await writer.drain()
+        ack = await read_ack(reader)
+        assert ack is not None and msa(ack) == ("AA", "C1")  # MSA-2: its control id
+    assert sum(isinstance(x, rd.Metric) for x in taken) == 16  # 8 NM OBX in each
+    assert [x.patient_id for x in taken if isinstance(x, rd.DeviceInfo)] == ["PID-7"]
+    assert not listener.errors
+    writer.close()
+
+
 async def test_bad_messages_get_ar_with_a_reason_and_the_connection_stays(
     listener: Hl7Source, taken: list[rd.Reading]
 ) -> None:
