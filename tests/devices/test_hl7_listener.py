@@ -141,6 +141,22 @@ def test_rejected_messages(text: str, reason: str) -> None:
     assert exc.value.reason == reason and exc.value.ack == "AR"
 
 
+_SEGMENT_TEXT = st.text(alphabet="OBXPIDMSHR01|^~&\\ 1.5NM", max_size=30)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_SEGMENT_TEXT, max_size=8), st.sampled_from(["ORU^R01", "ORU^R40", "^R01"]))
+def test_any_message_is_read_or_rejected_with_a_reason(segments: list[str], kind: str) -> None:
+    """Whatever follows a valid MSH (empty segments, separators where ids go, fields cut
+    short), parse_message returns readings or raises Hl7Error (an AE/AR with a reason),
+    never anything the listener would not answer."""
+    text = f"MSH|^~\\&|A|B|||20240101||{kind}|C1|P|2.6" + "".join("\r" + x for x in segments)
+    try:
+        parse_message(text)
+    except Hl7Error as exc:
+        assert exc.ack in ("AE", "AR") and exc.reason
+
+
 # -- the listener ------------------------------------------------------------------------
 
 
