@@ -71,18 +71,16 @@ def _text(segment: Any, *path: int) -> str:
     "" when it is not there. As python-hl7's extract_field: a value that has no deeper parts
     answers for the first one ("/min" is OBX-6.1.1)."""
     node = segment
-    idx = path[0]  # a segment's list holds its id first: field n is item n
     for depth, i in enumerate(path):
-        if type(node) is str:  # python-hl7's leaves are plain str
+        if isinstance(node, str):
             return node.strip() if all(j == 1 for j in path[depth:]) else ""
-        if depth:
-            idx = i - 1
+        idx = i if depth == 0 else i - 1  # a segment's list holds its id first
         if not 0 <= idx < len(node):
             return ""
         node = _item(node, idx)  # plain list indexing: the containers' own adds a check
-    while type(node) is not str and len(node) == 1:  # a leaf wrapped in containers
+    while not isinstance(node, str) and len(node) == 1:  # a leaf wrapped in containers
         node = _item(node, 0)
-    return (node if type(node) is str else str(node)).strip()
+    return (node if isinstance(node, str) else str(node)).strip()
 
 
 _item = list.__getitem__
@@ -151,7 +149,8 @@ class _Plan(hl7_parser._ParsePlan):  # type: ignore[misc]
         return False
 
 
-MAX_REMEMBERED_FIELDS = 4096  # distinct field texts kept per set of separators
+# distinct field texts kept per set of separators (the listener takes only | and ^~\&)
+MAX_REMEMBERED_FIELDS = 4096
 MAX_REMEMBERED_LEN = 256  # longer fields (free text, a hostile 1 MiB one) are not kept
 _FIELDS: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -231,7 +230,7 @@ def _by_id(msg: Any) -> dict[str, list[Any]]:
     id in one pass (each of its calls walks the whole message through its containers)."""
     out: dict[str, list[Any]] = {}
     for seg in msg:
-        first = _item(seg, 0)
+        first: Any = _item(seg, 0) if seg else ""
         if type(first) is str or not first:
             continue  # an empty segment (two CRs in a row): python-hl7's own lookup raises
         sid = _item(first, 0)
