@@ -347,7 +347,9 @@ def _ack(msg: Any, code: str) -> str:
     receiving application and facility swapped, the trigger event, processing id and version
     copied, MSA-2 the message's control id), without building a message tree for it: that
     cost a third of the listener's time per message. IndexError for an MSH too short."""
-    msh = _by_id(msg)["MSH"][0]
+    msh = _item(msg, 0)  # a message parses only from text that starts with MSH
+    if _text(msh, 0) != "MSH":
+        raise KeyError("no MSH first")
     if len(msh) < 13:
         raise IndexError("MSH too short to answer")
     f = [str(x) for x in msh[:13]]  # f[n] is MSH-n (f[1] the field separator)
